@@ -1,0 +1,167 @@
+"""Checkpoints of the trainable weights only, and import of the reference's released `.pth` files.
+
+Our format is a folder: `model.safetensors` (trainable tensors, reference key names for the bridge) and
+`epalm_config.json` (the ModelConfig plus facts checked at load time). Each is written under a
+temporary name, then renamed, so a crash never leaves half a file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.config import ModelConfig
+from models.encoders.config import EncoderConfig
+from models.epalm import EPALM
+from models.language_model import LanguageModelConfig
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "epalm_config.json"
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def model_config_from_dict(values: dict[str, Any], source: str = "config") -> ModelConfig:
+    """Strict: an unknown key anywhere is an error naming it (the reference ignores them silently)."""
+    values = dict(values)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown model key(s) {unknown}; known: {sorted(known)}")
+    lm = values.pop("lm", {}) or {}
+    lm_known = {f.name for f in dataclasses.fields(LanguageModelConfig)}
+    bad_lm = sorted(set(lm) - lm_known)
+    if bad_lm:
+        raise ValueError(f"{source}: unknown model.lm key(s) {bad_lm}; known: {sorted(lm_known)}")
+    encoder = EncoderConfig.from_dict(values.pop("encoder", {}) or {})
+    return ModelConfig(lm=LanguageModelConfig(**lm), encoder=encoder, **values)
+
+
+def save_checkpoint(model: EPALM, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the trainable weights and the config needed to rebuild the model."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model_config_to_dict(model.config),
+        "resolved": {
+            "lm_layers": model.lm.num_layers,
+            "layer_tokens": {str(k): v for k, v in (model.plan.layer_tokens.items() if model.plan else [])},
+        },
+        "shapes": {k: list(v.shape) for k, v in tensors.items()},
+        **(extra or {}),
+    }
+    _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    _atomic_write(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    return folder
+
+
+def read_checkpoint_config(folder: str | Path) -> ModelConfig:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not an eP-ALM checkpoint folder (no {CONFIG_FILE})")
+    meta = json.loads(path.read_text())
+    return model_config_from_dict(meta["model"], source=str(path))
+
+
+def load_trainable_weights(model: EPALM, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load of the trainable tensors: every one present, no extra, every shape equal."""
+    expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = []
+    for key in sorted(set(expected) | set(found)):
+        if expected.get(key) != found.get(key):
+            problems.append(f"  {key}: expected {expected.get(key, 'absent')}, found {found.get(key, 'absent')}")
+    if problems:
+        raise ValueError(f"{source} does not fit the configured model:\n" + "\n".join(problems))
+    model.load_state_dict(state, strict=False)  # strictness over the trainable keys is checked just above
+
+
+def load_checkpoint_weights(model: EPALM, folder: str | Path) -> None:
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trainable weights here")
+    load_trainable_weights(model, load_file(str(path)), source=str(path))
+
+
+def load_checkpoint(folder: str | Path, **build_kwargs) -> tuple[EPALM, Any]:
+    """Rebuild the model from the checkpoint's own config and load its weights; returns (model, tokenizer)."""
+    from models.factory import build_model  # the factory imports this module's neighbours
+
+    model, tokenizer = build_model(read_checkpoint_config(folder), **build_kwargs)
+    load_checkpoint_weights(model, folder)
+    return model, tokenizer
+
+
+# --- the reference's released .pth files ------------------------------------------------------------------
+_CONNECTOR_KEY = re.compile(r"^connector\.(\d+)\.(weight|bias)$")
+_PROMPT_KEY = re.compile(r"^prompt_module\.prefix_embedding\.(\d+)\.(weight|bias)$")
+
+
+def read_reference_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The `model` tensors and the `config` dict of a reference checkpoint (pickle, read with weights_only)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle needing arbitrary classes is refused, never executed
+        raise ValueError(f"{path}: cannot read as a reference eP-ALM checkpoint with weights_only=True ({error})")
+    if not isinstance(blob, dict) or "model" not in blob:
+        raise ValueError(f"{path}: expected a dict with a 'model' entry (the reference's format)")
+    config = blob.get("config") if isinstance(blob.get("config"), dict) else {}
+    return blob["model"], config
+
+
+def reference_facts(state: dict[str, torch.Tensor], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the tensor shapes (and the stored config, where present) say about the model."""
+    connectors = sorted({int(m.group(1)) for k in state if (m := _CONNECTOR_KEY.match(k))})
+    prompt_layers = sorted({int(m.group(1)) for k in state if (m := _PROMPT_KEY.match(k))})
+    facts: dict[str, Any] = {}
+    if connectors:
+        weight = state["connector.0.weight"]
+        facts.update(encoder_size=weight.shape[1], lm_size=weight.shape[0], connectors=len(connectors))
+        stored_k = (config or {}).get("injected_hidden_states")
+        facts["shared_connector"] = len(connectors) == 1 and (stored_k or 1) > 1
+        facts["injected_hidden_states"] = stored_k if facts["shared_connector"] else len(connectors)
+    if prompt_layers:
+        table = state["prompt_module.prefix_embedding.0.weight"]
+        facts.update(prompt_tuning=True, prompt_len=table.shape[0], prompt_width=table.shape[1],
+                     mlp=prompt_layers != [0])
+    else:
+        facts["prompt_tuning"] = False
+    return facts
+
+
+def load_reference_checkpoint(model: EPALM, path: str | Path) -> dict[str, Any]:
+    """Load released eP-ALM weights into a configured model; any mismatch fails listing the shapes."""
+    state, config = read_reference_state(path)
+    facts = reference_facts(state, config)
+    unknown = sorted(k for k in state if not (_CONNECTOR_KEY.match(k) or _PROMPT_KEY.match(k)))
+    if unknown:
+        raise ValueError(f"{path}: keys this project does not know how to load: {unknown}")
+    cfg = model.config
+    mismatches = []
+    for key in ("injected_hidden_states", "shared_connector", "prompt_len", "mlp"):
+        if key in facts and getattr(cfg, key) != facts[key]:
+            mismatches.append(f"  {key}: configured {getattr(cfg, key)!r}, checkpoint has {facts[key]!r}")
+    state = {k: v.float() for k, v in state.items()}
+    try:
+        load_trainable_weights(model, state, source=str(path))
+    except ValueError as error:
+        detail = ("\n" + "\n".join(mismatches)) if mismatches else ""
+        raise ValueError(f"{error}{detail}") from None
+    return facts

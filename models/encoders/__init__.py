@@ -1,0 +1,19 @@
+"""Frozen perception encoders: `build_encoder(EncoderConfig(...))` -> a `PerceptionEncoder`."""
+from __future__ import annotations
+
+import os
+
+from models.encoders import ast, timesformer, timm_vit  # noqa: F401  (each registers its builder)
+from models.encoders.base import ENCODERS, PerceptionEncoder
+from models.encoders.config import EncoderConfig
+
+__all__ = ["ENCODERS", "EncoderConfig", "PerceptionEncoder", "build_encoder"]
+
+
+def build_encoder(cfg: EncoderConfig) -> PerceptionEncoder:
+    """Build the encoder `cfg.type` names, frozen (no gradients) and in eval mode (no dropout)."""
+    if cfg.checkpoint and not os.path.isfile(cfg.checkpoint):
+        raise FileNotFoundError(f"encoder checkpoint not found: {cfg.checkpoint}")
+    encoder = ENCODERS.build(cfg.type, cfg)
+    encoder.requires_grad_(False)
+    return encoder.eval()

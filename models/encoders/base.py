@@ -1,0 +1,45 @@
+"""The one interface every frozen perception encoder (image, video, audio) implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from models.registry import Registry
+
+
+class PerceptionEncoder(nn.Module, ABC):
+    """A frozen encoder that returns the CLS token of each of its last K blocks.
+
+    Subclasses wrap a library model (timm, transformers) and never re-implement its blocks.
+
+    Attributes set by subclasses:
+        modality: "image", "video" or "audio".
+        hidden_size: width of the returned tokens (d_enc).
+        num_layers: number of transformer blocks; K must not exceed it.
+    """
+
+    modality: str
+    hidden_size: int
+    num_layers: int
+
+    @abstractmethod
+    def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        """Encode a batch and return `(B, num_tokens, hidden_size)`.
+
+        Token k is the CLS token (position 0) after block `num_layers - num_tokens + k`, passed through the
+        encoder's final norm. Inputs: images `(B, C, H, W)`, videos `(B, C, T, H, W)`, audio fbank `(B, frames, mel)`.
+        """
+
+    @abstractmethod
+    def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
+        """The transform from one decoded media item (PIL image, list of frames, waveform) to the model input."""
+
+    def preprocessing_fingerprint(self) -> dict:
+        """Everything that changes what `preprocessing(train=False)` produces (keys the feature cache)."""
+        return {}
+
+
+ENCODERS: Registry[PerceptionEncoder] = Registry("perception encoder")

@@ -1,0 +1,163 @@
+"""Video encoder: transformers' TimeSformer (divided space-time), read out as its last K CLS tokens."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from torch import nn
+from torchvision.transforms import v2
+from transformers import TimesformerConfig, TimesformerModel
+from transformers.utils import cached_file
+
+from models.encoders.base import ENCODERS, PerceptionEncoder
+from models.encoders.config import EncoderConfig
+from models.encoders.original_checkpoints import load_original_timesformer
+
+logger = logging.getLogger(__name__)
+
+# What the original TimeSformer was trained with (facebookresearch/TimeSformer config defaults).
+TIMESFORMER_MEAN = (0.45, 0.45, 0.45)
+TIMESFORMER_STD = (0.225, 0.225, 0.225)
+TRAIN_CROP_SCALE = (0.5, 1.0)
+
+
+class VideoTransform:
+    """Frames `(T, H, W, 3)` uint8 (or a list of PIL images) -> normalised `(3, T, S, S)` float tensor.
+
+    Test: each frame resized to S x S (bicubic). Train: RandomResizedCrop(scale 0.5-1), horizontal flip and
+    RandAugment (2 ops, magnitude 9), with ONE draw of the random parameters for the whole clip, so the
+    frames stay a coherent video.
+    """
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], train: bool):
+        bicubic = v2.InterpolationMode.BICUBIC
+        if train:
+            spatial = [
+                v2.RandomResizedCrop(size, scale=TRAIN_CROP_SCALE, interpolation=bicubic, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.RandAugment(num_ops=2, magnitude=9, interpolation=v2.InterpolationMode.BILINEAR),
+            ]
+        else:
+            spatial = [v2.Resize((size, size), interpolation=bicubic, antialias=True)]
+        # v2 transforms treat a (T, C, H, W) tensor as one image batch and draw their parameters once
+        self.transform = v2.Compose(
+            [*spatial, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+        )
+
+    def __call__(self, frames: np.ndarray | Sequence[Image.Image]) -> torch.Tensor:
+        if not isinstance(frames, np.ndarray):
+            frames = np.stack([np.asarray(frame.convert("RGB")) for frame in frames])
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"video frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W)
+        return self.transform(clip).permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
+
+
+class TimesformerEncoder(PerceptionEncoder):
+    modality = "video"
+
+    def __init__(self, model: TimesformerModel, cfg: EncoderConfig, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.model = model
+        self.name = cfg.name or str(cfg.checkpoint or "random-init")
+        self.hidden_size = model.config.hidden_size
+        self.num_layers = model.config.num_hidden_layers
+        self.num_frames = model.config.num_frames
+        self.image_size = int(model.config.image_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        if not 1 <= num_tokens <= self.num_layers:
+            raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
+        if media.ndim != 5 or media.shape[2] != self.num_frames:
+            raise ValueError(f"expected videos (B, C, {self.num_frames}, H, W), got {tuple(media.shape)}")
+        out = self.model(pixel_values=media.transpose(1, 2), output_hidden_states=True)  # wants (B, T, C, H, W)
+        # hidden_states[0] is the embedding output, hidden_states[i] the output of block i-1 (before the final norm)
+        hidden_states = out.hidden_states
+        if len(hidden_states) != self.num_layers + 1:
+            raise RuntimeError(f"TimesformerModel returned {len(hidden_states)} hidden states, expected {self.num_layers + 1}")
+        cls_tokens = torch.stack([h[:, 0] for h in hidden_states[-num_tokens:]], dim=1)
+        return self.model.layernorm(cls_tokens)  # LayerNorm is per token: same as norming whole sequences
+
+    def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
+        return VideoTransform(self.image_size, self.mean, self.std, train)
+
+    def preprocessing_fingerprint(self) -> dict:
+        return {
+            "encoder": "timesformer",
+            "name": self.name,
+            "size": self.image_size,
+            "resize": "squash",
+            "interpolation": "bicubic",
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "num_frames": self.num_frames,
+            "frame_sampling": "segment-middle",
+        }
+
+    def train(self, mode: bool = True) -> TimesformerEncoder:
+        super().train(mode)
+        self.model.eval()  # frozen: dropout and drop-path stay off while the bridge trains
+        return self
+
+
+def match_num_frames(model: TimesformerModel, num_frames: int) -> None:
+    """Serve `num_frames`-frame clips with weights trained on another length (eP-ALM: 16-frame captioning
+    with the 8-frame K600 model). The time embeddings are resized by nearest neighbour, which is exactly what
+    TimeSformer (original and transformers) does on the fly; transformers' blocks read the clip length from
+    the config, so the config is updated too."""
+    trained = model.config.num_frames
+    if trained == num_frames:
+        return
+    embeddings = model.embeddings
+    if hasattr(embeddings, "time_embeddings"):
+        table = embeddings.time_embeddings.data.transpose(1, 2)  # (1, d, T)
+        resized = nn.functional.interpolate(table, size=num_frames, mode="nearest").transpose(1, 2)
+        embeddings.time_embeddings = nn.Parameter(resized.contiguous(), requires_grad=False)
+    model.config.num_frames = num_frames
+    logger.info("TimeSformer trained on %d frames serves %d-frame clips (time embeddings resized)", trained, num_frames)
+
+
+def _folder_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Mean/std from a transformers folder's or hub repo's preprocessor config, when it has one."""
+    try:
+        path = cached_file(name, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None
+    if path is None:
+        return None
+    with open(path) as handle:
+        values = json.load(handle)
+    if "image_mean" not in values or "image_std" not in values:
+        return None
+    return tuple(values["image_mean"]), tuple(values["image_std"])
+
+
+@ENCODERS.register("timesformer")
+def build_timesformer(cfg: EncoderConfig) -> TimesformerEncoder:
+    overrides = dict(cfg.model_kwargs)
+    if "num_frames" in overrides:
+        raise ValueError("set the clip length with the encoder's `num_frames`, not model_kwargs.num_frames")
+    if cfg.checkpoint:
+        model, _ = load_original_timesformer(cfg.checkpoint, overrides)
+    elif cfg.pretrained:
+        if not cfg.name:
+            raise ValueError("encoder type 'timesformer' with pretrained: true needs `name` (hub id or folder)")
+        model = TimesformerModel.from_pretrained(cfg.name, **overrides)
+    else:
+        config = TimesformerConfig.from_pretrained(cfg.name, **overrides) if cfg.name else TimesformerConfig(**overrides)
+        config.num_frames = cfg.num_frames
+        model = TimesformerModel(config)
+    match_num_frames(model, cfg.num_frames)
+
+    if cfg.normalization == "clip":
+        mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
+    else:
+        from_folder = _folder_normalization(cfg.name) if cfg.name and not cfg.checkpoint else None
+        mean, std = from_folder or (TIMESFORMER_MEAN, TIMESFORMER_STD)
+    return TimesformerEncoder(model.eval(), cfg, mean, std)

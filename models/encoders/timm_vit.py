@@ -1,0 +1,108 @@
+"""Image encoder: any timm Vision Transformer, read out as the CLS token of its last K blocks."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import timm
+import torch
+from timm.data import create_transform, resolve_data_config
+from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from torch import nn
+
+from models.encoders.base import ENCODERS, PerceptionEncoder
+from models.encoders.config import EncoderConfig
+
+# Train-time augmentation of the eP-ALM reference: RandomResizedCrop(scale 0.5-1), flip, RandAugment.
+TRAIN_CROP_SCALE = (0.5, 1.0)
+RAND_AUGMENT = "rand-m9-n2-mstd0.5"
+
+
+class TimmViTEncoder(PerceptionEncoder):
+    modality = "image"
+
+    def __init__(self, model: nn.Module, cfg: EncoderConfig):
+        super().__init__()
+        if getattr(model, "cls_token", None) is None:
+            raise ValueError(f"timm model '{cfg.name}' has no class token; eP-ALM reads the CLS token of each block")
+        self.model = model
+        self.name = cfg.name
+        self.hidden_size = model.embed_dim
+        self.num_layers = len(model.blocks)
+        data_cfg = resolve_data_config({}, model=model)
+        # pretrained_cfg keeps the tag's 224 even when model_kwargs changed img_size: trust the built model.
+        self.image_size = int(model.patch_embed.img_size[0])
+        self.interpolation = data_cfg["interpolation"]
+        if cfg.normalization == "clip":
+            self.mean, self.std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
+        else:
+            self.mean, self.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+
+    def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        _check_num_tokens(num_tokens, self.num_layers)
+        per_block = self.model.forward_intermediates(
+            media,
+            indices=num_tokens,  # an int takes the last `num_tokens` blocks
+            norm=True,  # through the final norm, as eP-ALM reads them
+            return_prefix_tokens=True,
+            output_fmt="NLC",
+            intermediates_only=True,
+        )
+        # each entry is (patch tokens, prefix tokens); prefix position 0 is the class token
+        return torch.stack([prefix[:, 0] for _, prefix in per_block], dim=1)
+
+    def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
+        """PIL image -> `(3, S, S)`. Test: squash-resize to S x S; train: crop, flip, RandAugment."""
+        if train:
+            return create_transform(
+                self.image_size,
+                is_training=True,
+                scale=TRAIN_CROP_SCALE,
+                hflip=0.5,
+                auto_augment=RAND_AUGMENT,
+                interpolation=self.interpolation,
+                mean=self.mean,
+                std=self.std,
+                re_prob=0.0,
+            )
+        return create_transform(
+            self.image_size,
+            is_training=False,
+            crop_pct=1.0,
+            crop_mode="squash",  # Resize((S, S)) without keeping the aspect ratio, as the reference does
+            interpolation=self.interpolation,
+            mean=self.mean,
+            std=self.std,
+        )
+
+    def preprocessing_fingerprint(self) -> dict:
+        return {
+            "encoder": "timm_vit",
+            "name": self.name,
+            "size": self.image_size,
+            "resize": "squash",
+            "interpolation": self.interpolation,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def train(self, mode: bool = True) -> TimmViTEncoder:
+        super().train(mode)
+        self.model.eval()  # frozen: dropout and drop-path stay off while the bridge trains
+        return self
+
+
+def _check_num_tokens(num_tokens: int, num_layers: int) -> None:
+    if not 1 <= num_tokens <= num_layers:
+        raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{num_layers}, got {num_tokens}")
+
+
+@ENCODERS.register("timm_vit")
+def build_timm_vit(cfg: EncoderConfig) -> TimmViTEncoder:
+    if not cfg.name:
+        raise ValueError("encoder type 'timm_vit' needs `name`, a timm model name such as vit_base_patch16_224")
+    kwargs: dict[str, Any] = {"num_classes": 0, **cfg.model_kwargs}  # the classifier head is never used
+    if cfg.checkpoint:
+        # timm's own loader reads the file, unwraps `state_dict`/`model` and drops a mismatched head
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(cfg.checkpoint))
+    model = timm.create_model(cfg.name, pretrained=bool(cfg.pretrained or cfg.checkpoint), **kwargs)
+    return TimmViTEncoder(model.eval(), cfg)

@@ -1,0 +1,91 @@
+"""Parameter accounting: trainable / total, checkable for any size without downloading weights.
+
+`python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector --prompt_len 10`
+builds the model on PyTorch's meta device from the architecture facts shipped in models/architectures/
+(no weights, no memory) and prints the same report a training run prints at start.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ARCHITECTURES = Path(__file__).parent / "architectures"
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    trainable: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / max(self.total, 1)
+
+
+def count_parameters(module: nn.Module) -> ParameterCount:
+    params = list(module.parameters())
+    return ParameterCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+
+
+def parameter_report(model: nn.Module) -> str:
+    """One line per top-level part, then the total; e.g. `trainable 4,239,360 / 6,961,... (0.0609%)`."""
+    lines = []
+    for name, child in model.named_children():
+        count = count_parameters(child)
+        if count.total:
+            lines.append(f"  {name:<14} {count.trainable:>15,} trainable / {count.total:>15,}")
+    total = count_parameters(model)
+    lines.append(f"  {'all':<14} {total.trainable:>15,} trainable / {total.total:>15,} ({total.percent:.4f}%)")
+    return "parameters:\n" + "\n".join(lines)
+
+
+def architecture_path(name: str) -> str:
+    """`opt-6.7b` -> the shipped config facts; anything else is passed through (hub id or folder)."""
+    path = ARCHITECTURES / f"{name}.json"
+    return str(path) if path.is_file() else name
+
+
+def build_on_meta(cfg) -> nn.Module:
+    """The whole model with shapes but no storage: counts parameters of any size in milliseconds."""
+    from models.factory import build_model
+
+    with torch.device("meta"):
+        model, _ = build_model(cfg, load_tokenizer_if_missing=False)
+    return model
+
+
+def main(argv: list[str] | None = None) -> ParameterCount:
+    from models.config import ModelConfig
+    from models.encoders.config import EncoderConfig
+    from models.language_model import LanguageModelConfig
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lm", default="opt-6.7b", help=f"one of {sorted(p.stem for p in ARCHITECTURES.glob('*.json'))}")
+    parser.add_argument("--encoder", default="vit_large_patch16_224", help="a timm ViT name")
+    parser.add_argument("--injected_hidden_states", type=int, default=6)
+    parser.add_argument("--shared_connector", action="store_true")
+    parser.add_argument("--prompt_len", type=int, default=10)
+    parser.add_argument("--mlp", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = ModelConfig(
+        lm=LanguageModelConfig(name=architecture_path(args.lm), random_init=True),
+        encoder=EncoderConfig(type="timm_vit", name=args.encoder),
+        injected_hidden_states=args.injected_hidden_states,
+        shared_connector=args.shared_connector,
+        prompt_len=args.prompt_len,
+        prompt_tuning=args.prompt_len > 0,
+        mlp=args.mlp,
+    )
+    model = build_on_meta(cfg)
+    print(f"{args.lm} + {args.encoder}, K={args.injected_hidden_states}, shared={args.shared_connector}, "
+          f"prompt_len={args.prompt_len}, mlp={args.mlp}")
+    print(parameter_report(model))
+    return count_parameters(model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="epalm-trainer",
+    version="0.1.0",
+    description="Efficient perceptual augmentation of frozen language models (eP-ALM) trainer",
+    python_requires=">=3.10",
+    packages=find_packages(include=["models*", "dataset*", "training*"]),
+    package_data={"models": ["architectures/*.json", "demo_weights/**/*"]},
+    py_modules=["main"],
+    install_requires=[
+        # timm imports torchvision; the CPU-only torch 2.13.0 wheel has no matching torchvision on
+        # PyPI (see docs/installation.md), 2.14.1 + 0.29.1 is the pair known to work together.
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "transformers>=5.0",
+        "accelerate>=1.0",
+        "timm>=1.0",
+        "safetensors",
+        "tokenizers",
+        "pyyaml",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "av",
+        "librosa",
+        "pycocoevalcap",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"], "deepspeed": ["deepspeed"]},
+)
