@@ -6,7 +6,6 @@ temporary name, then renamed, so a crash never leaves half a file.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -17,9 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.config import ModelConfig
-from models.encoders.config import EncoderConfig
+from models.config_io import ConfigError, from_dict, to_dict
 from models.epalm import EPALM
-from models.language_model import LanguageModelConfig
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -32,24 +30,12 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def model_config_from_dict(values: dict[str, Any], source: str = "config") -> ModelConfig:
     """Strict: an unknown key anywhere is an error naming it (the reference ignores them silently)."""
-    values = dict(values)
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown model key(s) {unknown}; known: {sorted(known)}")
-    lm = values.pop("lm", {}) or {}
-    lm_known = {f.name for f in dataclasses.fields(LanguageModelConfig)}
-    bad_lm = sorted(set(lm) - lm_known)
-    if bad_lm:
-        raise ValueError(f"{source}: unknown model.lm key(s) {bad_lm}; known: {sorted(lm_known)}")
-    encoder = EncoderConfig.from_dict(values.pop("encoder", {}) or {})
-    return ModelConfig(lm=LanguageModelConfig(**lm), encoder=encoder, **values)
+    try:
+        return from_dict(ModelConfig, values, "model")
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def save_checkpoint(model: EPALM, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -59,7 +45,7 @@ def save_checkpoint(model: EPALM, folder: str | Path, extra: dict[str, Any] | No
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
     meta = {
         "format_version": FORMAT_VERSION,
-        "model": model_config_to_dict(model.config),
+        "model": to_dict(model.config),
         "resolved": {
             "lm_layers": model.lm.num_layers,
             "layer_tokens": {str(k): v for k, v in (model.plan.layer_tokens.items() if model.plan else [])},

@@ -84,7 +84,9 @@ class EPALM(nn.Module):
         """Frozen encoder: `(B, K, d_enc)` CLS tokens of its last K blocks."""
         if self.encoder is None:
             raise ValueError("this model is blind (visual: false): it has no encoder")
-        with torch.no_grad():
+        # No graph through the encoder unless some of it trains (unfreeze_vision_layer_norm).
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(needs_grad):
             return self.encoder(media, self.config.injected_hidden_states)
 
     def visual_tokens(self, media: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor | None:

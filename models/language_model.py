@@ -74,19 +74,20 @@ class LanguageModelConfig:
     random_init: build from the config with random weights instead of loading them (tests, benchmarks).
     config_overrides: config fields to change (tiny test models, dropout, ...).
     tokenizer: where the tokenizer lives when not beside the weights.
-    dtype: "float32", "float16" or "bfloat16": the dtype the frozen weights are held in.
+    dtype: "auto", "float32", "float16" or "bfloat16": the dtype the frozen weights are held in ("auto":
+        main.py picks float16 under fp16 mixed precision, bfloat16 under bf16, float32 otherwise).
     attn_implementation: "sdpa" or "eager" (the injection passes its own additive masks to every layer).
     """
 
     name: str = "facebook/opt-2.7b"
-    dtype: str = "float32"
+    dtype: str = "auto"
     attn_implementation: str = "sdpa"
     random_init: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
 
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"auto": torch.float32, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class FrozenLanguageModel(nn.Module):

@@ -108,8 +108,6 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         # weights_only: a weight file must never run code; both original formats are plain dicts of tensors
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
         raise ValueError(f"{path}: cannot be read as a torch checkpoint with weights_only=True ({error})") from error
     state: Any = raw
@@ -180,7 +178,10 @@ def load_mapped_weights(model: nn.Module, mapped: dict[str, torch.Tensor], repor
     if report.dropped_heads:
         logger.info("%s: classifier-head weights not used by the encoder: %s", report.path, report.dropped_heads)
     if report.unused:
-        logger.warning("%s: %d checkpoint key(s) left unmapped: %s", report.path, len(report.unused), report.unused)
+        logger.warning(
+            "%s: %d checkpoint key(s) not used (no rule, or no such model weight): %s",
+            report.path, len(report.unused), report.unused,
+        )
     model.load_state_dict({key: mapped[key] for key in expected}, strict=True)
     report.loaded = sorted(expected)
 
@@ -198,7 +199,9 @@ def _require(state: dict[str, torch.Tensor], keys: list[str], path: str) -> None
         raise ValueError(f"{path}: not an original checkpoint of this encoder; missing {absent}")
 
 
-def timesformer_config_from_state(state: dict[str, torch.Tensor], overrides: dict[str, Any], path: str) -> TimesformerConfig:
+def timesformer_config_from_state(
+    state: dict[str, torch.Tensor], overrides: dict[str, Any], path: str
+) -> TimesformerConfig:
     """Architecture read off the tensor shapes (heads: d/64, the ViT convention), then `overrides`."""
     _require(state, ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"], path)
     hidden = state["cls_token"].shape[-1]
@@ -227,7 +230,9 @@ def timesformer_config_from_state(state: dict[str, torch.Tensor], overrides: dic
     return TimesformerConfig(**values)
 
 
-def load_original_timesformer(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[TimesformerModel, KeyMappingReport]:
+def load_original_timesformer(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[TimesformerModel, KeyMappingReport]:
     """Build a `TimesformerModel` from facebookresearch/TimeSformer's `.pyth` (keys `model.blocks.0...`)."""
     path = str(path)
     state = _strip_prefixes(read_original_state_dict(path), ("module.", "model."))

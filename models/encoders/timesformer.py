@@ -1,7 +1,6 @@
 """Video encoder: transformers' TimeSformer (divided space-time), read out as its last K CLS tokens."""
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Callable, Sequence
 
@@ -12,10 +11,10 @@ from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 from torchvision.transforms import v2
 from transformers import TimesformerConfig, TimesformerModel
-from transformers.utils import cached_file
 
-from models.encoders.base import ENCODERS, PerceptionEncoder
+from models.encoders.base import ENCODERS
 from models.encoders.config import EncoderConfig
+from models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from models.encoders.original_checkpoints import load_original_timesformer
 
 logger = logging.getLogger(__name__)
@@ -58,12 +57,11 @@ class VideoTransform:
         return self.transform(clip).permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
 
 
-class TimesformerEncoder(PerceptionEncoder):
+class TimesformerEncoder(LibraryEncoder):
     modality = "video"
 
     def __init__(self, model: TimesformerModel, cfg: EncoderConfig, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.name = cfg.name or str(cfg.checkpoint or "random-init")
         self.hidden_size = model.config.hidden_size
         self.num_layers = model.config.num_hidden_layers
@@ -72,17 +70,11 @@ class TimesformerEncoder(PerceptionEncoder):
         self.mean, self.std = tuple(mean), tuple(std)
 
     def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
-        if not 1 <= num_tokens <= self.num_layers:
-            raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
+        self.check_num_tokens(num_tokens)
         if media.ndim != 5 or media.shape[2] != self.num_frames:
             raise ValueError(f"expected videos (B, C, {self.num_frames}, H, W), got {tuple(media.shape)}")
         out = self.model(pixel_values=media.transpose(1, 2), output_hidden_states=True)  # wants (B, T, C, H, W)
-        # hidden_states[0] is the embedding output, hidden_states[i] the output of block i-1 (before the final norm)
-        hidden_states = out.hidden_states
-        if len(hidden_states) != self.num_layers + 1:
-            raise RuntimeError(f"TimesformerModel returned {len(hidden_states)} hidden states, expected {self.num_layers + 1}")
-        cls_tokens = torch.stack([h[:, 0] for h in hidden_states[-num_tokens:]], dim=1)
-        return self.model.layernorm(cls_tokens)  # LayerNorm is per token: same as norming whole sequences
+        return self.last_cls_tokens(out.hidden_states, num_tokens, self.model.layernorm)
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         return VideoTransform(self.image_size, self.mean, self.std, train)
@@ -100,17 +92,12 @@ class TimesformerEncoder(PerceptionEncoder):
             "frame_sampling": "segment-middle",
         }
 
-    def train(self, mode: bool = True) -> TimesformerEncoder:
-        super().train(mode)
-        self.model.eval()  # frozen: dropout and drop-path stay off while the bridge trains
-        return self
-
 
 def match_num_frames(model: TimesformerModel, num_frames: int) -> None:
     """Serve `num_frames`-frame clips with weights trained on another length (eP-ALM: 16-frame captioning
-    with the 8-frame K600 model). The time embeddings are resized by nearest neighbour, which is exactly what
-    TimeSformer (original and transformers) does on the fly; transformers' blocks read the clip length from
-    the config, so the config is updated too."""
+    with the 8-frame K600 model). The time embeddings are resized by nearest neighbour, the same resize
+    transformers' TimeSformer embeddings apply on the fly; its blocks read the clip length from the config,
+    so the config is updated too."""
     trained = model.config.num_frames
     if trained == num_frames:
         return
@@ -121,21 +108,6 @@ def match_num_frames(model: TimesformerModel, num_frames: int) -> None:
         embeddings.time_embeddings = nn.Parameter(resized.contiguous(), requires_grad=False)
     model.config.num_frames = num_frames
     logger.info("TimeSformer trained on %d frames serves %d-frame clips (time embeddings resized)", trained, num_frames)
-
-
-def _folder_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """Mean/std from a transformers folder's or hub repo's preprocessor config, when it has one."""
-    try:
-        path = cached_file(name, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
-    except OSError:
-        return None
-    if path is None:
-        return None
-    with open(path) as handle:
-        values = json.load(handle)
-    if "image_mean" not in values or "image_std" not in values:
-        return None
-    return tuple(values["image_mean"]), tuple(values["image_std"])
 
 
 @ENCODERS.register("timesformer")
@@ -150,7 +122,10 @@ def build_timesformer(cfg: EncoderConfig) -> TimesformerEncoder:
             raise ValueError("encoder type 'timesformer' with pretrained: true needs `name` (hub id or folder)")
         model = TimesformerModel.from_pretrained(cfg.name, **overrides)
     else:
-        config = TimesformerConfig.from_pretrained(cfg.name, **overrides) if cfg.name else TimesformerConfig(**overrides)
+        if cfg.name:
+            config = TimesformerConfig.from_pretrained(cfg.name, **overrides)
+        else:
+            config = TimesformerConfig(**overrides)
         config.num_frames = cfg.num_frames
         model = TimesformerModel(config)
     match_num_frames(model, cfg.num_frames)
@@ -158,6 +133,7 @@ def build_timesformer(cfg: EncoderConfig) -> TimesformerEncoder:
     if cfg.normalization == "clip":
         mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
     else:
-        from_folder = _folder_normalization(cfg.name) if cfg.name and not cfg.checkpoint else None
-        mean, std = from_folder or (TIMESFORMER_MEAN, TIMESFORMER_STD)
+        folder = read_preprocessor_config(cfg.name) if cfg.name and not cfg.checkpoint else {}
+        mean = tuple(folder.get("image_mean", TIMESFORMER_MEAN))
+        std = tuple(folder.get("image_std", TIMESFORMER_STD))
     return TimesformerEncoder(model.eval(), cfg, mean, std)

@@ -9,22 +9,22 @@ from timm.data import create_transform, resolve_data_config
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 
-from models.encoders.base import ENCODERS, PerceptionEncoder
+from models.encoders.base import ENCODERS
 from models.encoders.config import EncoderConfig
+from models.encoders.library_encoder import LibraryEncoder
 
 # Train-time augmentation of the eP-ALM reference: RandomResizedCrop(scale 0.5-1), flip, RandAugment.
 TRAIN_CROP_SCALE = (0.5, 1.0)
 RAND_AUGMENT = "rand-m9-n2-mstd0.5"
 
 
-class TimmViTEncoder(PerceptionEncoder):
+class TimmViTEncoder(LibraryEncoder):
     modality = "image"
 
     def __init__(self, model: nn.Module, cfg: EncoderConfig):
-        super().__init__()
         if getattr(model, "cls_token", None) is None:
             raise ValueError(f"timm model '{cfg.name}' has no class token; eP-ALM reads the CLS token of each block")
-        self.model = model
+        super().__init__(model)
         self.name = cfg.name
         self.hidden_size = model.embed_dim
         self.num_layers = len(model.blocks)
@@ -38,7 +38,7 @@ class TimmViTEncoder(PerceptionEncoder):
             self.mean, self.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
 
     def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
-        _check_num_tokens(num_tokens, self.num_layers)
+        self.check_num_tokens(num_tokens)
         per_block = self.model.forward_intermediates(
             media,
             indices=num_tokens,  # an int takes the last `num_tokens` blocks
@@ -85,15 +85,6 @@ class TimmViTEncoder(PerceptionEncoder):
             "std": list(self.std),
         }
 
-    def train(self, mode: bool = True) -> TimmViTEncoder:
-        super().train(mode)
-        self.model.eval()  # frozen: dropout and drop-path stay off while the bridge trains
-        return self
-
-
-def _check_num_tokens(num_tokens: int, num_layers: int) -> None:
-    if not 1 <= num_tokens <= num_layers:
-        raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{num_layers}, got {num_tokens}")
 
 
 @ENCODERS.register("timm_vit")

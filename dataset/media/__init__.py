@@ -1,0 +1,1 @@
+"""Decoding of media files into model inputs; one module per modality."""

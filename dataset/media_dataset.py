@@ -1,0 +1,109 @@
+"""A task split as a torch Dataset: decoded, preprocessed media (or cached encoder features) plus text.
+
+Randomness (which VQA answer is the target, which caption, the augmentation, which video frames) is a
+function of (seed, epoch, index) alone, so a resumed run or a run with more data-loader workers sees
+exactly the same samples. A media file that cannot be decoded yields an item marked `skipped`; the
+collator drops it from a training batch and keeps it, flagged, in an evaluation batch so that every
+process still returns one row per sample.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dataset.media.audio import load_audio
+from dataset.media.errors import MediaDecodeError
+from dataset.media.image import load_image
+from dataset.media.video import load_video_frames
+from dataset.records import Sample
+from dataset.tasks.task_split import TaskSplit
+
+
+def media_decoder(modality: str, num_frames: int = 8, sample_rate: int = 16000) -> Callable[[str, bool, Any], Any]:
+    """`decode(path, train, rng)` for the modality: a PIL image, `(T, H, W, 3)` frames, or a waveform."""
+    if modality == "image":
+        return lambda path, train, rng: load_image(path)
+    if modality == "video":
+        return lambda path, train, rng: load_video_frames(path, num_frames, train, rng)
+    if modality == "audio":
+        return lambda path, train, rng: load_audio(path, sample_rate)
+    raise ValueError(f"unknown modality '{modality}'; expected image, video or audio")
+
+
+def choose_target(sample: Sample, rng: random.Random) -> str:
+    """A training target: VQA answers in proportion to their label score, captions uniformly."""
+    if not sample.targets:
+        raise ValueError(f"sample {sample.uid!r} ({sample.media}) has no target to train on")
+    if sample.target_weights and sum(sample.target_weights) > 0:
+        return rng.choices(sample.targets, weights=sample.target_weights, k=1)[0]
+    return rng.choice(sample.targets)
+
+
+class MediaTextDataset(Dataset):
+    """Items: `{"index", "uid", "prompt", "target", "media" (tensor) | "features" (tensor), "skipped"}`.
+
+    transform: the encoder's `preprocessing(train)`; None with `features` (cache) or for a blind model.
+    features: a mapping from media path to the cached `(K, d_enc)` encoder output.
+    """
+
+    def __init__(
+        self,
+        split: TaskSplit,
+        train: bool,
+        seed: int,
+        decode: Callable[[str, bool, Any], Any] | None,
+        transform: Callable[[Any], torch.Tensor] | None,
+        features: Any = None,
+    ):
+        self.split = split
+        self.train = train
+        self.seed = seed
+        self.decode = decode
+        self.transform = transform
+        self.features = features
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def _rng_seed(self, index: int) -> int:
+        return hash((self.seed, self.epoch if self.train else -1, index)) & 0x7FFFFFFF
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.split[index]
+        seed = self._rng_seed(index)
+        rng = random.Random(seed)
+        item: dict[str, Any] = {
+            "index": index,
+            "uid": sample.uid,
+            "prompt": sample.prompt,
+            "target": choose_target(sample, rng) if self.train else None,
+            "skipped": None,
+        }
+        try:
+            if self.features is not None:
+                item["features"] = self.features[sample.media]
+            elif self.decode is not None:
+                item["media"] = self._load(str(self.split.media_path(sample)), seed)
+        except MediaDecodeError as error:
+            item["skipped"] = f"{error.path}: {error.reason}"
+        return item
+
+    def _load(self, path: str, seed: int) -> torch.Tensor:
+        decoded = self.decode(path, self.train, np.random.default_rng(seed))
+        # The augmentations draw from the global RNGs: fork them so the draw depends on the seed only.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            state = random.getstate()
+            random.seed(seed)
+            try:
+                return self.transform(decoded)
+            finally:
+                random.setstate(state)

@@ -1,0 +1,49 @@
+"""What a task reader returns, and the registry readers are found in by name.
+
+A reader is `reader(data_dir, split, **options) -> TaskSplit`, registered in TASK_READERS:
+`TASK_READERS.build("vqa_v2", "data", "karpathy_test")`. A TaskSplit is a list of Samples (it iterates,
+indexes and has a length like one) plus the folder their `Sample.media` paths are relative to.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from dataset.records import Sample
+from models.registry import Registry
+
+
+@dataclass
+class TaskSplit:
+    task: str
+    split: str
+    kind: Literal["qa", "caption"]
+    modality: Literal["image", "video", "audio"]
+    media_root: Path
+    annotation_file: Path
+    samples: list[Sample]
+
+    def media_path(self, sample: Sample) -> Path:
+        return self.media_root / sample.media
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+
+TASK_READERS: Registry[TaskSplit] = Registry("task reader")
+
+
+def annotation_path(path: Path, split: str, known_splits: tuple[str, ...]) -> Path:
+    """The annotation file of a split, or FileNotFoundError naming it and the splits the dataset has."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: annotation file of split '{split}' not found "
+                                f"(this dataset's splits: {', '.join(known_splits)})")
+    return path

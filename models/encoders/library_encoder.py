@@ -1,0 +1,50 @@
+"""What the encoders wrapping a frozen library model (timm, transformers) share."""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers.utils import cached_file
+
+from models.encoders.base import PerceptionEncoder
+
+
+class LibraryEncoder(PerceptionEncoder):
+    """A `PerceptionEncoder` around `self.model`, a library model that stays frozen and in eval mode."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True) -> LibraryEncoder:
+        super().train(mode)
+        self.model.eval()  # frozen: dropout and drop-path stay off while the bridge trains
+        return self
+
+    def check_num_tokens(self, num_tokens: int) -> None:
+        if not 1 <= num_tokens <= self.num_layers:
+            raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
+
+    def last_cls_tokens(
+        self, hidden_states: Sequence[torch.Tensor], num_tokens: int, final_norm: nn.Module
+    ) -> torch.Tensor:
+        """`(B, K, d)` from transformers' `hidden_states`: entry 0 is the embedding output and entry i the
+        output of block i-1 (before the final norm), so the last K entries are the last K blocks."""
+        if len(hidden_states) != self.num_layers + 1:
+            raise RuntimeError(f"model returned {len(hidden_states)} hidden states, expected {self.num_layers + 1}")
+        cls_tokens = torch.stack([h[:, 0] for h in hidden_states[-num_tokens:]], dim=1)
+        return final_norm(cls_tokens)  # LayerNorm is per token: the same as norming whole sequences
+
+
+def read_preprocessor_config(name: str) -> dict[str, Any]:
+    """The `preprocessor_config.json` of a transformers folder or hub repo; {} when it has none."""
+    try:
+        path = cached_file(name, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return {}
+    if path is None:
+        return {}
+    with open(path) as handle:
+        return json.load(handle)

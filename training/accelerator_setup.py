@@ -1,0 +1,45 @@
+"""The Accelerator for a run: precision by device, real CPU data parallelism, seedable shuffling."""
+from __future__ import annotations
+
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+
+from training.run_config import RunConfig
+
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+LM_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "no": "float32"}
+
+
+def resolve_precision(requested: str, on_gpu: bool) -> str:
+    if requested not in PRECISIONS:
+        raise ValueError(f"mixed_precision '{requested}' is not one of {PRECISIONS}")
+    if requested == "auto":
+        return "fp16" if on_gpu else "no"
+    if requested == "fp16" and not on_gpu:
+        # accelerate would silently stay in fp32 on the CPU; say so instead.
+        raise ValueError("mixed_precision fp16 needs a GPU; on the CPU use bf16 or no")
+    return requested
+
+
+def make_accelerator(cfg: RunConfig) -> Accelerator:
+    on_gpu = torch.cuda.is_available()
+    precision = resolve_precision(cfg.mixed_precision, on_gpu)
+    accelerator = Accelerator(
+        mixed_precision=precision,
+        cpu=not on_gpu,  # a CUDA build of torch with no GPU would otherwise run N unrelated processes
+        gradient_accumulation_steps=cfg.train.grad_accum_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate formed a group of {accelerator.num_processes}; "
+            "on a CPU machine launch with `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
+            "--num_processes N ...` or `torchrun --nproc_per_node N main.py ...`"
+        )
+    if cfg.model.lm.dtype == "auto":
+        cfg.model.lm.dtype = LM_DTYPE[precision]
+    return accelerator

@@ -1,0 +1,100 @@
+"""Batched generation on every process, predictions gathered without duplicates or drops, metrics,
+and the files a run leaves: predictions and metrics JSON, an HTML page of predictions beside media."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+from tqdm.auto import tqdm
+
+from dataset.tasks.task_split import TaskSplit
+from training.html_report import write_html_report
+from training.provenance import provenance
+from training.run_config import EvalConfig, RunConfig
+from training.scoring import metric_name, score_predictions
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def clean_prediction(text: str) -> str:
+    return " ".join(text.split())
+
+
+@torch.no_grad()
+def generate_predictions(
+    accelerator: Accelerator, model, loader, tokenizer, cfg: EvalConfig, desc: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One `{uid, index, prediction}` per sample across all processes, and the media that failed."""
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+        text_len = batch["input_ids"].shape[1]
+        new_tokens = unwrapped.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            media=batch.get("media"),
+            features=batch.get("features"),
+            max_new_tokens=max(1, cfg.max_length - text_len),
+            num_beams=cfg.num_beams,
+        )
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        batch_rows = [
+            {"uid": uid, "index": index, "valid": valid, "prediction": clean_prediction(text)}
+            for uid, index, valid, text in zip(batch["uids"], batch["indices"], batch["valid"].tolist(), texts)
+        ]
+        # Per batch: on the last one, gather_for_metrics drops the samples the sharded sampler repeated
+        # to give every process a full batch.
+        rows.extend(accelerator.gather_for_metrics(batch_rows, use_gather_object=True))
+        skipped.extend(batch["skipped"])
+    return rows, sorted(set(gather_object(skipped)))
+
+
+def evaluate_split(
+    accelerator: Accelerator,
+    model,
+    loader,
+    tokenizer,
+    split: TaskSplit,
+    cfg: RunConfig,
+    out_dir: Path,
+    name: str,
+) -> dict[str, Any]:
+    """Generate, gather, score and write `<name>_predictions.json`, `<name>_metrics.json`, `<name>.html`.
+
+    Returns the metrics on every process (scored once, on the main process)."""
+    rows, skipped = generate_predictions(accelerator, model, loader, tokenizer, cfg.eval, desc=f"eval {name}")
+    metrics: dict[str, Any] | None = None
+    if accelerator.is_main_process:
+        indices = sorted(row["index"] for row in rows)
+        if indices != list(range(len(split))):
+            raise RuntimeError(f"evaluation of {name} returned {len(rows)} rows for {len(split)} samples")
+        valid = [row for row in rows if row["valid"]]
+        predictions = {row["uid"]: row["prediction"] for row in valid}
+        metric = metric_name(cfg.task.reader, split.kind, cfg.task.metric)
+        metrics = score_predictions(split, predictions, metric, cfg.task.vqa_eval_version) if predictions else {
+            "main": {"name": metric, "value": None}
+        }
+        metrics.update(
+            split=split.split, num_samples=len(split), num_predictions=len(predictions),
+            num_skipped_media=len(rows) - len(valid), skipped_media=skipped[:20], provenance=provenance(cfg),
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        key = "question_id" if split.kind == "qa" else "image_id"
+        value = "answer" if split.kind == "qa" else "caption"
+        _write_json(out_dir / f"{name}_predictions.json", [{key: uid, value: text} for uid, text in predictions.items()])
+        _write_json(out_dir / f"{name}_metrics.json", metrics)
+        write_html_report(out_dir / f"{name}.html", split, predictions, metrics, cfg.eval.html_samples, title=name)
+    holder = [metrics]
+    broadcast_object_list(holder)
+    return holder[0]

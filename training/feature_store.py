@@ -1,0 +1,56 @@
+"""Wires the frozen-encoder feature cache (dataset/feature_cache.py) into a run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
+from dataset.media_dataset import media_decoder
+from dataset.tasks.task_split import TaskSplit
+from training.run_config import RunConfig
+
+
+def encoder_identity(cfg: RunConfig) -> dict:
+    enc = cfg.model.encoder
+    return {
+        "type": enc.type, "name": enc.name, "pretrained": enc.pretrained, "model_kwargs": enc.model_kwargs,
+        "checkpoint": str(Path(enc.checkpoint).resolve()) if enc.checkpoint else None,
+        "checkpoint_stamp": file_stamp(Path(enc.checkpoint)) if enc.checkpoint else None,
+        "num_frames": enc.num_frames, "audio_frames": enc.audio_frames, "sample_rate": enc.sample_rate,
+    }
+
+
+def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: TaskSplit, run_dir: Path):
+    """The split's cached encoder outputs (computing what is missing, sharded over processes), or None
+    when the cache is off or the model is blind."""
+    if not cfg.train.feature_cache or model.encoder is None:
+        return None
+    encoder = model.encoder
+    key = cache_key(encoder_identity(cfg), encoder.preprocessing_fingerprint(), cfg.model.injected_hidden_states)
+    folder = Path(cfg.train.feature_cache_dir) / key
+    cache = FeatureCache(folder)
+    missing = cache.missing(sorted({s.media for s in split}), split.media_root)
+    if missing:
+        decode = media_decoder(split.modality, cfg.model.encoder.num_frames, cfg.model.encoder.sample_rate)
+        transform = encoder.preprocessing(train=False)
+        computed, errors = encode_items(
+            missing[accelerator.process_index :: accelerator.num_processes],
+            split.media_root,
+            load=lambda path: transform(decode(path, False, None)),
+            encode=lambda batch: model.encode(batch.to(accelerator.device)),
+            batch_size=cfg.eval.batch_size * 4,
+            show_progress=accelerator.is_local_main_process,
+        )
+        parts = gather_object([(computed, errors)])
+        if accelerator.is_main_process:
+            merged, failed = {}, {}
+            for part_computed, part_errors in parts:
+                merged.update(part_computed)
+                failed.update(part_errors)
+            cache.add(merged, failed, split.media_root)
+        accelerator.wait_for_everyone()
+        cache = FeatureCache(folder)
+    accelerator.print(f"feature cache {folder}: {len(split)} samples read from cached encoder outputs")
+    return cache

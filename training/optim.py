@@ -1,0 +1,40 @@
+"""AdamW with one group per trainable part, all on one warm-up + cosine schedule from transformers."""
+from __future__ import annotations
+
+import torch
+from transformers import get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
+
+from models.epalm import EPALM
+from training.run_config import TrainConfig
+
+
+def parameter_groups(model: EPALM, cfg: TrainConfig) -> list[dict]:
+    """Connector at `lr`, soft prompt at `prompt_lr`, anything else unfrozen (LayerNorms) at `lr`."""
+    groups: dict[str, list[torch.nn.Parameter]] = {"connector": [], "prompt": [], "other": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "connector" if name.startswith("connector.") else "prompt" if name.startswith("prompt_module.") else "other"
+        groups[part].append(param)
+    lrs = {"connector": cfg.lr, "prompt": cfg.prompt_lr, "other": cfg.lr}
+    return [
+        {"params": params, "lr": lrs[part], "weight_decay": cfg.weight_decay, "name": part}
+        for part, params in groups.items()
+        if params
+    ]
+
+
+def build_optimizer(model: EPALM, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg)
+    if not groups:
+        raise ValueError("the model has no trainable parameter")
+    return torch.optim.AdamW(groups)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    if cfg.min_lr_ratio > 0:
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, warmup, total_steps, min_lr_rate=cfg.min_lr_ratio
+        )
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)

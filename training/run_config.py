@@ -1,0 +1,154 @@
+"""The run configuration: YAML files under configs/, command-line flags and `--set key=value` overrides.
+
+Precedence: dataclass defaults < `--config` files (later ones win) < flags < `--set`. The resolved
+configuration is written into the run folder as `config.yaml`.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.config import ModelConfig
+from models.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict
+
+
+@dataclass
+class TaskConfig:
+    """reader: a name in dataset.tasks.TASK_READERS (vqa_v2, gqa, coco_caption, msrvtt_caption, video_qa,
+    audiocaps). Splits name the reader's files; an empty split is not used. metric: vqa | exact_match |
+    caption (chosen from the reader when empty)."""
+
+    reader: str = "vqa_v2"
+    data_dir: str = "data"
+    media_root: str | None = None
+    train_split: str = "karpathy_train"
+    val_split: str = "karpathy_val"
+    test_split: str = "karpathy_test"
+    reader_options: dict[str, Any] = field(default_factory=dict)
+    metric: str = ""
+    vqa_eval_version: str = "2021"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """lr is the connector's, prompt_lr the soft prompt's; both follow the same warm-up + cosine schedule
+    (the reference never schedules the prompt). max_steps, when set, fixes the run's length in optimizer
+    steps (epochs then only count passes over the data).
+
+    loss_tokens: "answer" (the target only: answer or caption) or "all" (every non-pad token, as the
+    reference). loss_reduction: "token_mean" or "sample_sum" (per-sample sum averaged over the batch, as
+    the reference) times lm_loss_weight (0.1 in the reference)."""
+
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    lr: float = 2e-4
+    prompt_lr: float = 1e-3
+    weight_decay: float = 0.02
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = None
+    loss_tokens: str = "answer"
+    loss_reduction: str = "token_mean"
+    lm_loss_weight: float = 1.0
+    max_text_len: int = 64
+    num_workers: int = 2
+    feature_cache: bool = False
+    feature_cache_dir: str = ".cache/features"
+    log_every: int = 20
+    checkpoint_every_steps: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 16
+    num_beams: int = 3
+    max_length: int = 30
+    every_epoch: bool = True
+    html_samples: int = 48
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "outputs/run"
+    seed: int = 42
+    mixed_precision: str = "auto"
+    checkpoint: str | None = None
+    evaluate: bool = False
+    resume: bool = False
+    save_best: bool = False
+
+
+# The flags eP-ALM users know, and where each lands in the config.
+FLAGS = {
+    "output_dir": "output_dir",
+    "data_dir": "task.data_dir",
+    "text_model": "model.lm.name",
+    "vision_model": "model.encoder.name",
+    "checkpoint": "checkpoint",
+    "seed": "seed",
+}
+SWITCHES = {"evaluate": "evaluate", "resume": "resume", "save_best": "save_best"}
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train or evaluate eP-ALM (see docs/configuration.md).")
+    parser.add_argument("--config", action="append", default=[], help="YAML file; repeat to layer several")
+    for flag in FLAGS:
+        parser.add_argument(f"--{flag}", default=None)
+    for switch in SWITCHES:
+        parser.add_argument(f"--{switch}", action="store_true", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any key, e.g. --set train.lr=1e-3 --set model.prompt_len=20")
+    return parser
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    include = values.pop("include", None)
+    if include:  # a config may build on others, relative to itself
+        base: dict[str, Any] = {}
+        for name in [include] if isinstance(include, str) else include:
+            base = merge(base, load_yaml(path.parent / name))
+        values = merge(base, values)
+    return values
+
+
+def resolve_config(argv: list[str] | None = None) -> RunConfig:
+    args = argument_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    for path in args.config:
+        try:
+            values = merge(values, load_yaml(path))
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    for flag, dotted in {**FLAGS, **SWITCHES}.items():
+        value = getattr(args, flag)
+        if value is not None:
+            set_dotted(values, dotted, value)
+    for text in args.set:
+        set_dotted(values, *parse_override(text))
+    return from_dict(RunConfig, values)
+
+
+def dump_config(cfg: RunConfig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)

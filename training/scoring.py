@@ -1,0 +1,53 @@
+"""Which metric a task is scored with, and the one number `--save_best` compares."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dataset.metrics.attribute_accuracy import attribute_accuracy
+from dataset.metrics.caption_metrics import caption_metrics
+from dataset.metrics.exact_match import exact_match_accuracy
+from dataset.metrics.vqa_accuracy import vqa_accuracy
+from dataset.tasks.task_split import TaskSplit
+
+DEFAULT_METRIC = {"vqa_v2": "vqa", "gqa": "exact_match", "video_qa": "exact_match"}
+METRICS = ("vqa", "exact_match", "caption")
+
+
+def metric_name(reader: str, kind: str, configured: str) -> str:
+    name = configured or DEFAULT_METRIC.get(reader, "caption" if kind == "caption" else "exact_match")
+    if name not in METRICS:
+        raise ValueError(f"task.metric '{name}' is not one of {METRICS}")
+    return name
+
+
+def attribute_vocabulary(split: TaskSplit) -> dict | None:
+    """The synthetic worlds' caption attribute vocabulary: in the annotation file or beside it."""
+    data = json.loads(Path(split.annotation_file).read_text())
+    if isinstance(data, dict) and "attribute_vocabulary" in data:
+        return data["attribute_vocabulary"]
+    sibling = Path(split.annotation_file).with_name("attribute_vocabulary.json")
+    return json.loads(sibling.read_text()) if sibling.is_file() else None
+
+
+def score_predictions(split: TaskSplit, predictions: dict[Any, str], metric: str, vqa_version: str) -> dict[str, Any]:
+    """Metrics as a JSON-ready dict with a `main` entry: VQA / exact-match accuracy (percent) or CIDEr."""
+    if metric == "caption":
+        references = {s.uid: s.targets for s in split}
+        result = caption_metrics(predictions, references).to_dict()
+        result["main"] = {"name": "CIDEr", "value": result["scores"].get("CIDEr")}
+        vocabulary = attribute_vocabulary(split)
+        if vocabulary is not None and all("attributes" in s.meta for s in split):
+            attributes = {s.uid: s.meta["attributes"] for s in split if s.uid in predictions}
+            result["attribute_accuracy"] = attribute_accuracy(predictions, attributes, vocabulary)
+        return result
+    truth = {s.uid: s.meta for s in split}
+    if metric == "vqa" and all("answers" in meta for meta in truth.values()):
+        result = vqa_accuracy(predictions, truth, version=vqa_version).to_dict()
+    else:
+        result = exact_match_accuracy(predictions, truth).to_dict()
+        if metric == "vqa":  # no human answers: VL-T5's soft score from the label dict
+            result["note"] = "official VQA annotation files absent: scored against the label scores"
+    result["main"] = {"name": result["metric"], "value": result["overall"]}
+    return result

@@ -1,0 +1,147 @@
+"""The training loop: accumulation, clipping, the schedule, per-epoch checkpoints and validation, resume."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from models.checkpoint import save_checkpoint
+from training.loss import lm_loss
+from training.optim import build_optimizer, build_scheduler
+from training.run_config import RunConfig
+from training.run_state import TrainingProgress, latest_checkpoint, register_trainable_only_checkpointing, save_progress
+from training.training_curves import plot_training_curves
+
+
+class Trainer:
+    """`fit()` trains for the configured steps; `validate(epoch)` returns the main validation metric or None."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        accelerator: Accelerator,
+        model,
+        train_loader,
+        run_dir: Path,
+        validate: Callable[[int], float | None],
+    ):
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.run_dir = run_dir
+        self.checkpoints = run_dir / "checkpoints"
+        self.best_dir = run_dir / "best"
+        self.validate = validate
+        self.progress = TrainingProgress()
+        optimizer = build_optimizer(model, cfg.train)
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, train_loader)
+        accum = cfg.train.grad_accum_steps
+        self.steps_per_epoch = max(1, math.ceil(len(self.loader) / accum))
+        self.total_steps = cfg.train.max_steps or self.steps_per_epoch * cfg.train.epochs
+        # Stepped by hand once per optimizer step (not prepared: accelerate would step it per process).
+        self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_steps)
+        accelerator.register_for_checkpointing(self.scheduler, self.progress)
+        register_trainable_only_checkpointing(accelerator)
+        self.log_path = run_dir / "train_log.jsonl"
+
+    # --- state --------------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        found = latest_checkpoint(self.checkpoints)
+        if found is None:
+            self.accelerator.print(f"--resume: no checkpoint under {self.checkpoints}, starting from scratch")
+            return False
+        self.accelerator.load_state(str(found))
+        self.accelerator.print(
+            f"resumed from {found}: epoch {self.progress.epoch}, step {self.progress.step}, "
+            f"{self.progress.batches_in_epoch} batches into the epoch"
+        )
+        return True
+
+    def _save_best(self, value: float | None) -> None:
+        if value is None:
+            return
+        best = self.progress.best_value
+        if best is None or value > best:
+            self.progress.best_value, self.progress.best_epoch = value, self.progress.epoch
+            if self.accelerator.is_main_process:
+                save_checkpoint(self.accelerator.unwrap_model(self.model), self.best_dir,
+                                extra={"best_value": value, "best_epoch": self.progress.epoch})
+            self.accelerator.print(f"new best validation metric {value:.4f} (epoch {self.progress.epoch})")
+        self.accelerator.wait_for_everyone()
+
+    # --- loop ---------------------------------------------------------------------------------------
+    def _loss(self, batch) -> torch.Tensor:
+        if batch["input_ids"].shape[0] == 0:
+            # Every sample of this batch had unreadable media: a zero loss keeps all processes in step.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+        out = self.model(batch["input_ids"], batch["attention_mask"], media=batch.get("media"),
+                         features=batch.get("features"))
+        train = self.cfg.train
+        return lm_loss(out.logits, batch["labels"], train.loss_reduction, train.lm_loss_weight)
+
+    def _log(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def fit(self) -> TrainingProgress:
+        acc, cfg, progress = self.accelerator, self.cfg.train, self.progress
+        skipped_media: set[str] = set()
+        bar = tqdm(total=self.total_steps, initial=progress.step, desc="train", disable=not acc.is_local_main_process)
+        self.model.train()
+        while progress.step < self.total_steps:
+            self.loader.set_epoch(progress.epoch)
+            self.loader.dataset.set_epoch(progress.epoch)
+            batches = acc.skip_first_batches(self.loader, progress.batches_in_epoch) if progress.batches_in_epoch else self.loader
+            running, count = 0.0, 0
+            for batch in batches:
+                progress.batches_in_epoch += 1
+                for message in batch["skipped"]:
+                    if message not in skipped_media:
+                        skipped_media.add(message)
+                        acc.print(f"skipping unreadable media: {message}")
+                with acc.accumulate(self.model):
+                    loss = self._loss(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                running, count = running + loss.detach().float().item(), count + 1
+                if not acc.sync_gradients:
+                    continue
+                if not acc.optimizer_step_was_skipped:
+                    self.scheduler.step()
+                progress.step += 1
+                bar.update(1)
+                if progress.step % cfg.log_every == 0 or progress.step == self.total_steps:
+                    lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+                    self._log({"step": progress.step, "epoch": progress.epoch, "loss": running / count, "lr": lrs})
+                    bar.set_postfix(loss=f"{running / count:.4f}")
+                    running, count = 0.0, 0
+                if cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0:
+                    save_progress(acc, self.checkpoints)
+                if progress.step >= self.total_steps:
+                    break
+            epoch_done = progress.step < self.total_steps or progress.batches_in_epoch >= len(self.loader)
+            if epoch_done:
+                progress.epoch += 1
+                progress.batches_in_epoch = 0
+            if epoch_done or progress.step >= self.total_steps:
+                value = self.validate(progress.epoch)
+                self.model.train()
+                if value is not None:
+                    self._log({"step": progress.step, "epoch": progress.epoch, "val_metric": value})
+                if self.cfg.save_best:
+                    self._save_best(value)
+            save_progress(acc, self.checkpoints)
+        bar.close()
+        if skipped_media:
+            acc.print(f"{len(skipped_media)} unreadable media file(s) were skipped during training")
+        if acc.is_main_process:
+            plot_training_curves(self.log_path, self.run_dir / "training_curves.png")
+        return progress
