@@ -8,6 +8,7 @@ process still returns one row per sample.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any, Callable
 
@@ -98,12 +99,21 @@ class MediaTextDataset(Dataset):
 
     def _load(self, path: str, seed: int) -> torch.Tensor:
         decoded = self.decode(path, self.train, np.random.default_rng(seed))
-        # The augmentations draw from the global RNGs: fork them so the draw depends on the seed only.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            state = random.getstate()
-            random.seed(seed)
-            try:
-                return self.transform(decoded)
-            finally:
-                random.setstate(state)
+        with seeded_global_rngs(seed):
+            return self.transform(decoded)
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int):
+    """Augmentations draw from torch's, Python's and NumPy's global RNGs (timm's RandAugment uses all
+    three): seed them for one call and restore them after, so the draw depends on `seed` only."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)

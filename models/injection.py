@@ -173,8 +173,12 @@ class VisualInjector:
         tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
         if tokens is None and args:
             tokens = args[0]
-        if mask2d is None or mask2d.dim() != 2 or tokens is None:
-            raise ValueError("the injected LM must be called with input_ids and a 2D attention_mask covering the prefix")
+        if tokens is None or (mask2d is not None and mask2d.dim() != 2):
+            raise ValueError("the injected LM must be called with input_ids and, if any, a 2D attention_mask")
+        if mask2d is None:  # generate() drops an all-ones mask (a batch of one); the cache tells the past
+            cache = kwargs.get("past_key_values")
+            past = cache.get_seq_length() if cache is not None else 0
+            mask2d = torch.ones(tokens.shape[0], past + tokens.shape[1], dtype=torch.long, device=tokens.device)
         q_len = tokens.shape[1]
         past = mask2d.shape[1] - q_len
         kwargs["position_ids"] = self._position_ids(mask2d)[:, past:]

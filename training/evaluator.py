@@ -39,16 +39,19 @@ def generate_predictions(
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
-        text_len = batch["input_ids"].shape[1]
-        new_tokens = unwrapped.generate(
-            batch["input_ids"],
-            batch["attention_mask"],
-            media=batch.get("media"),
-            features=batch.get("features"),
-            max_new_tokens=max(1, cfg.max_length - text_len),
-            num_beams=cfg.num_beams,
-        )
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        if batch["valid"].any():
+            text_len = batch["input_ids"].shape[1]
+            new_tokens = unwrapped.generate(
+                batch["input_ids"],
+                batch["attention_mask"],
+                media=batch.get("media"),
+                features=batch.get("features"),
+                max_new_tokens=max(1, cfg.max_length - text_len),
+                num_beams=cfg.num_beams,
+            )
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        else:  # every medium of this batch was unreadable: nothing to generate from
+            texts = [""] * len(batch["uids"])
         batch_rows = [
             {"uid": uid, "index": index, "valid": valid, "prediction": clean_prediction(text)}
             for uid, index, valid, text in zip(batch["uids"], batch["indices"], batch["valid"].tolist(), texts)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +18,9 @@ from training.optim import build_optimizer, build_scheduler
 from training.run_config import RunConfig
 from training.run_state import TrainingProgress, latest_checkpoint, register_trainable_only_checkpointing, save_progress
 from training.training_curves import plot_training_curves
+
+# Set by tests to kill the process (SIGKILL, no clean-up) right after this optimizer step.
+KILL_AT_STEP_ENV = "EPALM_KILL_AT_STEP"
 
 
 class Trainer:
@@ -125,6 +130,8 @@ class Trainer:
                     running, count = 0.0, 0
                 if cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0:
                     save_progress(acc, self.checkpoints)
+                if os.environ.get(KILL_AT_STEP_ENV) == str(progress.step):
+                    os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume tests
                 if progress.step >= self.total_steps:
                     break
             epoch_done = progress.step < self.total_steps or progress.batches_in_epoch >= len(self.loader)

@@ -182,16 +182,20 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, x0: int, y0: int, size: int, fi
 def write_mp4(frames: np.ndarray, path: str | Path) -> None:
     """H.264 at 4:4:4 (full-resolution colour: 4:2:0 would halve the small shapes' chroma), near-lossless.
 
-    One encoder thread keeps the bytes identical run to run.
+    Identical bytes run to run need x264's plain C code (`asm=0`): its SIMD routines read memory they never
+    wrote on these tiny frames, so with them about one clip in a hundred came out different (and decoded to
+    different pixels) depending on the process's heap. One thread, and explicit frame timestamps, too.
     """
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv444p"
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": "12", "preset": "medium"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        stream.options = {"crf": "12", "preset": "veryfast", "x264-params": "asm=0"}
+        for index, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv444p")
+            picture.pts = index
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():  # flush the delayed frames
             container.mux(packet)

@@ -1,0 +1,16 @@
+"""The embedded offline demo's unimodal pretrained models, built locally and deterministically from a seed.
+
+    python -m training.demo_pretraining [--only tokenizer lm vit] [--seed N] [--out models/demo_weights] [--force]
+
+tokenizer: BPE over the synthetic worlds' text corpus; lm: a small OPT pretrained on that text only (it learns
+to read its context); vit: a timm ViT pretrained on image-world attribute classification. See docs/demo_models.md.
+"""
+from training.demo_pretraining.build import COMPONENTS, DemoModels, build_lm, build_tokenizer, build_vit, ensure_demo_models
+from training.demo_pretraining.settings import LMSettings, TokenizerSettings, ViTSettings
+from training.demo_pretraining.shipped import DEFAULT_OUT, demo_encoder_config, demo_lm_config, encoder_config, lm_config
+
+__all__ = [
+    "COMPONENTS", "DEFAULT_OUT", "DemoModels", "LMSettings", "TokenizerSettings", "ViTSettings", "build_lm",
+    "build_tokenizer", "build_vit", "demo_encoder_config", "demo_lm_config", "encoder_config", "ensure_demo_models",
+    "lm_config",
+]

@@ -1,0 +1,219 @@
+"""Build the demo's tokenizer, LM and ViT into `out_dir`, deterministically from a seed; `ensure_demo_models`
+builds only what is missing. Every folder is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
+
+from dataset.synthetic.text_corpus import build_text_corpus
+from dataset.synthetic.worlds import discover_worlds
+from models.encoders import build_encoder
+from models.language_model import build_language_model, load_tokenizer
+from training.demo_pretraining.folders import atomic_folder, read_json, write_json
+from training.demo_pretraining.images import render_pool, sample_images
+from training.demo_pretraining.lm import new_opt, pretrain_lm, tokenize_documents
+from training.demo_pretraining.lm_evaluation import evaluate_lm
+from training.demo_pretraining.settings import (ENCODER_FILE, LM_DIR, REPORT_FILE, TOKENIZER_DIR, VIT_DIR,
+                                                VIT_WEIGHTS_FILE, LMSettings, TokenizerSettings, ViTSettings)
+from training.demo_pretraining.shipped import DEFAULT_OUT, encoder_config, lm_config
+from training.demo_pretraining.tokenizer import train_tokenizer, unknown_token_share
+from training.demo_pretraining.vit import AttributeHeads, build_pretrained_encoder, cls_features, normalize, pretrain_vit
+from training.demo_pretraining.vit_evaluation import head_accuracy, linear_probe
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("tokenizer", "lm", "vit")
+FOLDERS = {"tokenizer": TOKENIZER_DIR, "lm": LM_DIR, "vit": VIT_DIR}
+
+
+@dataclass(frozen=True)
+class DemoModels:
+    """Where each model is, and which of them this call built (the others were already there)."""
+
+    out_dir: Path
+    built: tuple[str, ...]
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.out_dir / TOKENIZER_DIR
+
+    @property
+    def lm(self) -> Path:
+        return self.out_dir / LM_DIR
+
+    @property
+    def vit(self) -> Path:
+        return self.out_dir / VIT_DIR
+
+    def report(self, component: str) -> dict:
+        return read_json(self.out_dir / FOLDERS[component] / REPORT_FILE)
+
+
+class _Timer:
+    """Wall-clock and CPU seconds of a block (CPU counts every thread: ~2x wall when both cores work)."""
+
+    def __enter__(self) -> "_Timer":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.wall = round(time.perf_counter() - self.wall, 1)
+        self.cpu = round(time.process_time() - self.cpu, 1)
+
+    def as_dict(self) -> dict:
+        return {"wall_seconds": self.wall, "cpu_seconds": self.cpu, "torch_threads": torch.get_num_threads()}
+
+
+def build_tokenizer(out_dir: str | Path, seed: int = 0, settings: TokenizerSettings = TokenizerSettings(),
+                    max_length: int = LMSettings().max_positions) -> Path:
+    target = Path(out_dir) / TOKENIZER_DIR
+    worlds = discover_worlds()
+    with _Timer() as timer:
+        documents = build_text_corpus(seed, settings.n_documents)
+        tokenizer = train_tokenizer(documents, settings.vocab_size, max_length)
+    words = sorted({word for document in documents for word in document.replace("</s>", " ").replace("</a>", " ").split()})
+    one_token = sum(len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1 for word in words)
+    report = {
+        "seed": seed, "worlds": worlds, "settings": asdict(settings), "vocab_size": len(tokenizer),
+        "corpus_words": len(words), "single_token_word_share": round(one_token / len(words), 4),
+        "unknown_token_share": unknown_token_share(tokenizer, documents), "timing": timer.as_dict(),
+    }
+    with atomic_folder(target) as tmp:
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / REPORT_FILE, report)
+    return target
+
+
+def build_lm(out_dir: str | Path, seed: int = 0, settings: LMSettings = LMSettings(),
+             progress: bool = True) -> Path:
+    """Pretrain the OPT with the tokenizer in `out_dir/tokenizer` (which must exist); saved with a copy of it."""
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir / TOKENIZER_DIR)
+    worlds = discover_worlds()
+    torch.manual_seed(seed)
+    with _Timer() as corpus_timer:
+        documents = build_text_corpus(seed, settings.steps * settings.batch_size)
+        rows = tokenize_documents(tokenizer, documents, settings.max_positions)
+    model = new_opt(tokenizer, settings)
+    with _Timer() as train_timer:
+        losses = pretrain_lm(model, rows, tokenizer.pad_token_id, settings, progress)
+    with _Timer() as eval_timer:
+        evaluation = evaluate_lm(model, tokenizer, worlds, seed, settings.eval_scenes_per_world,
+                                 settings.eval_samples, progress)
+    report = {
+        "seed": seed, "worlds": worlds, "settings": asdict(settings),
+        "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+        "documents": len(documents), "mean_document_tokens": round(sum(map(len, rows)) / len(rows), 2),
+        "loss_first_20_steps": round(sum(losses[:20]) / len(losses[:20]), 4),
+        "loss_last_20_steps": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        "timing": {"corpus": corpus_timer.as_dict(), "training": train_timer.as_dict(),
+                   "evaluation": eval_timer.as_dict()},
+        "evaluation": evaluation,
+    }
+    with atomic_folder(out_dir / LM_DIR) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / REPORT_FILE, report)
+        # It must load back through the project's own loaders, as the demo will load it.
+        reloaded = build_language_model(lm_config(tmp), load_tokenizer(str(tmp))).model
+        if reloaded.get_input_embeddings().num_embeddings != model.get_input_embeddings().num_embeddings:
+            raise RuntimeError("the saved tokenizer needs more embedding rows than the saved LM has")
+    return out_dir / LM_DIR
+
+
+def build_vit(out_dir: str | Path, seed: int = 0, settings: ViTSettings = ViTSettings(),
+              progress: bool = True) -> Path:
+    out_dir = Path(out_dir)
+    with _Timer() as render_timer:
+        train = render_pool(seed, "train", settings.n_train_images, progress)
+        test = render_pool(seed, "test", settings.n_test_images, progress)
+    torch.manual_seed(seed)
+    encoder = build_pretrained_encoder(settings)
+    # The pool's tensors must be what the encoder's own test-time transform makes of the same images.
+    samples = sample_images(seed, "test", 4)
+    reference = torch.stack([encoder.preprocessing(False)(image) for image in samples])
+    preprocessing_gap = (reference - normalize(encoder, test.pixels[:4])).abs().max().item()
+    if preprocessing_gap > 1e-5:
+        raise RuntimeError(f"ViT pretraining pixels differ from the encoder's preprocessing by {preprocessing_gap}")
+    heads = AttributeHeads(encoder.hidden_size, train.classes)
+    with _Timer() as train_timer:
+        losses = pretrain_vit(encoder, heads, train, settings, seed, progress)
+    with _Timer() as eval_timer:
+        accuracy = head_accuracy(encoder, heads, test)
+        probe_pool = type(train)(train.pixels[:settings.probe_train_images],
+                                 {a: v[:settings.probe_train_images] for a, v in train.labels.items()}, train.classes)
+        probe = linear_probe(encoder, probe_pool, test)
+    fields = {"type": "timm_vit", "name": settings.name, "model_kwargs": dict(settings.model_kwargs),
+              "normalization": "encoder"}
+    report = {
+        "seed": seed, "settings": asdict(settings), "encoder": fields,
+        "parameters": sum(p.numel() for p in encoder.model.parameters()),
+        "classes": train.classes, "pixel_mean": list(encoder.mean), "pixel_std": list(encoder.std),
+        "preprocessing_max_abs_difference": preprocessing_gap,
+        "loss_first_20_steps": round(sum(losses[:20]) / len(losses[:20]), 4),
+        "loss_last_20_steps": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        "held_out_images": len(test), "held_out_head_accuracy": accuracy,
+        "linear_probe_train_images": len(probe_pool), "linear_probe_accuracy": probe,
+        "timing": {"rendering": render_timer.as_dict(), "training": train_timer.as_dict(),
+                   "evaluation": eval_timer.as_dict()},
+    }
+    with atomic_folder(out_dir / VIT_DIR) as tmp:
+        weights = tmp / VIT_WEIGHTS_FILE
+        save_file({k: v.detach().contiguous() for k, v in encoder.model.state_dict().items()}, str(weights),
+                  metadata={"format": "pt"})
+        write_json(tmp / ENCODER_FILE, fields)
+        # It must load back through build_encoder unchanged (timm loads a headless checkpoint non-strictly).
+        reloaded = build_encoder(encoder_config(tmp))
+        gap = (cls_features(reloaded, test.pixels[:64], 2) - cls_features(encoder, test.pixels[:64], 2)).abs().max()
+        if gap > 1e-5:
+            raise RuntimeError(f"the saved ViT reloads with different outputs (max difference {gap.item()})")
+        write_json(tmp / REPORT_FILE, report)
+    return out_dir / VIT_DIR
+
+
+def ensure_demo_models(out_dir: str | Path = DEFAULT_OUT, only: Sequence[str] = COMPONENTS, seed: int = 0,
+                       force: bool = False, progress: bool = True,
+                       tokenizer_settings: TokenizerSettings = TokenizerSettings(),
+                       lm_settings: LMSettings = LMSettings(),
+                       vit_settings: ViTSettings = ViTSettings()) -> DemoModels:
+    """Build the requested models that are missing (all of them with `force`); the LM needs the tokenizer."""
+    unknown = set(only) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown demo model(s) {sorted(unknown)}; choose from {COMPONENTS}")
+    out_dir = Path(out_dir)
+    wanted = [c for c in COMPONENTS if c in only or (c == "tokenizer" and "lm" in only)]
+    built = []
+    for component in wanted:
+        folder = out_dir / FOLDERS[component]
+        explicit = component in only
+        if folder.exists() and not (force and explicit):
+            _warn_if_stale(component, folder)
+            continue
+        if component == "tokenizer":
+            build_tokenizer(out_dir, seed, tokenizer_settings, lm_settings.max_positions)
+        elif component == "lm":
+            build_lm(out_dir, seed, lm_settings, progress)
+        else:
+            build_vit(out_dir, seed, vit_settings, progress)
+        built.append(component)
+    return DemoModels(out_dir, tuple(built))
+
+
+def _warn_if_stale(component: str, folder: Path) -> None:
+    """Text models built before a world was registered do not know its words: say so (rebuilding is explicit)."""
+    report_path = folder / REPORT_FILE
+    if component == "vit" or not report_path.exists():
+        return
+    built_from, registered = read_json(report_path).get("worlds", []), discover_worlds()
+    if built_from != registered:
+        logger.warning("%s was built from worlds %s but %s are registered now; rebuild it with --force",
+                       folder, built_from, registered)
