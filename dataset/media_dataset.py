@@ -24,15 +24,22 @@ from dataset.records import Sample
 from dataset.tasks.task_split import TaskSplit
 
 
-def media_decoder(modality: str, num_frames: int = 8, sample_rate: int = 16000) -> Callable[[str, bool, Any], Any]:
-    """`decode(path, train, rng)` for the modality: a PIL image, `(T, H, W, 3)` frames, or a waveform."""
-    if modality == "image":
-        return lambda path, train, rng: load_image(path)
-    if modality == "video":
-        return lambda path, train, rng: load_video_frames(path, num_frames, train, rng)
-    if modality == "audio":
-        return lambda path, train, rng: load_audio(path, sample_rate)
-    raise ValueError(f"unknown modality '{modality}'; expected image, video or audio")
+class MediaDecoder:
+    """`decoder(path, train, rng)`: a PIL image, `(T, H, W, 3)` frames, or a mono waveform.
+
+    A class rather than a closure so that data-loader workers can pickle it."""
+
+    def __init__(self, modality: str, num_frames: int = 8, sample_rate: int = 16000):
+        if modality not in ("image", "video", "audio"):
+            raise ValueError(f"unknown modality '{modality}'; expected image, video or audio")
+        self.modality, self.num_frames, self.sample_rate = modality, num_frames, sample_rate
+
+    def __call__(self, path: str, train: bool, rng: np.random.Generator | None) -> Any:
+        if self.modality == "image":
+            return load_image(path)
+        if self.modality == "video":
+            return load_video_frames(path, self.num_frames, train, rng)
+        return load_audio(path, self.sample_rate)
 
 
 def choose_target(sample: Sample, rng: random.Random) -> str:
@@ -48,6 +55,8 @@ class MediaTextDataset(Dataset):
     """Items: `{"index", "uid", "prompt", "target", "media" (tensor) | "features" (tensor), "skipped"}`.
 
     transform: the encoder's `preprocessing(train)`; None with `features` (cache) or for a blind model.
+    augment: False gives training items the test-time decoding (middle frames; the transform is the
+        caller's choice).
     features: a mapping from media path to the cached `(K, d_enc)` encoder output.
     """
 
@@ -56,12 +65,14 @@ class MediaTextDataset(Dataset):
         split: TaskSplit,
         train: bool,
         seed: int,
-        decode: Callable[[str, bool, Any], Any] | None,
+        decode: MediaDecoder | None,
         transform: Callable[[Any], torch.Tensor] | None,
         features: Any = None,
+        augment: bool = True,
     ):
         self.split = split
         self.train = train
+        self.augment = augment
         self.seed = seed
         self.decode = decode
         self.transform = transform
@@ -98,7 +109,7 @@ class MediaTextDataset(Dataset):
         return item
 
     def _load(self, path: str, seed: int) -> torch.Tensor:
-        decoded = self.decode(path, self.train, np.random.default_rng(seed))
+        decoded = self.decode(path, self.train and self.augment, np.random.default_rng(seed))
         with seeded_global_rngs(seed):
             return self.transform(decoded)
 

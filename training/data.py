@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset.collate import TextCollator
-from dataset.media_dataset import MediaTextDataset, media_decoder
+from dataset.media_dataset import MediaTextDataset, MediaDecoder
 from dataset.tasks import TASK_READERS, TaskSplit
 from models.epalm import EPALM
 from training.run_config import RunConfig
@@ -39,9 +39,9 @@ def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, f
     decode = transform = None
     if model.encoder is not None and features is None:
         enc = cfg.model.encoder
-        decode = media_decoder(split.modality, num_frames=enc.num_frames, sample_rate=enc.sample_rate)
-        transform = model.encoder.preprocessing(train)
-    return MediaTextDataset(split, train, cfg.seed, decode, transform, features)
+        decode = MediaDecoder(split.modality, num_frames=enc.num_frames, sample_rate=enc.sample_rate)
+        transform = model.encoder.preprocessing(train and cfg.train.augment)
+    return MediaTextDataset(split, train, cfg.seed, decode, transform, features, augment=cfg.train.augment)
 
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool) -> DataLoader:

@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
-from dataset.media_dataset import media_decoder
+from dataset.media_dataset import MediaDecoder
 from dataset.tasks.task_split import TaskSplit
 from training.run_config import RunConfig
 
@@ -33,7 +33,7 @@ def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: Tas
     cache = FeatureCache(folder)
     missing = cache.missing(sorted({s.media for s in split}), split.media_root)
     if missing:
-        decode = media_decoder(split.modality, cfg.model.encoder.num_frames, cfg.model.encoder.sample_rate)
+        decode = MediaDecoder(split.modality, cfg.model.encoder.num_frames, cfg.model.encoder.sample_rate)
         transform = encoder.preprocessing(train=False)
         computed, errors = encode_items(
             missing[accelerator.process_index :: accelerator.num_processes],

@@ -43,7 +43,12 @@ class TrainConfig:
 
     loss_tokens: "answer" (the target only: answer or caption) or "all" (every non-pad token, as the
     reference). loss_reduction: "token_mean" or "sample_sum" (per-sample sum averaged over the batch, as
-    the reference) times lm_loss_weight (0.1 in the reference)."""
+    the reference) times lm_loss_weight (0.1 in the reference).
+
+    augment: training-time media augmentation (random crops, flips, RandAugment, random frames, SpecAugment);
+    off, training sees the deterministic test-time preprocessing. feature_cache: encode every media item
+    once with the test-time preprocessing and train/evaluate from the stored encoder outputs (implies no
+    augmentation; see docs/feature_cache.md)."""
 
     epochs: int = 1
     max_steps: int | None = None
@@ -60,6 +65,7 @@ class TrainConfig:
     lm_loss_weight: float = 1.0
     max_text_len: int = 64
     num_workers: int = 2
+    augment: bool = True
     feature_cache: bool = False
     feature_cache_dir: str = ".cache/features"
     log_every: int = 20

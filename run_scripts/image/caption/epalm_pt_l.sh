@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Train eP-ALM_pt-L (OPT-6.7B + ViT-L/16) on COCO captioning, then test the best validation checkpoint.
+# Set DATA_DIR (see docs/datasets.md), OUTPUT_DIR and NUM_GPUS to taste; extra arguments go to main.py.
+set -euo pipefail
+DATA_DIR=${DATA_DIR:-data}
+OUTPUT_DIR=${OUTPUT_DIR:-outputs/image/caption/epalm_pt_l}
+export DATA_DIR
+exec "$(dirname "$0")/../../launch.sh" configs/image/epalm_pt_l_caption.yaml "$OUTPUT_DIR" --save_best "$@"
