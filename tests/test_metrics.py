@@ -284,3 +284,10 @@ def test_cli_runs_as_a_module(tmp_path):
                            str(tmp_path / "pred.json"), "--annotations", str(annotations), "--version", "2017"],
                           cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["overall"] == pytest.approx(72.5)
+
+
+def test_spice_jar_check_reads_the_installed_package():
+    """pycocoevalcap is a namespace package (no __file__): the check must still find its spice folder."""
+    missing = caption_module.spice_jars_missing()
+    assert isinstance(missing, list)
+    assert all(name.endswith(".jar") for name in missing)

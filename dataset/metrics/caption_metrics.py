@@ -57,9 +57,9 @@ class CaptionResult:
 
 def spice_jars_missing() -> list[str]:
     """The SPICE jars absent from the installed pycocoevalcap (empty when SPICE can run offline)."""
-    import pycocoevalcap
+    import pycocoevalcap.spice  # pycocoevalcap is a namespace package: no __file__, a __path__
 
-    spice_dir = Path(pycocoevalcap.__file__).parent / "spice"
+    spice_dir = Path(next(iter(pycocoevalcap.spice.__path__)))
     return [name for name in SPICE_JARS if not (spice_dir / name).is_file()]
 
 
