@@ -38,11 +38,17 @@ def model_config_from_dict(values: dict[str, Any], source: str = "config") -> Mo
         raise ConfigError(f"{source}: {error}") from None
 
 
-def save_checkpoint(model: EPALM, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write the trainable weights and the config needed to rebuild the model."""
+def save_checkpoint(
+    model: EPALM, folder: str | Path, extra: dict[str, Any] | None = None, state: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """Write the trainable weights and the config needed to rebuild the model.
+
+    state: the trainable tensors when they must be gathered first (sharded engines); default: the model's.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    state = model.trainable_state_dict() if state is None else state
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     meta = {
         "format_version": FORMAT_VERSION,
         "model": to_dict(model.config),

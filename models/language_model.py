@@ -99,10 +99,18 @@ class FrozenLanguageModel(nn.Module):
             raise ValueError(f"{model.config.model_type} is an encoder-decoder model; eP-ALM needs a decoder-only LM")
         self.model = model
         self.layout = locate_layout(model)
-        self.layers: nn.ModuleList = _get_path(model, self.layout.layers)
-        self.position_table = _get_path(model, self.layout.position_table) if self.layout.position_table else None
         self.model.requires_grad_(False)
         self.model.eval()
+
+    # Looked up, not stored: a second registration of the same modules would duplicate their
+    # parameters in every state dict (and in DeepSpeed's checkpoints).
+    @property
+    def layers(self) -> nn.ModuleList:
+        return _get_path(self.model, self.layout.layers)
+
+    @property
+    def position_table(self) -> nn.Module | None:
+        return _get_path(self.model, self.layout.position_table) if self.layout.position_table else None
 
     @property
     def num_layers(self) -> int:

@@ -27,9 +27,12 @@ def resolve_precision(requested: str, on_gpu: bool) -> str:
 def make_accelerator(cfg: RunConfig) -> Accelerator:
     on_gpu = torch.cuda.is_available()
     precision = resolve_precision(cfg.mixed_precision, on_gpu)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     accelerator = Accelerator(
         mixed_precision=precision,
-        cpu=not on_gpu,  # a CUDA build of torch with no GPU would otherwise run N unrelated processes
+        # On a CUDA build of torch with no GPU, accelerate would otherwise start N unrelated processes.
+        # DeepSpeed brings its own CPU accelerator (one process on a CPU machine).
+        cpu=not on_gpu and not deepspeed,
         gradient_accumulation_steps=cfg.train.grad_accum_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )

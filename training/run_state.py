@@ -7,11 +7,13 @@ killed at any moment leaves either the previous checkpoint or the new one, never
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 
 from models.checkpoint import load_checkpoint_weights, save_checkpoint
 from models.epalm import EPALM
@@ -35,18 +37,47 @@ class TrainingProgress:
             setattr(self, key, value)
 
 
+def _uses_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def trainable_state(accelerator: Accelerator, model) -> dict:
+    """The trainable tensors, whole on every process (ZeRO-3 shards them: gather first)."""
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False):
+            return {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}
+    if _uses_deepspeed(accelerator):
+        import deepspeed
+
+        params = [p for p in unwrapped.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}
+    return unwrapped.trainable_state_dict()
+
+
 def register_trainable_only_checkpointing(accelerator: Accelerator) -> None:
-    """Make save_state / load_state write and read only the trainable tensors of the EPALM model."""
+    """Make save_state / load_state write and read only the trainable tensors of the EPALM model.
+
+    DDP / one process: the model's entry is taken out of accelerate's weights and written as our
+    checkpoint (`trainable/`). DeepSpeed: the engine writes its own module and optimizer shards, told
+    to leave the frozen parameters out (`state_kwargs`); `trainable/` is written beside them."""
 
     def save_hook(models, weights, output_dir):
         for index in reversed(range(len(models))):
             model = accelerator.unwrap_model(models[index])
             if isinstance(model, EPALM):
+                state = trainable_state(accelerator, models[index])
                 if accelerator.is_main_process:
-                    save_checkpoint(model, Path(output_dir) / TRAINABLE_DIR)
-                weights.pop(index)  # nothing else of the frozen backbones is written
+                    save_checkpoint(model, Path(output_dir) / TRAINABLE_DIR, state=state)
+                if index < len(weights):  # DeepSpeed and FSDP models are not in `weights`
+                    weights.pop(index)  # nothing else of the frozen backbones is written
 
     def load_hook(models, input_dir):
+        if _uses_deepspeed(accelerator):
+            return  # the engine has loaded its trainable module state itself
         for index in reversed(range(len(models))):
             model = accelerator.unwrap_model(models[index])
             if isinstance(model, EPALM):
@@ -57,14 +88,45 @@ def register_trainable_only_checkpointing(accelerator: Accelerator) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def save_progress(accelerator: Accelerator, checkpoints: Path) -> Path:
+def state_kwargs(accelerator: Accelerator, saving: bool) -> dict:
+    """DeepSpeed: leave frozen parameters out of its checkpoint, and do not require them when loading."""
+    if not _uses_deepspeed(accelerator):
+        return {}
+    return {"exclude_frozen_parameters": True} if saving else {"load_module_strict": False}
+
+
+@contextlib.contextmanager
+def frozen_aliases_left_out(accelerator: Accelerator, model):
+    """DeepSpeed drops frozen parameters from its checkpoint by their first name only, so a frozen weight
+    reachable under a second name (OPT's output layer tied to its input embeddings) would be written
+    anyway: during the save, leave out every name of every frozen parameter."""
+    if not _uses_deepspeed(accelerator):
+        yield
+        return
+    module = accelerator.unwrap_model(model)
+    # remove_duplicate=False lists every name a tied parameter is reachable under.
+    frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+    def drop_frozen(_module, state_dict, prefix, _metadata):
+        for name in frozen:
+            state_dict.pop(prefix + name, None)
+
+    handle = module.register_state_dict_post_hook(drop_frozen)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def save_progress(accelerator: Accelerator, checkpoints: Path, model=None) -> Path:
     """Every process calls this; the folder swap happens on the main process once all have written."""
     final = checkpoints / "last"
     tmp = checkpoints / "last.tmp"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with frozen_aliases_left_out(accelerator, model) if model is not None else contextlib.nullcontext():
+        accelerator.save_state(str(tmp), **state_kwargs(accelerator, saving=True))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         old = checkpoints / "last.old"

@@ -16,7 +16,14 @@ from models.checkpoint import save_checkpoint
 from training.loss import lm_loss
 from training.optim import build_optimizer, build_scheduler
 from training.run_config import RunConfig
-from training.run_state import TrainingProgress, latest_checkpoint, register_trainable_only_checkpointing, save_progress
+from training.run_state import (
+    TrainingProgress,
+    latest_checkpoint,
+    register_trainable_only_checkpointing,
+    save_progress,
+    state_kwargs,
+    trainable_state,
+)
 from training.training_curves import plot_training_curves
 
 # Set by tests to kill the process (SIGKILL, no clean-up) right after this optimizer step.
@@ -59,7 +66,7 @@ class Trainer:
         if found is None:
             self.accelerator.print(f"--resume: no checkpoint under {self.checkpoints}, starting from scratch")
             return False
-        self.accelerator.load_state(str(found))
+        self.accelerator.load_state(str(found), **state_kwargs(self.accelerator, saving=False))
         self.accelerator.print(
             f"resumed from {found}: epoch {self.progress.epoch}, step {self.progress.step}, "
             f"{self.progress.batches_in_epoch} batches into the epoch"
@@ -72,8 +79,9 @@ class Trainer:
         best = self.progress.best_value
         if best is None or value > best:
             self.progress.best_value, self.progress.best_epoch = value, self.progress.epoch
+            state = trainable_state(self.accelerator, self.model)
             if self.accelerator.is_main_process:
-                save_checkpoint(self.accelerator.unwrap_model(self.model), self.best_dir,
+                save_checkpoint(self.accelerator.unwrap_model(self.model), self.best_dir, state=state,
                                 extra={"best_value": value, "best_epoch": self.progress.epoch})
             self.accelerator.print(f"new best validation metric {value:.4f} (epoch {self.progress.epoch})")
         self.accelerator.wait_for_everyone()
@@ -129,7 +137,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{running / count:.4f}")
                     running, count = 0.0, 0
                 if cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0:
-                    save_progress(acc, self.checkpoints)
+                    save_progress(acc, self.checkpoints, self.model)
                 if os.environ.get(KILL_AT_STEP_ENV) == str(progress.step):
                     os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume tests
                 if progress.step >= self.total_steps:
@@ -145,7 +153,7 @@ class Trainer:
                     self._log({"step": progress.step, "epoch": progress.epoch, "val_metric": value})
                 if self.cfg.save_best:
                     self._save_best(value)
-            save_progress(acc, self.checkpoints)
+            save_progress(acc, self.checkpoints, self.model)
         bar.close()
         if skipped_media:
             acc.print(f"{len(skipped_media)} unreadable media file(s) were skipped during training")

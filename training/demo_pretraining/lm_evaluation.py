@@ -20,7 +20,7 @@ from transformers import OPTForCausalLM, PreTrainedTokenizerFast
 
 from dataset.metrics.attribute_accuracy import parse_attributes
 from dataset.synthetic.text_corpus import CONTEXT_SEP, qa_prompt
-from dataset.synthetic.worlds import WORLDS, World
+from dataset.synthetic.worlds import WORLDS, World, discover_worlds
 
 CONDITIONS = ("caption", "keywords", "blind")
 # Where a caption generated from BOS ends: at EOS, or where the corpus would go on with " . <more>".
@@ -43,6 +43,7 @@ class HeldOutQuestion:
 
 def held_out_questions(seed: int, scenes_per_world: int, worlds: Sequence[str]) -> list[HeldOutQuestion]:
     """Every candidate question of fresh scenes (an rng stream apart from the corpus's), with two contexts."""
+    discover_worlds()  # named worlds register on import
     rng = random.Random(f"demo-lm-held-out/{seed}")
     items = []
     for name in worlds:
@@ -99,6 +100,7 @@ def generated_caption(text: str) -> str:
 
 def well_formed_world(caption: str, worlds: Sequence[str]) -> str | None:
     """The world whose attributes the caption states completely, one value each (None when no world fits)."""
+    discover_worlds()
     for name in worlds:
         stated = parse_attributes(caption, WORLDS.build(name).attribute_vocabulary())
         if all(len(values) == 1 for values in stated.values()):

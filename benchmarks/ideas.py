@@ -1,0 +1,212 @@
+"""Speed ideas measured against the current code, each variant beside its baseline in the same process.
+
+    python -m benchmarks.ideas --shape ref-small [--ideas threads cpu_bf16 ...] [--repeats 3] [--out FILE]
+
+Ideas (docs/benchmarks.md discusses the results):
+  inference_mode  generation under torch.inference_mode instead of the no_grad of EPALM.generate
+  attention       the LM with eager attention instead of sdpa (training step and generation)
+  backward_stop   no soft prompt: does autograd stop below the first injection layer? (checked, and timed)
+  threads         torch.set_num_threads(1) vs 2
+  adamw           AdamW step: default vs foreach vs fused
+  cpu_bf16        LM weights in bfloat16 and bf16 autocast on the CPU (mixed_precision: bf16) vs fp32
+  workers         data-loader workers (0 vs 2) for on-the-fly decoding + augmentation
+Nothing here changes the project's code: each variant is set up from outside (config fields, thread
+count, optimizer options, context managers).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks import pipeline, workloads
+from benchmarks.measure import time_mode
+from benchmarks.report import write_json
+from benchmarks.shapes import SHAPES, BenchShape, get_shape
+from models.factory import build_model
+from training.provenance import git_commit, package_versions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+Variant = tuple[str, str, Callable[[], Any]]  # (measure, variant, fn); the first variant of a measure is its baseline
+
+
+def _model(shape: BenchShape, device: torch.device, dtype: str = "float32", **fields):
+    cfg = copy.deepcopy(shape.model)
+    cfg.lm.dtype = dtype
+    for key, value in fields.items():
+        if key == "attn_implementation":
+            cfg.lm.attn_implementation = value
+        else:
+            setattr(cfg, key, value)
+    torch.manual_seed(0)
+    model, _ = build_model(cfg, load_tokenizer_if_missing=False)
+    model = model.to(device)
+    return model, workloads.synthetic_inputs(model, shape.batch_size, shape.text_len, device)
+
+
+def _train(model, inputs, cached: bool, autocast=None) -> Callable[[], Any]:
+    optimizer = workloads.make_optimizer(model)
+    return workloads.training_step(model, optimizer, inputs, cached, autocast or workloads.autocast_for(
+        inputs.input_ids.device, torch.float32))
+
+
+def _generate(model, inputs, shape: BenchShape, grad_context=None) -> Callable[[], Any]:
+    kwargs = {"grad_context": grad_context} if grad_context else {}
+    return workloads.generation(model, inputs, shape.new_tokens, shape.num_beams, True, **kwargs)
+
+
+def inference_mode(shape, device, args) -> list[Variant]:
+    model, inputs = _model(shape, device)
+    return [("generate", "no_grad", _generate(model, inputs, shape)),
+            ("generate", "inference_mode", _generate(model, inputs, shape, torch.inference_mode))]
+
+
+def attention(shape, device, args) -> list[Variant]:
+    variants = []
+    for attn in ("sdpa", "eager"):
+        model, inputs = _model(shape, device, attn_implementation=attn)
+        variants += [("train_encode", attn, _train(model, inputs, False)),
+                     ("generate", attn, _generate(model, inputs, shape))]
+    return sorted(variants, key=lambda v: v[0] == "generate")
+
+
+def first_layer_in_backward(model, inputs) -> int | None:
+    """Index of the first LM layer whose output is part of the autograd graph in a training forward."""
+    flags: list[bool] = []
+    handles = [layer.register_forward_hook(
+        lambda m, a, out: flags.append((out[0] if isinstance(out, tuple) else out).requires_grad))
+        for layer in model.lm.layers]
+    try:
+        model.train()
+        model(inputs.input_ids, inputs.attention_mask, features=inputs.features)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return next((i for i, flag in enumerate(flags) if flag), None)
+
+
+def backward_stop(shape, device, args) -> list[Variant]:
+    variants = []
+    for name, prompt in (("with_prompt", True), ("no_prompt", False)):
+        model, inputs = _model(shape, device, prompt_tuning=prompt)
+        first = first_layer_in_backward(model, inputs)
+        args.facts[f"backward_stop/{name}/first_layer_in_graph"] = first
+        args.facts[f"backward_stop/{name}/first_injection_layer"] = model.plan.first_layer
+        variants.append(("train_cached", name, _train(model, inputs, True)))
+    return variants
+
+
+def threads(shape, device, args) -> list[Variant]:
+    model, inputs = _model(shape, device)
+    step, gen = _train(model, inputs, False), _generate(model, inputs, shape)
+
+    def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run():
+            before = torch.get_num_threads()
+            torch.set_num_threads(n)
+            try:
+                return fn()
+            finally:
+                torch.set_num_threads(before)
+        return run
+
+    return [(measure, f"{n}_threads", with_threads(n, fn)) for measure, fn in (("train_encode", step), ("generate", gen))
+            for n in (2, 1)]
+
+
+def adamw(shape, device, args) -> list[Variant]:
+    model, _ = _model(shape, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    variants = []
+    for name, options in (("default", {}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        optimizer = workloads.make_optimizer(model, **options)
+        variants.append(("adamw_step", name, optimizer.step))
+    return variants
+
+
+def cpu_bf16(shape, device, args) -> list[Variant]:
+    variants = []
+    for dtype in ("float32", "bfloat16"):
+        model, inputs = _model(shape, device, dtype=dtype)
+        autocast = workloads.autocast_for(device, getattr(torch, dtype))
+        variants += [("train_encode", dtype, _train(model, inputs, False, autocast)),
+                     ("generate", dtype, _generate(model, inputs, shape))]
+    return sorted(variants, key=lambda v: v[0] == "generate")
+
+
+def workers(shape, device, args) -> list[Variant]:
+    model, inputs = _model(shape, device)
+    samples = shape.batch_size * (args.warmup + args.repeats)
+    split = pipeline.synthetic_split(args.data_dir, args.workdir, samples)
+    optimizer = workloads.make_optimizer(model)
+    return [("train_encode_pipeline", f"{n}_workers",
+             pipeline.pipeline_step(model, optimizer, split, inputs, None, device, n)) for n in (0, 2)]
+
+
+IDEAS: dict[str, Callable[..., list[Variant]]] = {
+    "inference_mode": inference_mode, "attention": attention, "backward_stop": backward_stop, "threads": threads,
+    "adamw": adamw, "cpu_bf16": cpu_bf16, "workers": workers,
+}
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    table = [["idea", "measure", "variant", "median s", "vs baseline"]]
+    for row in rows:
+        table.append([row["idea"], row["measure"], row["variant"], f"{row['median_s']:.4g}",
+                      "baseline" if row["baseline"] else f"{row['speedup']:.2f}x"])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--ideas", nargs="+", default=list(IDEAS), choices=list(IDEAS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--data_dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    shape = get_shape(args.shape)
+    args.facts = {}
+    load_before = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="epalm-ideas-") as tmp:
+        args.workdir = Path(tmp)
+        for idea in args.ideas:
+            if idea in ("threads", "cpu_bf16") and device.type != "cpu":
+                continue
+            baselines: dict[str, float] = {}  # the first variant of each measure is its baseline
+            for measure, variant, fn in tqdm(IDEAS[idea](shape, device, args), desc=idea):
+                median = time_mode(fn, device, args.repeats, args.warmup).median_s
+                is_baseline = measure not in baselines
+                baseline = baselines.setdefault(measure, median)
+                rows.append({"idea": idea, "measure": measure, "variant": variant, "median_s": median,
+                             "baseline": is_baseline, "speedup": baseline / median})
+    result = {"shape": shape.name, "device": device.type, "threads": torch.get_num_threads(), "repeats": args.repeats,
+              "load_before": load_before, "load_after": os.getloadavg(), "rows": rows, "facts": args.facts,
+              "versions": package_versions(), "git_commit": git_commit(),
+              "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    out = args.out or RESULTS / f"ideas-{shape.name}-{device.type}.json"
+    write_json(out, result)
+    print(f"{shape.name} on {device.type}, load {load_before[0]:.2f} -> {result['load_after'][0]:.2f}, median of {args.repeats}")
+    print(format_rows(rows))
+    for key, value in args.facts.items():
+        print(f"{key}: {value}")
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

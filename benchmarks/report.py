@@ -1,0 +1,82 @@
+"""Ratios between modes, targets met or missed, the printed table and the JSON file."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from benchmarks.shapes import BenchShape
+
+# ratio key -> (numerator mode, denominator mode) of median seconds: > 1 means the denominator is faster.
+TIME_RATIOS = {
+    "feature_cache_train_speedup": ("train_encode", "train_cached"),
+    "feature_cache_pipeline_speedup": ("train_encode_pipeline", "train_cached_pipeline"),
+    "kv_cache_generation_speedup": ("generate_recompute", "generate_kv_cache"),
+    "epalm_over_causal_train_time": ("train_epalm", "train_encode"),
+    "epalm_over_causal_generation_time": ("generate_epalm", "generate_kv_cache"),
+}
+# ratio key -> (reference key, our mode): the reference's seconds over ours.
+REFERENCE_RATIOS = {
+    "train_speedup_vs_reference": ("train_step_s", "train_encode"),
+    "generate_speedup_vs_reference": ("generate_s", "generate"),
+}
+
+
+def ratios(modes: dict[str, dict[str, Any]], shape: BenchShape) -> dict[str, float]:
+    out = {}
+    for key, (slow, fast) in TIME_RATIOS.items():
+        if slow in modes and fast in modes:
+            out[key] = modes[slow]["median_s"] / modes[fast]["median_s"]
+    for key, (reference, mode) in REFERENCE_RATIOS.items():
+        if reference in shape.reference and mode in modes:
+            out[key] = shape.reference[reference] / modes[mode]["median_s"]
+    return out
+
+
+def target_results(values: dict[str, float], shape: BenchShape) -> list[dict[str, Any]]:
+    return [
+        {"key": t.key, "description": t.description, "minimum": t.minimum, "value": values.get(t.key),
+         "met": None if t.key not in values else values[t.key] >= t.minimum}
+        for t in shape.targets
+    ]
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    modes = result["modes"]
+    gpu = result["machine"]["device"] == "cuda"
+    header = ["mode", "median s", "samples/s", "tokens/s", "peak MB", "start MB"] + (["TFLOP/s", "MFU"] if gpu else [])
+    rows = [header]
+    for name, m in modes.items():
+        row = [name, _number(m["median_s"]), _number(m.get("samples_per_s")), _number(m.get("tokens_per_s")),
+               f"{m['peak_memory_mb']:.0f}", f"{m['start_memory_mb']:.0f}"]
+        if gpu:
+            mfu = m.get("mfu")
+            row += [_number(m.get("achieved_tflops")), "-" if mfu is None else f"{100 * mfu:.1f}%"]
+        rows.append(row)
+    rows.append([])
+    rows.append(["ratio", "value", "target", "met"])
+    targets = {t["key"]: t for t in result["targets"]}
+    for key, value in result["ratios"].items():
+        target = targets.get(key)
+        met = "-" if target is None else ("yes" if target["met"] else "NO")
+        rows.append([key, f"{value:.2f}x", f">= {target['minimum']:g}x" if target else "-", met])
+    widths = [max(len(r[i]) for r in rows if len(r) > i) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    machine = result["machine"]
+    title = (f"{result['shape']['name']} on {machine['device_name']} ({machine['dtype']}, {machine['threads']} threads, "
+             f"load {machine['load_before'][0]:.2f} -> {machine['load_after'][0]:.2f}), median of {result['repeats']}")
+    return title + "\n" + "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

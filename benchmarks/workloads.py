@@ -1,0 +1,111 @@
+"""What one timed repetition does: a training step (forward, backward, AdamW) or one batched generation.
+
+Inputs are synthetic tensors of the shape's sizes (random token ids, random pixels), so the model alone is
+timed; `benchmarks/pipeline.py` adds the data pipeline.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from models.epalm import EPALM
+from training.loss import lm_loss
+from training.optim import build_optimizer
+from training.run_config import TrainConfig
+
+
+@dataclass
+class Inputs:
+    input_ids: torch.Tensor  # (B, T), BOS first, no padding
+    attention_mask: torch.Tensor
+    media: torch.Tensor  # (B, 3, S, S)
+    features: torch.Tensor  # (B, K, d_enc): the encoder's output for `media`, as the feature cache holds it
+
+
+def synthetic_inputs(model: EPALM, batch: int, text_len: int, device: torch.device, seed: int = 0) -> Inputs:
+    if model.encoder is None or not hasattr(model.encoder, "image_size"):
+        raise ValueError("the benchmark measures image models: the shape needs an image encoder")
+    generator = torch.Generator().manual_seed(seed)
+    config = model.lm.model.config
+    ids = torch.randint(3, config.vocab_size, (batch, text_len), generator=generator)
+    ids[:, 0] = config.bos_token_id
+    size = model.encoder.image_size
+    media = torch.randn(batch, 3, size, size, generator=generator)
+    ids, media = ids.to(device), media.to(device)
+    with torch.no_grad():
+        features = model.encode(media).float()
+    return Inputs(ids, torch.ones_like(ids), media, features)
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype) -> Callable[[], contextlib.AbstractContextManager]:
+    """Mixed precision as accelerate applies it in training (none in fp32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def make_optimizer(model: EPALM, **adamw_options) -> torch.optim.Optimizer:
+    """The trainer's AdamW parameter groups; `adamw_options` (foreach, fused) for the speed experiments."""
+    optimizer = build_optimizer(model, TrainConfig())
+    for key, value in adamw_options.items():
+        for group in optimizer.param_groups:
+            group[key] = value
+    return optimizer
+
+
+def training_step(
+    model: EPALM,
+    optimizer: torch.optim.Optimizer,
+    inputs: Inputs,
+    cached: bool,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Callable[[], float]:
+    """One optimizer step as the trainer takes it: from media (encoder run) or from cached features."""
+    model.train()
+
+    def step() -> float:
+        with autocast():
+            out = model(inputs.input_ids, inputs.attention_mask,
+                        media=None if cached else inputs.media, features=inputs.features if cached else None)
+            loss = lm_loss(out.logits, inputs.input_ids)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def generation(
+    model: EPALM,
+    inputs: Inputs,
+    new_tokens: int,
+    num_beams: int,
+    use_cache: bool,
+    grad_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Callable[[], torch.Tensor]:
+    """Beam search from the images (encoder included, as evaluation runs it) for exactly `new_tokens`
+    tokens (`min_new_tokens` keeps every beam going, so all modes produce equal lengths)."""
+    model.eval()
+
+    def run() -> torch.Tensor:
+        with grad_context():
+            return model.generate(
+                inputs.input_ids, inputs.attention_mask, media=inputs.media, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, num_beams=num_beams, use_cache=use_cache,
+            )
+
+    return run
+
+
+def encoding(model: EPALM, inputs: Inputs) -> Callable[[], torch.Tensor]:
+    """The frozen encoder alone (what the feature cache saves per step)."""
+
+    @torch.no_grad()
+    def run() -> torch.Tensor:
+        return model.encode(inputs.media)
+
+    return run
