@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dataset.media.errors import MediaDecodeError
+from models.atomic_io import atomic_path, write_text_atomic
 
 INDEX_FILE = "index.json"
 TENSORS_FILE = "features.safetensors"
@@ -72,12 +72,9 @@ class FeatureCache:
             entries[media] = {"stamp": file_stamp(media_root / media), "error": reason}
         self.folder.mkdir(parents=True, exist_ok=True)
         tensor = torch.stack(stacked).contiguous() if stacked else torch.zeros(0)
-        tmp = self.folder / f".{TENSORS_FILE}.tmp-{os.getpid()}"
-        save_file({"features": tensor}, str(tmp))
-        os.replace(tmp, self.folder / TENSORS_FILE)
-        tmp = self.folder / f".{INDEX_FILE}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(entries))
-        os.replace(tmp, self.folder / INDEX_FILE)
+        with atomic_path(self.folder / TENSORS_FILE) as tmp:
+            save_file({"features": tensor}, str(tmp))
+        write_text_atomic(self.folder / INDEX_FILE, json.dumps(entries))
         self.entries, self.tensor = entries, tensor
 
     def __getitem__(self, media: str) -> torch.Tensor:

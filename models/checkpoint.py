@@ -7,7 +7,6 @@ temporary name, then renamed, so a crash never leaves half a file.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.atomic_io import atomic_path, write_text_atomic
 from models.config import ModelConfig
 from models.config_io import ConfigError, from_dict, to_dict
 from models.epalm import EPALM
@@ -22,12 +22,6 @@ from models.epalm import EPALM
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "epalm_config.json"
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def model_config_from_dict(values: dict[str, Any], source: str = "config") -> ModelConfig:
@@ -59,8 +53,9 @@ def save_checkpoint(
         "shapes": {k: list(v.shape) for k, v in tensors.items()},
         **(extra or {}),
     }
-    _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    _atomic_write(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(meta, indent=2))
     return folder
 
 

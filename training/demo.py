@@ -22,6 +22,7 @@ import main as entry
 from dataset.synthetic.build import build_image_dataset
 from dataset.synthetic.build_audio import build_audio_dataset
 from dataset.synthetic.build_video import build_video_dataset
+from models.atomic_io import write_text_atomic
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
 
@@ -86,12 +87,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_index(out: Path, rows: list[dict[str, Any]], runs: dict[str, Path], seconds: dict[str, float]) -> None:
     links = "".join(
         f'<li>{name}: <a href="{os.path.relpath(path / "eval", out)}/{test}.html">predictions</a> '
@@ -103,7 +98,7 @@ def write_index(out: Path, rows: list[dict[str, Any]], runs: dict[str, Path], se
         "<tr>" + "".join(f"<td>{cell.strip()}</td>" for cell in line.strip("|").split("|")) + "</tr>"
         for line in table.splitlines()
     )
-    write_atomic(out / "index.html", f"<!doctype html><meta charset=utf-8><title>eP-ALM demo</title>"
+    write_text_atomic(out / "index.html", f"<!doctype html><meta charset=utf-8><title>eP-ALM demo</title>"
                  f"<h1>eP-ALM vs blind baseline</h1><table border=1 cellpadding=4>{body}</table><ul>{links}</ul>")
 
 
@@ -130,8 +125,8 @@ def run_demo(tasks: list[str], out: Path, extra: list[str]) -> list[dict[str, An
             results[variant] = result["test"]
             runs[f"{name}/{variant}"] = (run_dir, result["test"]["split"] if task.kind == "qa" else "test")
         rows.extend(rows_for(task, results["blind"], results["epalm"]))
-        write_atomic(out / "summary.json", json.dumps(rows, indent=2))  # after every task: partial results survive
-    write_atomic(out / "summary.md", format_table(rows) + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(rows, indent=2))  # after every task: partial results survive
+    write_text_atomic(out / "summary.md", format_table(rows) + "\n")
     write_index(out, rows, runs, seconds)
     return rows
 

@@ -3,7 +3,6 @@ and the files a run leaves: predictions and metrics JSON, an HTML page of predic
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from dataset.tasks.task_split import TaskSplit
+from models.atomic_io import write_text_atomic
 from training.html_report import write_html_report
 from training.provenance import provenance
 from training.run_config import EvalConfig, RunConfig
@@ -20,9 +20,7 @@ from training.scoring import metric_name, score_predictions
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
 def clean_prediction(text: str) -> str:

@@ -16,6 +16,7 @@ from dataset.media.image import load_image
 from dataset.media.video import load_video_frames
 from dataset.records import Sample
 from dataset.tasks.task_split import TaskSplit
+from models.atomic_io import write_text_atomic
 
 THUMBNAIL = 160
 
@@ -31,7 +32,7 @@ def _png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _media_cell(split: TaskSplit, sample: Sample) -> str:
+def _media_cell(split: TaskSplit, sample: Sample, page_dir: Path) -> str:
     path = str(split.media_path(sample))
     try:
         if split.modality == "image":
@@ -40,7 +41,7 @@ def _media_cell(split: TaskSplit, sample: Sample) -> str:
             frames = load_video_frames(path, 4, train=False)
             strip = Image.fromarray(np.concatenate(list(frames), axis=1))
             return f'<img src="{_png_data_uri(strip)}">'
-        return f'<audio controls src="{html.escape(os.path.relpath(path))}"></audio>'
+        return f'<audio controls src="{html.escape(os.path.relpath(path, page_dir))}"></audio>'
     except MediaDecodeError as error:
         return f"<em>media not readable: {html.escape(error.reason)}</em>"
 
@@ -54,7 +55,7 @@ def write_html_report(path: Path, split: TaskSplit, predictions: dict[Any, str],
         correct = split.kind == "qa" and prediction.strip().lower() in {t.strip().lower() for t in sample.targets}
         question = f"<b>Q:</b> {html.escape(sample.prompt)}<br>" if sample.prompt else ""
         rows.append(
-            f"<tr><td>{_media_cell(split, sample)}</td><td>{question}"
+            f"<tr><td>{_media_cell(split, sample, path.parent)}</td><td>{question}"
             f'<b>Predicted:</b> <span class="{"ok" if correct else ""}">{html.escape(prediction)}</span><br>'
             f"<b>Ground truth:</b> {html.escape(truth)}</td></tr>"
         )
@@ -65,6 +66,4 @@ img{{image-rendering:pixelated}} .ok{{color:#080;font-weight:bold}}</style></hea
 <h1>{html.escape(title)}</h1><p>{html.escape(split.task)} / {html.escape(split.split)}: {len(predictions)} predictions;
 {html.escape(str(main.get("name")))} = {html.escape(str(main.get("value")))}</p>
 <table>{"".join(rows)}</table></body></html>"""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    write_text_atomic(path, page)

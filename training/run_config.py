@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from models.atomic_io import write_text_atomic
 from models.config import ModelConfig
 from models.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict
 
@@ -155,6 +156,4 @@ def resolve_config(argv: list[str] | None = None) -> RunConfig:
 
 
 def dump_config(cfg: RunConfig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
+
+from models.atomic_io import atomic_path  # noqa: E402
 
 
 def plot_training_curves(log_path: Path, out_path: Path) -> None:
@@ -25,7 +26,6 @@ def plot_training_curves(log_path: Path, out_path: Path) -> None:
         axes[0][1].plot(*zip(*metrics), marker="o")
         axes[0][1].set(xlabel="optimizer step", ylabel="validation metric", title="validation")
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}{out_path.suffix}")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dataset.synthetic.atomic_io import atomic_path, write_json_atomic
+from models.atomic_io import atomic_path, write_json_atomic
 from dataset.synthetic.coco_format import caption_ground_truth, karpathy_coco
 from dataset.synthetic.image_world import ImageWorld
 from dataset.synthetic.items import SceneItem

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dataset.synthetic.atomic_io import atomic_path, write_json_atomic
+from models.atomic_io import atomic_path, write_json_atomic
 from dataset.synthetic.video_world import VideoWorld
 
 FORMAT_VERSION = 1  # bump when the files written change, so old builds are not reused

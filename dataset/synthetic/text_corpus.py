@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from dataset.synthetic.atomic_io import write_text_atomic
+from models.atomic_io import write_text_atomic
 from dataset.synthetic.worlds import WORLDS, World, discover_worlds
 
 EOS = "</s>"
