@@ -175,8 +175,9 @@ class VisualInjector:
             tokens = args[0]
         if tokens is None or (mask2d is not None and mask2d.dim() != 2):
             raise ValueError("the injected LM must be called with input_ids and, if any, a 2D attention_mask")
-        if mask2d is None:  # generate() drops an all-ones mask (a batch of one); the cache tells the past
-            cache = kwargs.get("past_key_values")
+        if mask2d is None:  # generate() drops an all-ones mask (no padding); the cache tells the past
+            # transformers renamed `past_key_values` to `cache` (5.24): read whichever generate() passed.
+            cache = kwargs.get("past_key_values", kwargs.get("cache"))
             past = cache.get_seq_length() if cache is not None else 0
             mask2d = torch.ones(tokens.shape[0], past + tokens.shape[1], dtype=torch.long, device=tokens.device)
         q_len = tokens.shape[1]

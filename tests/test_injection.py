@@ -128,9 +128,14 @@ def test_blind_model_padding_and_slot_are_invisible():
 
 @pytest.mark.parametrize("kind", ["opt", "llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_cached_generation_equals_recomputation(kind, num_beams):
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+def test_cached_generation_equals_recomputation(kind, num_beams, padded):
+    """Unpadded: generate() drops the all-ones mask, so the hooks must read the past length from the cache."""
     model = tiny_model(kind, injection_mode="causal")
     ids, mask = text_batch(batch=3, length=5, left_pad=True)
+    if not padded:
+        ids, mask = ids[:, -2:], mask[:, -2:]
+        assert bool(mask.all())
     x = images(3)
     kwargs = dict(media=x, max_new_tokens=8, num_beams=num_beams, min_new_tokens=8)
     cached = model.generate(ids, mask, use_cache=True, **kwargs)
