@@ -8,7 +8,10 @@ Ideas (docs/benchmarks.md discusses the results):
   backward_stop   no soft prompt: does autograd stop below the first injection layer? (checked, and timed)
   threads         torch.set_num_threads(1) vs 2
   adamw           AdamW step: default vs foreach vs fused
-  cpu_bf16        LM weights in bfloat16 and bf16 autocast on the CPU (mixed_precision: bf16) vs fp32
+  head_slice      the LM head on contiguous hidden states (an index tensor as logits_to_keep), and on the last 5
+                  positions only (an answer-only loss), fp32 and bf16
+  cpu_bf16        LM weights in bfloat16 and bf16 autocast on the CPU (mixed_precision: bf16) vs fp32;
+                  generation also under autocast (the encoder in bf16 too)
   workers         data-loader workers (0 vs 2) for on-the-fly decoding + augmentation
 Nothing here changes the project's code: each variant is set up from outside (config fields, thread
 count, optimizer options, context managers).
@@ -16,9 +19,11 @@ count, optimizer options, context managers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +36,7 @@ from benchmarks.measure import time_mode
 from benchmarks.report import write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
 from models.factory import build_model
+from training.loss import lm_loss
 from training.provenance import git_commit, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,12 +59,11 @@ def _model(shape: BenchShape, device: torch.device, dtype: str = "float32", **fi
 
 def _train(model, inputs, cached: bool, autocast=None) -> Callable[[], Any]:
     optimizer = workloads.make_optimizer(model)
-    return workloads.training_step(model, optimizer, inputs, cached, autocast or workloads.autocast_for(
-        inputs.input_ids.device, torch.float32))
+    return workloads.training_step(model, optimizer, inputs, cached, autocast or contextlib.nullcontext)
 
 
-def _generate(model, inputs, shape: BenchShape, grad_context=None) -> Callable[[], Any]:
-    kwargs = {"grad_context": grad_context} if grad_context else {}
+def _generate(model, inputs, shape: BenchShape, context=None) -> Callable[[], Any]:
+    kwargs = {"context": context} if context else {}
     return workloads.generation(model, inputs, shape.new_tokens, shape.num_beams, True, **kwargs)
 
 
@@ -117,8 +122,8 @@ def threads(shape, device, args) -> list[Variant]:
                 torch.set_num_threads(before)
         return run
 
-    return [(measure, f"{n}_threads", with_threads(n, fn)) for measure, fn in (("train_encode", step), ("generate", gen))
-            for n in (2, 1)]
+    pairs = (("train_encode", step), ("generate", gen))
+    return [(measure, f"{n}_threads", with_threads(n, fn)) for measure, fn in pairs for n in (2, 1)]
 
 
 def adamw(shape, device, args) -> list[Variant]:
@@ -134,13 +139,75 @@ def adamw(shape, device, args) -> list[Variant]:
 
 
 def cpu_bf16(shape, device, args) -> list[Variant]:
+    """Training as the trainer runs bf16 (LM weights bf16, autocast); generation as the evaluator runs it
+    (LM weights bf16, no autocast: the encoder and connector stay fp32) and under autocast too."""
     variants = []
     for dtype in ("float32", "bfloat16"):
         model, inputs = _model(shape, device, dtype=dtype)
         autocast = workloads.autocast_for(device, getattr(torch, dtype))
         variants += [("train_encode", dtype, _train(model, inputs, False, autocast)),
                      ("generate", dtype, _generate(model, inputs, shape))]
+        if dtype == "bfloat16":
+            variants.append(("generate", "bfloat16+autocast", _generate(model, inputs, shape, autocast)))
     return sorted(variants, key=lambda v: v[0] == "generate")
+
+
+def _logits_by_index(model, last: int | None = None) -> None:
+    """Make the LM slice its hidden states with an index tensor instead of the int `logits_to_keep` that
+    EPALM.forward passes (`last`: keep only that many final positions, as an answer-only loss needs)."""
+    lm = model.lm.model
+    original = lm.forward
+
+    def forward(*args, **kwargs):
+        keep = kwargs.get("logits_to_keep", 0)
+        if isinstance(keep, int) and keep > 0:
+            length = kwargs["input_ids"].shape[1]
+            kwargs["logits_to_keep"] = torch.arange(length - (last or keep), length, device=kwargs["input_ids"].device)
+        return original(*args, **kwargs)
+
+    lm.forward = forward
+
+
+def _last_positions_step(model, inputs, last: int, autocast) -> Callable[[], Any]:
+    """A training step whose loss (and so whose logits) covers only the last `last` text positions."""
+    _logits_by_index(model, last)
+    optimizer = workloads.make_optimizer(model)
+    labels = inputs.input_ids[:, -last:]
+
+    def step():
+        model.train()
+        with autocast():
+            logits = model(inputs.input_ids, inputs.attention_mask, features=inputs.features).logits
+            loss = lm_loss(logits, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def head_slice(shape, device, args) -> list[Variant]:
+    """The LM head on a strided slice of the hidden states (int logits_to_keep) runs as a batched matmul
+    over a broadcast weight; an index tensor gives a contiguous copy and one plain matmul."""
+    variants = []
+    for dtype in ("float32", "bfloat16"):
+        autocast = workloads.autocast_for(device, getattr(torch, dtype))
+        measure = f"train_cached_{dtype}"
+        model, inputs = _model(shape, device, dtype=dtype)
+        variants.append((measure, "int_slice", _train(model, inputs, True, autocast)))
+        indexed, inputs = _model(shape, device, dtype=dtype)
+        _logits_by_index(indexed)
+        with torch.no_grad():
+            args.facts[f"head_slice/{dtype}/same_logits"] = torch.allclose(
+                indexed(inputs.input_ids, inputs.attention_mask, features=inputs.features).logits.float(),
+                model(inputs.input_ids, inputs.attention_mask, features=inputs.features).logits.float(), atol=1e-5)
+        variants.append((measure, "index_tensor", _train(indexed, inputs, True, autocast)))
+        last, inputs = _model(shape, device, dtype=dtype)
+        variants.append((measure, "index_tensor_last_5", _last_positions_step(last, inputs, 5, autocast)))
+        # the whole step with the encoder, as the reference's timing
+        variants += [(f"train_encode_{dtype}", "int_slice", _train(model, inputs, False, autocast)),
+                     (f"train_encode_{dtype}", "index_tensor", _train(indexed, inputs, False, autocast))]
+    return variants
 
 
 def workers(shape, device, args) -> list[Variant]:
@@ -154,14 +221,14 @@ def workers(shape, device, args) -> list[Variant]:
 
 IDEAS: dict[str, Callable[..., list[Variant]]] = {
     "inference_mode": inference_mode, "attention": attention, "backward_stop": backward_stop, "threads": threads,
-    "adamw": adamw, "cpu_bf16": cpu_bf16, "workers": workers,
+    "adamw": adamw, "cpu_bf16": cpu_bf16, "head_slice": head_slice, "workers": workers,
 }
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    table = [["idea", "measure", "variant", "median s", "vs baseline"]]
+    table = [["idea", "measure", "variant", "median s", "cpu s", "vs baseline"]]
     for row in rows:
-        table.append([row["idea"], row["measure"], row["variant"], f"{row['median_s']:.4g}",
+        table.append([row["idea"], row["measure"], row["variant"], f"{row['median_s']:.4g}", f"{row['median_cpu_s']:.4g}",
                       "baseline" if row["baseline"] else f"{row['speedup']:.2f}x"])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
@@ -174,9 +241,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ideas", nargs="+", default=list(IDEAS), choices=list(IDEAS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every idea but `threads`")
     parser.add_argument("--data_dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shape = get_shape(args.shape)
     args.facts = {}
@@ -189,18 +259,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             baselines: dict[str, float] = {}  # the first variant of each measure is its baseline
             for measure, variant, fn in tqdm(IDEAS[idea](shape, device, args), desc=idea):
-                median = time_mode(fn, device, args.repeats, args.warmup).median_s
+                timing = time_mode(fn, device, args.repeats, args.warmup)
+                median, cpu = timing.median_s, statistics.median(timing.cpu_times_s)
                 is_baseline = measure not in baselines
                 baseline = baselines.setdefault(measure, median)
                 rows.append({"idea": idea, "measure": measure, "variant": variant, "median_s": median,
-                             "baseline": is_baseline, "speedup": baseline / median})
+                             "median_cpu_s": cpu, "baseline": is_baseline, "speedup": baseline / median})
     result = {"shape": shape.name, "device": device.type, "threads": torch.get_num_threads(), "repeats": args.repeats,
               "load_before": load_before, "load_after": os.getloadavg(), "rows": rows, "facts": args.facts,
               "versions": package_versions(), "git_commit": git_commit(),
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     out = args.out or RESULTS / f"ideas-{shape.name}-{device.type}.json"
     write_json(out, result)
-    print(f"{shape.name} on {device.type}, load {load_before[0]:.2f} -> {result['load_after'][0]:.2f}, median of {args.repeats}")
+    print(f"{shape.name} on {device.type}, load {load_before[0]:.2f} -> {result['load_after'][0]:.2f}, "
+          f"median of {args.repeats}")
     print(format_rows(rows))
     for key, value in args.facts.items():
         print(f"{key}: {value}")

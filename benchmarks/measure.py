@@ -21,6 +21,7 @@ import torch
 @dataclass
 class Timing:
     times_s: list[float]
+    cpu_times_s: list[float]  # this process's CPU time (all threads) per repetition: work done, whatever the load
     peak_memory_mb: float
     start_memory_mb: float  # resident (CPU) or allocated (GPU) when the mode started: weights, inputs, imports
     peak_memory_scope: str  # "mode" (reset before this mode) or "process" (lifetime high-water mark)
@@ -64,12 +65,13 @@ def time_mode(fn: Callable[[], object], device: torch.device, repeats: int, warm
     for _ in range(warmup):
         fn()
     _synchronize(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         _synchronize(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         _synchronize(device)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _cpu_memory_mb()
-    return Timing(times, peak, start_memory, scope)
+    return Timing(times, cpu_times, peak, start_memory, scope)

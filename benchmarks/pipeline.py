@@ -18,9 +18,10 @@ from dataset.feature_cache import FeatureCache, encode_items
 from dataset.media_dataset import MediaDecoder, MediaTextDataset
 from dataset.synthetic.build import build_image_dataset
 from dataset.tasks import TASK_READERS, TaskSplit
+from benchmarks import workloads
 from benchmarks.workloads import Inputs
 from models.epalm import EPALM
-from training.loss import lm_loss
+from training.loss import lm_loss, predicting_positions
 
 
 def synthetic_split(data_dir: Path | None, workdir: Path, samples: int) -> TaskSplit:
@@ -83,14 +84,17 @@ def pipeline_step(
                         persistent_workers=workers > 0, drop_last=True, pin_memory=device.type == "cuda")
     batches = _endless(loader)
     model.train()
+    labels = workloads.training_labels(inputs.input_ids, "answer")
+    positions = predicting_positions(labels)
 
     def step() -> torch.Tensor:
         batch = next(batches)
         media = batch["media"].to(device) if batch["media"] is not None else None
         features = batch["features"].to(device) if batch["features"] is not None else None
         with autocast():
-            out = model(inputs.input_ids, inputs.attention_mask, media=media, features=features)
-            loss = lm_loss(out.logits, inputs.input_ids)
+            out = model(inputs.input_ids, inputs.attention_mask, media=media, features=features,
+                        logit_positions=positions)
+            loss = lm_loss(out.logits, labels, positions=positions)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -51,11 +51,12 @@ def _number(value: float | None, digits: int = 3) -> str:
 def format_table(result: dict[str, Any]) -> str:
     modes = result["modes"]
     gpu = result["machine"]["device"] == "cuda"
-    header = ["mode", "median s", "samples/s", "tokens/s", "peak MB", "start MB"] + (["TFLOP/s", "MFU"] if gpu else [])
+    header = ["mode", "median s", "cpu s", "samples/s", "tokens/s", "peak MB", "start MB"]
+    header += ["TFLOP/s", "MFU"] if gpu else []
     rows = [header]
     for name, m in modes.items():
-        row = [name, _number(m["median_s"]), _number(m.get("samples_per_s")), _number(m.get("tokens_per_s")),
-               f"{m['peak_memory_mb']:.0f}", f"{m['start_memory_mb']:.0f}"]
+        row = [name, _number(m["median_s"]), _number(m["median_cpu_s"]), _number(m.get("samples_per_s")),
+               _number(m.get("tokens_per_s")), f"{m['peak_memory_mb']:.0f}", f"{m['start_memory_mb']:.0f}"]
         if gpu:
             mfu = m.get("mfu")
             row += [_number(m.get("achieved_tflops")), "-" if mfu is None else f"{100 * mfu:.1f}%"]
@@ -70,8 +71,9 @@ def format_table(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows if len(r) > i) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     machine = result["machine"]
-    title = (f"{result['shape']['name']} on {machine['device_name']} ({machine['dtype']}, {machine['threads']} threads, "
-             f"load {machine['load_before'][0]:.2f} -> {machine['load_after'][0]:.2f}), median of {result['repeats']}")
+    title = (f"{result['shape']['name']} on {machine['device_name']} ({machine['dtype']}, "
+             f"{machine['threads']} threads, load {machine['load_before'][0]:.2f} -> {machine['load_after'][0]:.2f}), "
+             f"median of {result['repeats']}")
     return title + "\n" + "\n".join(lines)
 
 

@@ -4,8 +4,10 @@
 
 Modes (medians of `--repeats` after `--warmup` untimed runs; see docs/benchmarks.md):
   encode                 the frozen encoder alone on a batch of images
-  train_encode           training step (forward, backward, AdamW), encoder run on the images
+  train_encode           training step (forward, backward, AdamW), encoder run on the images, the trainer's
+                         default answer-only loss (the last 5 tokens; the LM head runs at those positions only)
   train_cached           training step from precomputed (K, d_enc) encoder features
+  train_encode_all_tokens  train_encode with the loss on every token (the reference's loss)
   train_*_pipeline       the same two fed by the real data pipeline (decode + augment vs the feature cache)
   generate               beam search of `new_tokens` (the reference's 20) with the KV cache
   generate_kv_cache      beam search of `compare_tokens` (30) with the KV cache ...
@@ -20,6 +22,7 @@ import copy
 import datetime
 import gc
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from tqdm.auto import tqdm
 from benchmarks import pipeline, workloads
 from benchmarks.flops import device_peak, matmul_weights, training_step_flops, utilisation
 from benchmarks.measure import time_mode
+from benchmarks.profiling import format_profile, top_operators
 from benchmarks.report import format_table, ratios, target_results, write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
 from models.config_io import to_dict
@@ -40,8 +44,8 @@ from models.param_count import count_parameters
 from training.provenance import git_commit, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CAUSAL_MODES = ("encode", "train_encode", "train_cached", "train_encode_pipeline", "train_cached_pipeline",
-                "generate", "generate_kv_cache", "generate_recompute")
+CAUSAL_MODES = ("encode", "train_encode", "train_cached", "train_encode_all_tokens", "train_encode_pipeline",
+                "train_cached_pipeline", "generate", "generate_kv_cache", "generate_recompute")
 EPALM_MODES = ("train_epalm", "generate_epalm")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -71,11 +75,14 @@ def causal_measures(model, shape: BenchShape, args, device, dtype, workdir: Path
     optimizer = workloads.make_optimizer(model)
     flops = training_step_flops(model, b, t)
     measures = [
-        Measure("encode", workloads.encoding(model, inputs), b, 0, flops.encoder),
+        Measure("encode", workloads.encoding(model, inputs, autocast), b, 0, flops.encoder),
         Measure("train_encode", workloads.training_step(model, optimizer, inputs, False, autocast), b, b * t,
                 flops.total(cached=False)),
         Measure("train_cached", workloads.training_step(model, optimizer, inputs, True, autocast), b, b * t,
                 flops.total(cached=True)),
+        Measure("train_encode_all_tokens",
+                workloads.training_step(model, optimizer, inputs, False, autocast, loss_tokens="all"), b, b * t,
+                flops.total(cached=False)),
     ]
     if shape.pipeline and args.pipeline:
         split = pipeline.synthetic_split(args.data_dir, workdir, b * (args.warmup + args.repeats))
@@ -88,7 +95,8 @@ def causal_measures(model, shape: BenchShape, args, device, dtype, workdir: Path
             measures.append(Measure(name, step, b, b * t, flops.total(cached=cached is not None)))
     for name, tokens, cache in (("generate", shape.new_tokens, True), ("generate_kv_cache", shape.compare_tokens, True),
                                 ("generate_recompute", shape.compare_tokens, False)):
-        measures.append(Measure(name, workloads.generation(model, inputs, tokens, shape.num_beams, cache), b, b * tokens))
+        gen = workloads.generation(model, inputs, tokens, shape.num_beams, cache)
+        measures.append(Measure(name, gen, b, b * tokens))
     return measures
 
 
@@ -106,7 +114,8 @@ def epalm_measures(model, shape: BenchShape, args, device, dtype) -> list[Measur
 def summarise(measure: Measure, timing, peak: float | None) -> dict[str, Any]:
     median = timing.median_s
     row: dict[str, Any] = {
-        "median_s": median, "times_s": timing.times_s, "samples_per_s": measure.samples / median,
+        "median_s": median, "times_s": timing.times_s, "cpu_times_s": timing.cpu_times_s,
+        "median_cpu_s": statistics.median(timing.cpu_times_s), "samples_per_s": measure.samples / median,
         "tokens_per_s": measure.tokens / median if measure.tokens else None,
         "peak_memory_mb": timing.peak_memory_mb, "start_memory_mb": timing.start_memory_mb,
         "peak_memory_scope": timing.peak_memory_scope,
@@ -151,7 +160,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="data-loader workers of the pipeline modes")
     parser.add_argument("--peak-tflops", dest="peak_tflops", type=float, default=None,
                         help="the GPU's dense bf16/fp16 peak, when its name is not in benchmarks/flops.py")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<shape>-<device>.json)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one more repetition of each mode under torch.profiler: its top operators")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/<shape>-<device>.json)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
@@ -192,6 +204,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for measure in tqdm([m for m in measures if m.name in wanted], desc=f"{shape.name} {injection_mode}"):
                 timing = time_mode(measure.fn, device, args.repeats, args.warmup)
                 modes[measure.name] = summarise(measure, timing, peak)
+                if args.profile:
+                    modes[measure.name]["profile"] = top_operators(measure.fn, device)
             del model, measures
             gc.collect()
     machine["load_after"] = os.getloadavg()
@@ -207,6 +221,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     out = args.out or RESULTS / f"{shape.name}-{device.type}.json"
     write_json(out, result)
+    for name, mode in modes.items():
+        if "profile" in mode:
+            print(format_profile(name, mode["profile"]))
     print(format_table(result))
     print(f"written to {out}")
     return result

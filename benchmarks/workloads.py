@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from models.epalm import EPALM
-from training.loss import lm_loss
+from training.loss import lm_loss, predicting_positions
 from training.optim import build_optimizer
 from training.run_config import TrainConfig
 
@@ -40,6 +40,20 @@ def synthetic_inputs(model: EPALM, batch: int, text_len: int, device: torch.devi
     return Inputs(ids, torch.ones_like(ids), media, features)
 
 
+ANSWER_TOKENS = 5
+
+
+def training_labels(input_ids: torch.Tensor, loss_tokens: str) -> torch.Tensor:
+    """The labels of the timed training step: every token, or only the last ANSWER_TOKENS (-100 elsewhere)."""
+    if loss_tokens == "all":
+        return input_ids
+    if loss_tokens != "answer":
+        raise ValueError(f"loss_tokens must be 'answer' or 'all', got {loss_tokens!r}")
+    labels = input_ids.clone()
+    labels[:, : -ANSWER_TOKENS] = -100
+    return labels
+
+
 def autocast_for(device: torch.device, dtype: torch.dtype) -> Callable[[], contextlib.AbstractContextManager]:
     """Mixed precision as accelerate applies it in training (none in fp32)."""
     if dtype == torch.float32:
@@ -62,15 +76,22 @@ def training_step(
     inputs: Inputs,
     cached: bool,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    loss_tokens: str = "answer",
 ) -> Callable[[], float]:
-    """One optimizer step as the trainer takes it: from media (encoder run) or from cached features."""
+    """One optimizer step as the trainer takes it: from media (encoder run) or from cached features.
+
+    loss_tokens: `answer` (the trainer's default: the last ANSWER_TOKENS tokens, a VQA answer and its EOS) or
+    `all` (every token, as the reference's loss)."""
     model.train()
+
+    labels = training_labels(inputs.input_ids, loss_tokens)
+    positions = predicting_positions(labels)  # as the trainer does: the LM head only where the loss reads
 
     def step() -> float:
         with autocast():
-            out = model(inputs.input_ids, inputs.attention_mask,
-                        media=None if cached else inputs.media, features=inputs.features if cached else None)
-            loss = lm_loss(out.logits, inputs.input_ids)
+            out = model(inputs.input_ids, inputs.attention_mask, media=None if cached else inputs.media,
+                        features=inputs.features if cached else None, logit_positions=positions)
+            loss = lm_loss(out.logits, labels, positions=positions)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -85,14 +106,15 @@ def generation(
     new_tokens: int,
     num_beams: int,
     use_cache: bool,
-    grad_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Callable[[], torch.Tensor]:
     """Beam search from the images (encoder included, as evaluation runs it) for exactly `new_tokens`
-    tokens (`min_new_tokens` keeps every beam going, so all modes produce equal lengths)."""
+    tokens (`min_new_tokens` keeps every beam going, so all modes produce equal lengths). `context`: a
+    context manager around the call (the speed experiments' inference_mode or autocast)."""
     model.eval()
 
     def run() -> torch.Tensor:
-        with grad_context():
+        with context():
             return model.generate(
                 inputs.input_ids, inputs.attention_mask, media=inputs.media, max_new_tokens=new_tokens,
                 min_new_tokens=new_tokens, num_beams=num_beams, use_cache=use_cache,
@@ -101,11 +123,14 @@ def generation(
     return run
 
 
-def encoding(model: EPALM, inputs: Inputs) -> Callable[[], torch.Tensor]:
-    """The frozen encoder alone (what the feature cache saves per step)."""
+def encoding(
+    model: EPALM, inputs: Inputs, autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+) -> Callable[[], torch.Tensor]:
+    """The frozen encoder alone, as a training step runs it (what the feature cache saves per step)."""
 
     @torch.no_grad()
     def run() -> torch.Tensor:
-        return model.encode(inputs.media)
+        with autocast():
+            return model.encode(inputs.media)
 
     return run

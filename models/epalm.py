@@ -114,12 +114,20 @@ class EPALM(nn.Module):
         attention_mask: torch.Tensor,
         media: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        logit_positions: torch.Tensor | None = None,
     ) -> EPALMOutput:
-        """input_ids, attention_mask: `(B, T)` text (BOS first), any padding side."""
+        """input_ids, attention_mask: `(B, T)` text (BOS first), any padding side.
+
+        logits: `(B, T, V)`, or `(B, len(logit_positions), V)` at those text positions only (the LM head skips
+        the others: `training.loss.predicting_positions`)."""
         visual = self.visual_tokens(media, features)
         ids, mask = self._with_prefix(input_ids, attention_mask)
+        if logit_positions is None:
+            logit_positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        # An index tensor, not an int slice: the head then reads a contiguous copy (faster on the CPU, in bf16).
+        keep = logit_positions.to(input_ids.device) + self.prefix_len
         with self.injector.active(visual, self._prompt()):
-            out = self.lm.model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=input_ids.shape[1])
+            out = self.lm.model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep)
         return EPALMOutput(logits=out.logits)
 
     @torch.no_grad()

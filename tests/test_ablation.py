@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from models.param_count import count_parameters
@@ -21,6 +22,16 @@ QUICK = ["--set", "eval.every_epoch=false", "--set", "task.max_eval_samples=6"]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     return build_tiny_setup(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the launcher test's subprocess
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run_files(out: Path) -> dict[Path, int]:

@@ -17,7 +17,8 @@ from training.demo_pretraining import (DEFAULT_OUT, LMSettings, TokenizerSetting
 from training.demo_pretraining.__main__ import main
 from training.demo_pretraining.build import FOLDERS
 from training.demo_pretraining.images import render_pool, sample_images
-from training.demo_pretraining.lm_evaluation import generate, held_out_questions, well_formed_world
+from training.demo_pretraining.lm import answer_tokens, weighted_lm_loss
+from training.demo_pretraining.lm_evaluation import generate, generated_caption, held_out_questions, well_formed_for
 from training.demo_pretraining.settings import REPORT_FILE, TOKENIZER_DIR, VIT_DIR, VIT_WEIGHTS_FILE
 from training.demo_pretraining.vit import normalize
 
@@ -114,7 +115,7 @@ def test_shipped_lm_answers_from_its_context_and_not_without_it(shipped_lm):
 def test_shipped_lm_writes_a_well_formed_caption_from_bos(shipped_lm):
     lm, tok = shipped_lm
     caption = generate(lm.model, tok, [""], 48, progress=False)[0]
-    assert well_formed_world(caption.split(" .")[0], discover_worlds()) is not None, caption
+    assert well_formed_for(generated_caption(caption), discover_worlds()), caption
 
 
 def test_shipped_files_are_small_and_reports_exist():
@@ -164,6 +165,28 @@ def test_shipped_vit_features_separate_the_attributes_linearly(shipped_vit):
         assert accuracy >= 0.9, (attribute, accuracy)
 
 
+# ---------------------------------------------------------------- the LM's loss
+
+
+def test_answer_tokens_are_those_after_the_separator_up_to_their_eos(tokenizer):
+    text = "a red circle . what colour are the shapes?</a>red</s>is there a square?</a>no</s>"
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    marked = answer_tokens(ids, tokenizer.convert_tokens_to_ids(ANSWER_SEP), tokenizer.eos_token_id)[0]
+    tokens = tokenizer.convert_ids_to_tokens(ids[0][marked])
+    assert tokens == ["▁red", EOS, "▁no", EOS]
+
+
+def test_weighted_loss_with_weight_one_is_the_usual_causal_lm_loss():
+    torch.manual_seed(0)
+    ids = torch.tensor([[1, 10, 11, 3, 20, 1, 0], [1, 12, 3, 21, 22, 1, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    logits = torch.randn(2, 7, 30)
+    labels = ids.masked_fill(ids == 0, -100)
+    usual = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+    torch.testing.assert_close(weighted_lm_loss(logits, batch, 3, 1, 1.0), usual)
+    assert weighted_lm_loss(logits, batch, 3, 1, 5.0) != usual
+
+
 # ---------------------------------------------------------------- the build code path (tiny, not quality)
 
 TINY = dict(
@@ -176,9 +199,12 @@ TINY = dict(
 )
 
 
+TEXT_AND_IMAGE = ("tokenizer", "lm", "vit")  # the TimeSformer and AST builds: tests/test_demo_media_encoders.py
+
+
 def test_build_writes_loadable_models_and_then_builds_only_what_is_missing(tmp_path):
     out = tmp_path / "weights"
-    models = ensure_demo_models(out, seed=5, progress=False, **TINY)
+    models = ensure_demo_models(out, only=TEXT_AND_IMAGE, seed=5, progress=False, **TINY)
     assert models.built == ("tokenizer", "lm", "vit")
     assert not list(out.glob(".*")), "temporary folders left behind"
     lm_report = models.report("lm")
@@ -195,7 +221,7 @@ def test_build_writes_loadable_models_and_then_builds_only_what_is_missing(tmp_p
     assert vit.hidden_size == 16
 
     stamp = (models.vit / VIT_WEIGHTS_FILE).stat().st_mtime_ns
-    again = ensure_demo_models(out, seed=5, progress=False, **TINY)
+    again = ensure_demo_models(out, only=TEXT_AND_IMAGE, seed=5, progress=False, **TINY)
     assert again.built == ()
     forced = ensure_demo_models(out, only=["vit"], seed=5, force=True, progress=False, **TINY)
     assert forced.built == ("vit",)

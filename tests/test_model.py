@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint, load_reference_checkpoint, reference_facts, save_checkpoint
-from models.param_count import count_parameters, main as param_count_main
+from models.param_count import main as param_count_main
 from tests.tiny_models import VOCAB, images, text_batch, tiny_model
 
 
@@ -44,6 +44,36 @@ def test_optimizer_step_changes_only_the_bridge(kind):
             assert torch.equal(value, after[key]), f"frozen tensor {key} changed"
     # No gradient ever reaches a frozen parameter.
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize("kind", ["opt", "llama"])
+def test_logits_at_supervised_positions_only_give_the_same_loss_and_gradients(kind):
+    """The trainer runs the LM head only where a next token is supervised (answer-only loss): same loss, same
+    gradients as the head on every position."""
+    from training.loss import lm_loss, predicting_positions
+
+    model = tiny_model(kind)
+    ids, mask = text_batch(batch=3, length=7, left_pad=True)
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :4] = -100  # supervise the last 3 tokens only, as an answer
+    labels[1, 5] = -100
+    positions = predicting_positions(labels)
+    assert positions.tolist() == [3, 4, 5]
+    x = images(3)
+
+    def loss_and_grads(**kwargs):
+        model.zero_grad(set_to_none=True)
+        out = model(ids, mask, media=x, **({"logit_positions": kwargs["positions"]} if kwargs else {}))
+        loss = lm_loss(out.logits, labels, "sample_sum", 0.1, **kwargs)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    full_loss, full_grads = loss_and_grads()
+    sliced_loss, sliced_grads = loss_and_grads(positions=positions)
+    torch.testing.assert_close(sliced_loss, full_loss)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(sliced_grads[name], grad, rtol=1e-5, atol=1e-7)
+    assert model(ids, mask, media=x, logit_positions=positions).logits.shape[:2] == (3, 3)
 
 
 def test_blind_model_has_no_encoder_and_only_a_prompt():

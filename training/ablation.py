@@ -238,7 +238,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every size's run")
     parser.add_argument("--launcher", default=None,
-                        help='run each size as `LAUNCHER main.py ...`, e.g. "accelerate launch --multi_gpu --num_processes 8"')
+                        help='run each size as `LAUNCHER main.py ...`, '
+                             'e.g. "accelerate launch --multi_gpu --num_processes 8"')
     parser.add_argument("--random_init", action="store_true",
                         help="shipped architectures with random weights (no download): rehearse a sweep")
     args, forwarded = parser.parse_known_args(argv)

@@ -7,17 +7,29 @@ import torch.nn.functional as F
 REDUCTIONS = ("token_mean", "sample_sum")
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token_mean", weight: float = 1.0) -> torch.Tensor:
+def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The text positions t whose next token (t + 1) is supervised in some sample of the batch: the only
+    positions whose logits the loss reads. With the answer-only loss they are a few per batch, so the LM head
+    (vocabulary x hidden, the largest matmul of a small LM) runs on those alone."""
+    return (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token_mean", weight: float = 1.0,
+            positions: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy: logits at position t predict labels at t + 1.
 
+    logits: `(B, T, V)` for every text position, or `(B, len(positions), V)` for `positions` only.
     token_mean: mean over every supervised token of the batch.
     sample_sum: the reference's: each sample's token losses summed, averaged over the batch.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"loss_reduction '{reduction}' is not one of {REDUCTIONS}")
-    targets = labels[:, 1:]
+    if positions is None:
+        targets, logits = labels[:, 1:], logits[:, :-1]
+    else:
+        targets = labels[:, positions + 1]
     per_token = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
     ).view(targets.shape)
     if reduction == "token_mean":
         loss = per_token.sum() / (targets != -100).sum().clamp_min(1)

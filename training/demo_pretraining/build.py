@@ -1,11 +1,10 @@
-"""Build the demo's tokenizer, LM and ViT into `out_dir`, deterministically from a seed; `ensure_demo_models`
+"""Build the demo's tokenizer, LM, ViT, TimeSformer and AST into `out_dir`, deterministically from a seed; `ensure_demo_models`
 builds only what is missing. Every folder is written under a temporary name and renamed when complete.
 """
 from __future__ import annotations
 
 import logging
-import shutil
-import time
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,10 +13,11 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
-from dataset.synthetic.text_corpus import build_text_corpus
+from dataset.synthetic.text_corpus import build_text_corpus, tokenizer_training_lines
 from dataset.synthetic.worlds import discover_worlds
 from models.encoders import build_encoder
 from models.language_model import build_language_model, load_tokenizer
+from training.demo_pretraining.audio_encoder import AUDIO_DIR, build_ast_demo
 from training.demo_pretraining.folders import atomic_folder, read_json, write_json
 from training.demo_pretraining.images import render_pool, sample_images
 from training.demo_pretraining.lm import new_opt, pretrain_lm, tokenize_documents
@@ -25,14 +25,17 @@ from training.demo_pretraining.lm_evaluation import evaluate_lm
 from training.demo_pretraining.settings import (ENCODER_FILE, LM_DIR, REPORT_FILE, TOKENIZER_DIR, VIT_DIR,
                                                 VIT_WEIGHTS_FILE, LMSettings, TokenizerSettings, ViTSettings)
 from training.demo_pretraining.shipped import DEFAULT_OUT, encoder_config, lm_config
+from training.demo_pretraining.timing import Timer
 from training.demo_pretraining.tokenizer import train_tokenizer, unknown_token_share
+from training.demo_pretraining.video_encoder import VIDEO_DIR, build_timesformer_demo
 from training.demo_pretraining.vit import AttributeHeads, build_pretrained_encoder, cls_features, normalize, pretrain_vit
 from training.demo_pretraining.vit_evaluation import head_accuracy, linear_probe
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = ("tokenizer", "lm", "vit")
-FOLDERS = {"tokenizer": TOKENIZER_DIR, "lm": LM_DIR, "vit": VIT_DIR}
+COMPONENTS = ("tokenizer", "lm", "vit", "timesformer", "ast")
+FOLDERS = {"tokenizer": TOKENIZER_DIR, "lm": LM_DIR, "vit": VIT_DIR, "timesformer": VIDEO_DIR, "ast": AUDIO_DIR}
+WORD = re.compile(r"[^\W_]+")  # a corpus word, without the punctuation the tokenizer splits off
 
 
 @dataclass(frozen=True)
@@ -54,33 +57,26 @@ class DemoModels:
     def vit(self) -> Path:
         return self.out_dir / VIT_DIR
 
+    @property
+    def timesformer(self) -> Path:
+        return self.out_dir / VIDEO_DIR
+
+    @property
+    def ast(self) -> Path:
+        return self.out_dir / AUDIO_DIR
+
     def report(self, component: str) -> dict:
         return read_json(self.out_dir / FOLDERS[component] / REPORT_FILE)
-
-
-class _Timer:
-    """Wall-clock and CPU seconds of a block (CPU counts every thread: ~2x wall when both cores work)."""
-
-    def __enter__(self) -> "_Timer":
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.wall = round(time.perf_counter() - self.wall, 1)
-        self.cpu = round(time.process_time() - self.cpu, 1)
-
-    def as_dict(self) -> dict:
-        return {"wall_seconds": self.wall, "cpu_seconds": self.cpu, "torch_threads": torch.get_num_threads()}
 
 
 def build_tokenizer(out_dir: str | Path, seed: int = 0, settings: TokenizerSettings = TokenizerSettings(),
                     max_length: int = LMSettings().max_positions) -> Path:
     target = Path(out_dir) / TOKENIZER_DIR
     worlds = discover_worlds()
-    with _Timer() as timer:
+    with Timer() as timer:
         documents = build_text_corpus(seed, settings.n_documents)
         tokenizer = train_tokenizer(documents, settings.vocab_size, max_length)
-    words = sorted({word for document in documents for word in document.replace("</s>", " ").replace("</a>", " ").split()})
+    words = sorted({word for line in tokenizer_training_lines(documents) for word in WORD.findall(line)})
     one_token = sum(len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1 for word in words)
     report = {
         "seed": seed, "worlds": worlds, "settings": asdict(settings), "vocab_size": len(tokenizer),
@@ -100,13 +96,13 @@ def build_lm(out_dir: str | Path, seed: int = 0, settings: LMSettings = LMSettin
     tokenizer = AutoTokenizer.from_pretrained(out_dir / TOKENIZER_DIR)
     worlds = discover_worlds()
     torch.manual_seed(seed)
-    with _Timer() as corpus_timer:
-        documents = build_text_corpus(seed, settings.steps * settings.batch_size)
+    with Timer() as corpus_timer:
+        documents = build_text_corpus(seed, settings.steps * settings.batch_size, mix=settings.corpus_mix)
         rows = tokenize_documents(tokenizer, documents, settings.max_positions)
     model = new_opt(tokenizer, settings)
-    with _Timer() as train_timer:
-        losses = pretrain_lm(model, rows, tokenizer.pad_token_id, settings, progress)
-    with _Timer() as eval_timer:
+    with Timer() as train_timer:
+        losses = pretrain_lm(model, rows, tokenizer, settings, seed, progress)
+    with Timer() as eval_timer:
         evaluation = evaluate_lm(model, tokenizer, worlds, seed, settings.eval_scenes_per_world,
                                  settings.eval_samples, progress)
     report = {
@@ -133,7 +129,7 @@ def build_lm(out_dir: str | Path, seed: int = 0, settings: LMSettings = LMSettin
 def build_vit(out_dir: str | Path, seed: int = 0, settings: ViTSettings = ViTSettings(),
               progress: bool = True) -> Path:
     out_dir = Path(out_dir)
-    with _Timer() as render_timer:
+    with Timer() as render_timer:
         train = render_pool(seed, "train", settings.n_train_images, progress)
         test = render_pool(seed, "test", settings.n_test_images, progress)
     torch.manual_seed(seed)
@@ -145,9 +141,9 @@ def build_vit(out_dir: str | Path, seed: int = 0, settings: ViTSettings = ViTSet
     if preprocessing_gap > 1e-5:
         raise RuntimeError(f"ViT pretraining pixels differ from the encoder's preprocessing by {preprocessing_gap}")
     heads = AttributeHeads(encoder.hidden_size, train.classes)
-    with _Timer() as train_timer:
+    with Timer() as train_timer:
         losses = pretrain_vit(encoder, heads, train, settings, seed, progress)
-    with _Timer() as eval_timer:
+    with Timer() as eval_timer:
         accuracy = head_accuracy(encoder, heads, test)
         probe_pool = type(train)(train.pixels[:settings.probe_train_images],
                                  {a: v[:settings.probe_train_images] for a, v in train.labels.items()}, train.classes)
@@ -202,8 +198,12 @@ def ensure_demo_models(out_dir: str | Path = DEFAULT_OUT, only: Sequence[str] = 
             build_tokenizer(out_dir, seed, tokenizer_settings, lm_settings.max_positions)
         elif component == "lm":
             build_lm(out_dir, seed, lm_settings, progress)
-        else:
+        elif component == "vit":
             build_vit(out_dir, seed, vit_settings, progress)
+        elif component == "timesformer":
+            build_timesformer_demo(out_dir, seed, progress=progress)
+        else:
+            build_ast_demo(out_dir, seed, progress=progress)
         built.append(component)
     return DemoModels(out_dir, tuple(built))
 
@@ -211,7 +211,7 @@ def ensure_demo_models(out_dir: str | Path = DEFAULT_OUT, only: Sequence[str] = 
 def _warn_if_stale(component: str, folder: Path) -> None:
     """Text models built before a world was registered do not know its words: say so (rebuilding is explicit)."""
     report_path = folder / REPORT_FILE
-    if component == "vit" or not report_path.exists():
+    if component not in ("tokenizer", "lm") or not report_path.exists():
         return
     built_from, registered = read_json(report_path).get("worlds", []), discover_worlds()
     if built_from != registered:

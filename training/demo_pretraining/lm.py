@@ -1,16 +1,20 @@
 """Pretrain the demo's small OPT on the worlds' text corpus (text only: it never sees media).
 
 Every document is one training sequence, BOS + document, never packed with or split from another, because a
-document's later questions need its context; the loss is on every token.
+document's later questions need its context. The loss is on every token; answer tokens (after `</a>`, up to
+and including their `</s>`) weigh `answer_loss_weight` times more: they are the only tokens that need the
+context, and without the extra weight learning to read it takes several times more steps (docs/demo_models.md).
 """
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import torch
 from tqdm import tqdm
 from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
 
+from dataset.synthetic.text_corpus import ANSWER_SEP
 from training.demo_pretraining.settings import LMSettings
 
 
@@ -30,6 +34,7 @@ def new_opt(tokenizer: PreTrainedTokenizerFast, settings: LMSettings) -> OPTForC
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=settings.tie_embeddings,
     )
     return OPTForCausalLM(config)
 
@@ -44,33 +49,70 @@ def tokenize_documents(tokenizer: PreTrainedTokenizerFast, documents: Sequence[s
     return rows
 
 
+def length_bucketed_batches(rows: Sequence[list[int]], batch_size: int, buckets: int,
+                            rng: random.Random) -> list[list[list[int]]]:
+    """Consecutive batches of `rows`; within each run of `buckets` batches the rows are sorted by length (less
+    padding) and the batches shuffled. Every row is used once; the last partial batch is dropped."""
+    batches = []
+    span = batch_size * max(1, buckets)
+    for start in range(0, len(rows) - batch_size + 1, span):
+        chunk = sorted(rows[start:start + span], key=len)
+        group = [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
+        rng.shuffle(group)
+        batches += group
+    return batches
+
+
 def pad_batch(rows: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded ids, mask and labels (every real token is a target, padding is not)."""
+    """Right-padded ids and mask."""
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, : len(row)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+    return {"input_ids": ids, "attention_mask": mask}
 
 
-def pretrain_lm(model: OPTForCausalLM, rows: Sequence[list[int]], pad_id: int, settings: LMSettings,
-                progress: bool = True) -> list[float]:
-    """`settings.steps` AdamW steps over consecutive batches of `rows` (seen once each); returns the loss per step."""
-    needed = settings.steps * settings.batch_size
-    if len(rows) < needed:
-        raise ValueError(f"LM pretraining needs {needed} documents ({settings.steps} steps x {settings.batch_size}), "
-                         f"got {len(rows)}")
+def answer_tokens(ids: torch.Tensor, answer_sep_id: int, eos_id: int) -> torch.Tensor:
+    """True at the tokens of each answer: after a `</a>`, up to and including the `</s>` that closes it."""
+    is_sep = ids == answer_sep_id
+    is_eos = ids == eos_id
+    is_eos[:, 0] = False  # BOS
+    open_answers = torch.cumsum(is_sep.long(), 1) - torch.cumsum(is_eos.long(), 1)  # > 0 between </a> and </s>
+    before = torch.nn.functional.pad(open_answers[:, :-1], (1, 0))
+    return ((open_answers > 0) & ~is_sep) | (is_eos & (before > 0))
+
+
+def weighted_lm_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], answer_sep_id: int, eos_id: int,
+                     answer_weight: float) -> torch.Tensor:
+    """Next-token cross-entropy over every real token, answer tokens weighted `answer_weight` times."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    targets = ids[:, 1:]
+    weights = mask[:, 1:].float() * (1 + (answer_weight - 1) * answer_tokens(ids, answer_sep_id, eos_id)[:, 1:])
+    losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
+    return (losses * weights.flatten()).sum() / weights.sum()
+
+
+def pretrain_lm(model: OPTForCausalLM, rows: Sequence[list[int]], tokenizer: PreTrainedTokenizerFast,
+                settings: LMSettings, seed: int, progress: bool = True) -> list[float]:
+    """`settings.steps` AdamW steps, each document seen once; returns the loss per step."""
+    batches = length_bucketed_batches(rows, settings.batch_size, settings.length_buckets,
+                                      random.Random(f"demo-lm-batches/{seed}"))
+    if len(batches) < settings.steps:
+        raise ValueError(f"LM pretraining needs {settings.steps} batches of {settings.batch_size} documents, "
+                         f"got {len(rows)} documents")
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.98),
                                   weight_decay=settings.weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    answer_sep_id = tokenizer.convert_tokens_to_ids(ANSWER_SEP)
     model.train()
     losses = []
     bar = tqdm(range(settings.steps), desc="LM pretraining", unit="step", disable=not progress)
     for step in bar:
-        batch = pad_batch(rows[step * settings.batch_size:(step + 1) * settings.batch_size], pad_id)
-        loss = model(**batch).loss
+        batch = pad_batch(batches[step], tokenizer.pad_token_id)
+        loss = weighted_lm_loss(model(**batch).logits, batch, answer_sep_id, tokenizer.eos_token_id,
+                                settings.answer_loss_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

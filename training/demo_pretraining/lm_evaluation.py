@@ -98,14 +98,18 @@ def generated_caption(text: str) -> str:
     return CAPTION_END.split(text, maxsplit=1)[0].strip()
 
 
-def well_formed_world(caption: str, worlds: Sequence[str]) -> str | None:
-    """The world whose attributes the caption states completely, one value each (None when no world fits)."""
+def well_formed_for(caption: str, worlds: Sequence[str]) -> list[str]:
+    """The worlds whose every attribute the caption states with exactly one value ([] when none fits).
+
+    Worlds sharing words can both fit ("a red circle that moves up and stays red" states the image world's
+    count, colour and shape too, and "up" is no side, so it fits only the video world)."""
     discover_worlds()
+    fits = []
     for name in worlds:
         stated = parse_attributes(caption, WORLDS.build(name).attribute_vocabulary())
         if all(len(values) == 1 for values in stated.values()):
-            return name
-    return None
+            fits.append(name)
+    return fits
 
 
 def evaluate_lm(model: OPTForCausalLM, tokenizer: PreTrainedTokenizerFast, worlds: Sequence[str], seed: int,
@@ -121,13 +125,13 @@ def evaluate_lm(model: OPTForCausalLM, tokenizer: PreTrainedTokenizerFast, world
     torch.manual_seed(seed)
     samples = [generated_caption(text) for text in generate(
         model, tokenizer, [""] * n_samples, max_new_tokens=48, sample=True, desc="captions", progress=progress)]
-    fits = [well_formed_world(caption, worlds) for caption in samples]
+    fits = [well_formed_for(caption, worlds) for caption in samples]
     report["captions_from_bos"] = {
         "greedy": greedy,
-        "greedy_well_formed_for": well_formed_world(greedy, worlds),
+        "greedy_well_formed_for": well_formed_for(greedy, worlds),
         "sampled": n_samples,
-        "sampled_well_formed": round(sum(fit is not None for fit in fits) / max(1, n_samples), 4),
-        "sampled_worlds": dict(Counter(fit or "none" for fit in fits)),
+        "sampled_well_formed": round(sum(bool(fit) for fit in fits) / max(1, n_samples), 4),
+        "sampled_well_formed_for": dict(Counter("+".join(fit) or "none" for fit in fits)),
         "sampled_examples": samples[:5],
     }
     return report

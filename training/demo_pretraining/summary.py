@@ -24,10 +24,22 @@ def summary_lines(component: str, report: dict) -> list[str]:
             lines.append(f"    {world}: caption {qa['caption'][world]:.1%}, keywords {qa['keywords'][world]:.1%}, "
                          f"blind {qa['blind'][world]:.1%}")
         lines.append(f"  captions from BOS: greedy {captions['greedy']!r} (well-formed for "
-                     f"{captions['greedy_well_formed_for']}); {captions['sampled_well_formed']:.1%} of "
+                     f"{'+'.join(captions['greedy_well_formed_for']) or 'no world'}); {captions['sampled_well_formed']:.1%} of "
                      f"{captions['sampled']} sampled are well-formed")
         return lines
     probe = report["linear_probe_accuracy"]
+    if component in ("timesformer", "ast"):
+        pool = "held_out_clips"
+        name = "TimeSformer" if component == "timesformer" else "AST"
+        return [
+            f"{name}: {report['parameters']:,} parameters, {report['settings']['training']['steps']} steps in "
+            f"{report['timing']['training']['wall_seconds']:.0f} s, loss {report['loss_first_20_steps']:.3f} -> "
+            f"{report['loss_last_20_steps']:.3f}",
+            f"  held-out head accuracy ({report[pool]} clips): "
+            + ", ".join(f"{k} {v:.1%}" for k, v in report["held_out_head_accuracy"].items()),
+            *(f"  linear probe, CLS of block {block}: " + ", ".join(f"{k} {v:.1%}" for k, v in scores.items())
+              for block, scores in probe.items()),
+        ]
     return [
         f"ViT: {report['parameters']:,} parameters, {report['settings']['steps']} steps in "
         f"{report['timing']['training']['wall_seconds']:.0f} s, loss {report['loss_first_20_steps']:.3f} -> "

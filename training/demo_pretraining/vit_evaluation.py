@@ -7,15 +7,11 @@ of the last two blocks, frozen?
 from __future__ import annotations
 
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from models.encoders import PerceptionEncoder
 from training.demo_pretraining.images import ImagePool
+from training.demo_pretraining.probes import PROBED_BLOCKS, probe_accuracy
 from training.demo_pretraining.vit import AttributeHeads, cls_features
-
-PROBED_BLOCKS = 2
 
 
 @torch.no_grad()
@@ -27,15 +23,5 @@ def head_accuracy(encoder: PerceptionEncoder, heads: AttributeHeads, pool: Image
 
 def linear_probe(encoder: PerceptionEncoder, train: ImagePool, test: ImagePool) -> dict[str, dict[str, float]]:
     """block ("last", "last-1") -> attribute -> held-out accuracy of a logistic regression on that block's CLS."""
-    train_features = cls_features(encoder, train.pixels, PROBED_BLOCKS).numpy()
-    test_features = cls_features(encoder, test.pixels, PROBED_BLOCKS).numpy()
-    report = {}
-    for k in range(PROBED_BLOCKS):
-        block = "last" if k == PROBED_BLOCKS - 1 else f"last-{PROBED_BLOCKS - 1 - k}"
-        report[block] = {}
-        for attribute in train.labels:
-            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-            probe.fit(train_features[:, k], train.labels[attribute].numpy())
-            accuracy = probe.score(test_features[:, k], test.labels[attribute].numpy())
-            report[block][attribute] = round(float(accuracy), 4)
-    return report
+    return probe_accuracy(cls_features(encoder, train.pixels, PROBED_BLOCKS).numpy(), train.labels,
+                          cls_features(encoder, test.pixels, PROBED_BLOCKS).numpy(), test.labels)
