@@ -8,8 +8,6 @@ Ideas (docs/benchmarks.md discusses the results):
   backward_stop   no soft prompt: does autograd stop below the first injection layer? (checked, and timed)
   threads         torch.set_num_threads(1) vs 2
   adamw           AdamW step: default vs foreach vs fused
-  head_slice      the LM head on contiguous hidden states (an index tensor as logits_to_keep), and on the last 5
-                  positions only (an answer-only loss), fp32 and bf16
   cpu_bf16        LM weights in bfloat16 and bf16 autocast on the CPU (mixed_precision: bf16) vs fp32;
                   generation also under autocast (the encoder in bf16 too)
   workers         data-loader workers (0 vs 2) for on-the-fly decoding + augmentation
@@ -36,7 +34,6 @@ from benchmarks.measure import time_mode
 from benchmarks.report import write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
 from models.factory import build_model
-from training.loss import lm_loss
 from training.provenance import git_commit, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -152,64 +149,6 @@ def cpu_bf16(shape, device, args) -> list[Variant]:
     return sorted(variants, key=lambda v: v[0] == "generate")
 
 
-def _logits_by_index(model, last: int | None = None) -> None:
-    """Make the LM slice its hidden states with an index tensor instead of the int `logits_to_keep` that
-    EPALM.forward passes (`last`: keep only that many final positions, as an answer-only loss needs)."""
-    lm = model.lm.model
-    original = lm.forward
-
-    def forward(*args, **kwargs):
-        keep = kwargs.get("logits_to_keep", 0)
-        if isinstance(keep, int) and keep > 0:
-            length = kwargs["input_ids"].shape[1]
-            kwargs["logits_to_keep"] = torch.arange(length - (last or keep), length, device=kwargs["input_ids"].device)
-        return original(*args, **kwargs)
-
-    lm.forward = forward
-
-
-def _last_positions_step(model, inputs, last: int, autocast) -> Callable[[], Any]:
-    """A training step whose loss (and so whose logits) covers only the last `last` text positions."""
-    _logits_by_index(model, last)
-    optimizer = workloads.make_optimizer(model)
-    labels = inputs.input_ids[:, -last:]
-
-    def step():
-        model.train()
-        with autocast():
-            logits = model(inputs.input_ids, inputs.attention_mask, features=inputs.features).logits
-            loss = lm_loss(logits, labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def head_slice(shape, device, args) -> list[Variant]:
-    """The LM head on a strided slice of the hidden states (int logits_to_keep) runs as a batched matmul
-    over a broadcast weight; an index tensor gives a contiguous copy and one plain matmul."""
-    variants = []
-    for dtype in ("float32", "bfloat16"):
-        autocast = workloads.autocast_for(device, getattr(torch, dtype))
-        measure = f"train_cached_{dtype}"
-        model, inputs = _model(shape, device, dtype=dtype)
-        variants.append((measure, "int_slice", _train(model, inputs, True, autocast)))
-        indexed, inputs = _model(shape, device, dtype=dtype)
-        _logits_by_index(indexed)
-        with torch.no_grad():
-            args.facts[f"head_slice/{dtype}/same_logits"] = torch.allclose(
-                indexed(inputs.input_ids, inputs.attention_mask, features=inputs.features).logits.float(),
-                model(inputs.input_ids, inputs.attention_mask, features=inputs.features).logits.float(), atol=1e-5)
-        variants.append((measure, "index_tensor", _train(indexed, inputs, True, autocast)))
-        last, inputs = _model(shape, device, dtype=dtype)
-        variants.append((measure, "index_tensor_last_5", _last_positions_step(last, inputs, 5, autocast)))
-        # the whole step with the encoder, as the reference's timing
-        variants += [(f"train_encode_{dtype}", "int_slice", _train(model, inputs, False, autocast)),
-                     (f"train_encode_{dtype}", "index_tensor", _train(indexed, inputs, False, autocast))]
-    return variants
-
-
 def workers(shape, device, args) -> list[Variant]:
     model, inputs = _model(shape, device)
     samples = shape.batch_size * (args.warmup + args.repeats)
@@ -221,7 +160,7 @@ def workers(shape, device, args) -> list[Variant]:
 
 IDEAS: dict[str, Callable[..., list[Variant]]] = {
     "inference_mode": inference_mode, "attention": attention, "backward_stop": backward_stop, "threads": threads,
-    "adamw": adamw, "cpu_bf16": cpu_bf16, "head_slice": head_slice, "workers": workers,
+    "adamw": adamw, "cpu_bf16": cpu_bf16, "workers": workers,
 }
 
 

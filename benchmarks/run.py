@@ -62,7 +62,7 @@ class Measure:
 def build(shape: BenchShape, mode: str, dtype: torch.dtype, device: torch.device):
     cfg = copy.deepcopy(shape.model)
     cfg.injection_mode = mode
-    cfg.lm.dtype = {v: k for k, v in DTYPES.items()}[dtype]
+    cfg.lm.dtype = cfg.encoder.dtype = {v: k for k, v in DTYPES.items()}[dtype]  # as training resolves "auto"
     torch.manual_seed(0)  # both modes get the same weights
     model, _ = build_model(cfg, load_tokenizer_if_missing=False)
     return model.to(device)

@@ -86,8 +86,9 @@ class EPALM(nn.Module):
             raise ValueError("this model is blind (visual: false): it has no encoder")
         # No graph through the encoder unless some of it trains (unfreeze_vision_layer_norm).
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder.parameters())
+        weight = next(self.encoder.parameters())
         with torch.set_grad_enabled(needs_grad):
-            return self.encoder(media, self.config.injected_hidden_states)
+            return self.encoder(media.to(weight.dtype), self.config.injected_hidden_states)
 
     def visual_tokens(self, media: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor | None:
         """Connector outputs `(B, K, d_lm)` from media, or from cached encoder features."""

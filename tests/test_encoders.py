@@ -108,6 +108,39 @@ def test_encoders_are_frozen_and_stay_in_eval_mode():
     assert not enc.model.training
 
 
+def test_encoder_dtype_holds_the_frozen_weights_and_casts_the_media():
+    """bf16 under bf16 mixed precision (as the LM): the same CLS tokens up to bf16 rounding; auto resolves like the
+    LM's dtype, except that trainable LayerNorms keep the encoder in float32."""
+    from training.accelerator_setup import make_accelerator
+    from training.run_config import RunConfig
+
+    torch.manual_seed(0)
+    fp32 = build_encoder(EncoderConfig(type="timm_vit", name="vit_base_patch16_224", model_kwargs=TIMM_ARCH))
+    half = build_encoder(EncoderConfig(type="timm_vit", name="vit_base_patch16_224", model_kwargs=TIMM_ARCH,
+                                       dtype="bfloat16"))
+    half.load_state_dict(fp32.state_dict())
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    from tests.tiny_models import tiny_model
+
+    model = tiny_model("opt", encoder=EncoderConfig(type="timm_vit", name="vit_base_patch16_224",
+                                                    model_kwargs=TIMM_ARCH, dtype="bfloat16"))
+    model.encoder.load_state_dict(fp32.state_dict())
+    media = torch.randn(2, 3, fp32.image_size, fp32.image_size)
+    with torch.no_grad():
+        expected = fp32(media, 2)
+        got = model.encode(media)  # float32 media, cast to the encoder's dtype
+    assert got.dtype == torch.bfloat16
+    assert torch.nn.functional.cosine_similarity(got.float(), expected, dim=-1).min() > 0.99
+    with pytest.raises(ValueError, match="encoder dtype"):
+        EncoderConfig(dtype="fp8")
+
+    for unfreeze, expected_dtype in ((False, "bfloat16"), (True, "float32")):
+        cfg = RunConfig()
+        cfg.mixed_precision, cfg.model.unfreeze_vision_layer_norm = "bf16", unfreeze
+        make_accelerator(cfg)
+        assert (cfg.model.lm.dtype, cfg.model.encoder.dtype) == ("bfloat16", expected_dtype)
+
+
 def test_encoder_config_is_strict():
     with pytest.raises(ValueError, match="unknown encoder config key"):
         EncoderConfig.from_dict({"type": "timm_vit", "nmae": "x"})

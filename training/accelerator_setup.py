@@ -45,4 +45,6 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
         )
     if cfg.model.lm.dtype == "auto":
         cfg.model.lm.dtype = LM_DTYPE[precision]
+    if cfg.model.encoder.dtype == "auto":  # a frozen encoder is held like the LM; trainable LayerNorms stay fp32
+        cfg.model.encoder.dtype = "float32" if cfg.model.unfreeze_vision_layer_norm else LM_DTYPE[precision]
     return accelerator

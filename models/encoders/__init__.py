@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from models.encoders import ast, timesformer, timm_vit  # noqa: F401  (each registers its builder)
 from models.encoders.base import ENCODERS, PerceptionEncoder
 from models.encoders.config import EncoderConfig
@@ -16,4 +18,6 @@ def build_encoder(cfg: EncoderConfig) -> PerceptionEncoder:
         raise FileNotFoundError(f"encoder checkpoint not found: {cfg.checkpoint}")
     encoder = ENCODERS.build(cfg.type, cfg)
     encoder.requires_grad_(False)
+    if cfg.dtype not in ("auto", "float32"):  # "auto" unresolved (no accelerator): float32
+        encoder.to(getattr(torch, cfg.dtype))
     return encoder.eval()

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 NORMALIZATIONS = ("encoder", "clip")
+ENCODER_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -23,6 +24,8 @@ class EncoderConfig:
         Audio has a single normalisation (AudioSet fbank statistics), so AST accepts only "encoder".
     num_frames: frames per video clip (TimeSformer).
     audio_frames, sample_rate, mel_bins: fbank length in 10 ms frames, waveform rate, mel bins (AST).
+    dtype: "auto", "float32", "float16" or "bfloat16": the dtype the frozen weights are held in (media are
+        cast to it). "auto": the mixed-precision dtype (as the LM), float32 when its LayerNorms train.
     """
 
     type: str = "timm_vit"
@@ -35,6 +38,7 @@ class EncoderConfig:
     audio_frames: int = 1024
     sample_rate: int = 16000
     mel_bins: int = 128
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -48,6 +52,8 @@ class EncoderConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"encoder {key} must be a positive integer, got {value!r}")
+        if self.dtype not in ENCODER_DTYPES:
+            raise ValueError(f"encoder dtype must be one of {sorted(ENCODER_DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.model_kwargs, dict):
             raise ValueError(f"encoder model_kwargs must be a mapping, got {type(self.model_kwargs).__name__}")
 
