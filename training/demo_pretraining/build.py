@@ -90,8 +90,9 @@ def build_tokenizer(out_dir: str | Path, seed: int = 0, settings: TokenizerSetti
 
 
 def build_lm(out_dir: str | Path, seed: int = 0, settings: LMSettings = LMSettings(),
-             progress: bool = True) -> Path:
-    """Pretrain the OPT with the tokenizer in `out_dir/tokenizer` (which must exist); saved with a copy of it."""
+             progress: bool = True, folder: str = LM_DIR) -> Path:
+    """Pretrain the OPT with the tokenizer in `out_dir/tokenizer` (which must exist) into `out_dir/folder`,
+    saved with a copy of the tokenizer."""
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(out_dir / TOKENIZER_DIR)
     worlds = discover_worlds()
@@ -115,7 +116,7 @@ def build_lm(out_dir: str | Path, seed: int = 0, settings: LMSettings = LMSettin
                    "evaluation": eval_timer.as_dict()},
         "evaluation": evaluation,
     }
-    with atomic_folder(out_dir / LM_DIR) as tmp:
+    with atomic_folder(out_dir / folder) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / REPORT_FILE, report)
@@ -123,7 +124,7 @@ def build_lm(out_dir: str | Path, seed: int = 0, settings: LMSettings = LMSettin
         reloaded = build_language_model(lm_config(tmp), load_tokenizer(str(tmp))).model
         if reloaded.get_input_embeddings().num_embeddings != model.get_input_embeddings().num_embeddings:
             raise RuntimeError("the saved tokenizer needs more embedding rows than the saved LM has")
-    return out_dir / LM_DIR
+    return out_dir / folder
 
 
 def build_vit(out_dir: str | Path, seed: int = 0, settings: ViTSettings = ViTSettings(),
