@@ -27,25 +27,16 @@ def summary_lines(component: str, report: dict) -> list[str]:
                      f"{'+'.join(captions['greedy_well_formed_for']) or 'no world'}); {captions['sampled_well_formed']:.1%} of "
                      f"{captions['sampled']} sampled are well-formed")
         return lines
-    probe = report["linear_probe_accuracy"]
-    if component in ("timesformer", "ast"):
-        pool = "held_out_clips"
-        name = "TimeSformer" if component == "timesformer" else "AST"
-        return [
-            f"{name}: {report['parameters']:,} parameters, {report['settings']['training']['steps']} steps in "
-            f"{report['timing']['training']['wall_seconds']:.0f} s, loss {report['loss_first_20_steps']:.3f} -> "
-            f"{report['loss_last_20_steps']:.3f}",
-            f"  held-out head accuracy ({report[pool]} clips): "
-            + ", ".join(f"{k} {v:.1%}" for k, v in report["held_out_head_accuracy"].items()),
-            *(f"  linear probe, CLS of block {block}: " + ", ".join(f"{k} {v:.1%}" for k, v in scores.items())
-              for block, scores in probe.items()),
-        ]
+    # The encoders: the ViT's report counts images and keeps its step count at the top of its settings.
+    name = {"vit": "ViT", "timesformer": "TimeSformer", "ast": "AST"}[component]
+    steps = report["settings"]["steps"] if component == "vit" else report["settings"]["training"]["steps"]
+    held_out = f"{report['held_out_images']} images" if component == "vit" else f"{report['held_out_clips']} clips"
     return [
-        f"ViT: {report['parameters']:,} parameters, {report['settings']['steps']} steps in "
+        f"{name}: {report['parameters']:,} parameters, {steps} steps in "
         f"{report['timing']['training']['wall_seconds']:.0f} s, loss {report['loss_first_20_steps']:.3f} -> "
         f"{report['loss_last_20_steps']:.3f}",
-        f"  held-out head accuracy ({report['held_out_images']} images): "
+        f"  held-out head accuracy ({held_out}): "
         + ", ".join(f"{a} {v:.1%}" for a, v in report["held_out_head_accuracy"].items()),
         *(f"  linear probe, CLS of block {block}: " + ", ".join(f"{a} {v:.1%}" for a, v in accuracies.items())
-          for block, accuracies in probe.items()),
+          for block, accuracies in report["linear_probe_accuracy"].items()),
     ]
