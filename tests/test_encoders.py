@@ -111,7 +111,7 @@ def test_encoders_are_frozen_and_stay_in_eval_mode():
 def test_encoder_dtype_holds_the_frozen_weights_and_casts_the_media():
     """bf16 under bf16 mixed precision (as the LM): the same CLS tokens up to bf16 rounding; auto resolves like the
     LM's dtype, except that trainable LayerNorms keep the encoder in float32."""
-    from training.accelerator_setup import make_accelerator
+    from training.accelerator_setup import resolve_weight_dtypes
     from training.run_config import RunConfig
 
     torch.manual_seed(0)
@@ -136,8 +136,8 @@ def test_encoder_dtype_holds_the_frozen_weights_and_casts_the_media():
 
     for unfreeze, expected_dtype in ((False, "bfloat16"), (True, "float32")):
         cfg = RunConfig()
-        cfg.mixed_precision, cfg.model.unfreeze_vision_layer_norm = "bf16", unfreeze
-        make_accelerator(cfg)
+        cfg.model.unfreeze_vision_layer_norm = unfreeze
+        resolve_weight_dtypes(cfg, "bf16")  # what make_accelerator applies (an Accelerator is once per process)
         assert (cfg.model.lm.dtype, cfg.model.encoder.dtype) == ("bfloat16", expected_dtype)
 
 

@@ -43,8 +43,13 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
             "on a CPU machine launch with `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
             "--num_processes N ...` or `torchrun --nproc_per_node N main.py ...`"
         )
+    resolve_weight_dtypes(cfg, precision)
+    return accelerator
+
+
+def resolve_weight_dtypes(cfg: RunConfig, precision: str) -> None:
+    """`auto` dtypes of the frozen weights: the mixed-precision dtype; an encoder whose LayerNorms train stays fp32."""
     if cfg.model.lm.dtype == "auto":
         cfg.model.lm.dtype = LM_DTYPE[precision]
-    if cfg.model.encoder.dtype == "auto":  # a frozen encoder is held like the LM; trainable LayerNorms stay fp32
+    if cfg.model.encoder.dtype == "auto":
         cfg.model.encoder.dtype = "float32" if cfg.model.unfreeze_vision_layer_norm else LM_DTYPE[precision]
-    return accelerator
