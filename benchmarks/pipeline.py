@@ -21,7 +21,7 @@ from dataset.tasks import TASK_READERS, TaskSplit
 from benchmarks import workloads
 from benchmarks.workloads import Inputs
 from models.epalm import EPALM
-from training.loss import lm_loss, predicting_positions
+from training.loss import training_loss
 
 
 def synthetic_split(data_dir: Path | None, workdir: Path, samples: int) -> TaskSplit:
@@ -85,16 +85,13 @@ def pipeline_step(
     batches = _endless(loader)
     model.train()
     labels = workloads.training_labels(inputs.input_ids, "answer")
-    positions = predicting_positions(labels)
 
     def step() -> torch.Tensor:
         batch = next(batches)
         media = batch["media"].to(device) if batch["media"] is not None else None
         features = batch["features"].to(device) if batch["features"] is not None else None
         with autocast():
-            out = model(inputs.input_ids, inputs.attention_mask, media=media, features=features,
-                        logit_positions=positions)
-            loss = lm_loss(out.logits, labels, positions=positions)
+            loss = training_loss(model, inputs.input_ids, inputs.attention_mask, labels, media=media, features=features)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from models.epalm import EPALM
-from training.loss import lm_loss, predicting_positions
+from training.loss import training_loss
 from training.optim import build_optimizer
 from training.run_config import TrainConfig
 
@@ -85,13 +85,11 @@ def training_step(
     model.train()
 
     labels = training_labels(inputs.input_ids, loss_tokens)
-    positions = predicting_positions(labels)  # as the trainer does: the LM head only where the loss reads
 
     def step() -> float:
         with autocast():
-            out = model(inputs.input_ids, inputs.attention_mask, media=None if cached else inputs.media,
-                        features=inputs.features if cached else None, logit_positions=positions)
-            loss = lm_loss(out.logits, labels, positions=positions)
+            loss = training_loss(model, inputs.input_ids, inputs.attention_mask, labels,
+                                 media=None if cached else inputs.media, features=inputs.features if cached else None)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -17,7 +17,8 @@ from training.demo_pretraining.audio_encoder import (AUDIO_DIR, ASTDemoSettings,
                                                      render_audio_pool)
 from training.demo_pretraining.settings import ENCODER_FILE, REPORT_FILE
 from training.demo_pretraining.shipped import DEFAULT_OUT
-from training.demo_pretraining.video_encoder import (REPO_ROOT, VIDEO_DIR, HeadTraining, TimesformerDemoSettings,
+from training.demo_pretraining.head_training import HeadTraining
+from training.demo_pretraining.video_encoder import (REPO_ROOT, VIDEO_DIR, TimesformerDemoSettings,
                                                      build_timesformer_demo, linear_probe, render_video_pool,
                                                      timesformer_demo_config)
 

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from models.checkpoint import save_checkpoint
-from training.loss import lm_loss, predicting_positions
+from training.loss import training_loss
 from training.optim import build_optimizer, build_scheduler
 from training.run_config import RunConfig
 from training.run_state import (
@@ -91,11 +91,10 @@ class Trainer:
         if batch["input_ids"].shape[0] == 0:
             # Every sample of this batch had unreadable media: a zero loss keeps all processes in step.
             return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
-        positions = predicting_positions(batch["labels"])
-        out = self.model(batch["input_ids"], batch["attention_mask"], media=batch.get("media"),
-                         features=batch.get("features"), logit_positions=positions)
         train = self.cfg.train
-        return lm_loss(out.logits, batch["labels"], train.loss_reduction, train.lm_loss_weight, positions)
+        return training_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                             media=batch.get("media"), features=batch.get("features"),
+                             reduction=train.loss_reduction, weight=train.lm_loss_weight)
 
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:

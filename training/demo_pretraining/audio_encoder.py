@@ -31,11 +31,10 @@ from training.demo_pretraining.folders import atomic_folder, write_json
 from training.demo_pretraining.settings import ENCODER_FILE, REPORT_FILE
 from training.demo_pretraining.timing import Timer
 from training.demo_pretraining.shipped import DEFAULT_OUT
-from training.demo_pretraining.video_encoder import (HeadTraining, Labels, MediaPool, attribute_classes,
-                                                     cls_features, file_sizes, folder_encoder_config, head_accuracy,
-                                                     label_tensors, linear_probe, loss_summary, pretrain_heads,
-                                                     repo_relative, torch_threads)
-from training.demo_pretraining.vit import AttributeHeads
+from training.demo_pretraining.head_training import AttributeHeads, HeadTraining, Labels, pretrain_heads
+from training.demo_pretraining.video_encoder import (MediaPool, attribute_classes, cls_features, file_sizes,
+                                                     folder_encoder_config, head_accuracy, label_tensors, linear_probe,
+                                                     loss_summary, repo_relative, torch_threads)
 
 AUDIO_DIR = "ast-demo"
 FBANK_WINDOW, FBANK_SHIFT = 400, 160  # Kaldi fbank at 16 kHz: 25 ms windows every 10 ms
@@ -130,8 +129,8 @@ def build_ast_demo(out_dir: str | Path = DEFAULT_OUT, seed: int = 0, steps: int 
             test = render_audio_pool(encoder, seed, "test", settings.n_test_clips, progress)
         heads = AttributeHeads(settings.hidden_size, train.classes)
         with Timer() as train_timer:
-            losses = pretrain_heads(encoder, heads, train, settings.training, seed, unchanged, "AST pretraining",
-                                    progress)
+            losses = pretrain_heads(encoder, heads, train.inputs, train.labels, settings.training, seed, unchanged,
+                                    "AST pretraining", progress)
         with Timer() as eval_timer:
             accuracy = head_accuracy(encoder, heads, test)
             probe_train = train.first(settings.probe_train_clips)

@@ -28,7 +28,8 @@ from training.demo_pretraining.shipped import DEFAULT_OUT, encoder_config, lm_co
 from training.demo_pretraining.timing import Timer
 from training.demo_pretraining.tokenizer import train_tokenizer, unknown_token_share
 from training.demo_pretraining.video_encoder import VIDEO_DIR, build_timesformer_demo
-from training.demo_pretraining.vit import AttributeHeads, build_pretrained_encoder, cls_features, normalize, pretrain_vit
+from training.demo_pretraining.head_training import AttributeHeads
+from training.demo_pretraining.vit import build_pretrained_encoder, cls_features, normalize, pretrain_vit
 from training.demo_pretraining.vit_evaluation import head_accuracy, linear_probe
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,36 +25,25 @@ import torch
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
-from transformers import TimesformerConfig, TimesformerModel, VideoMAEImageProcessor, get_cosine_schedule_with_warmup
+from transformers import TimesformerConfig, TimesformerModel, VideoMAEImageProcessor
 
 from dataset.media.video import load_video_frames, sample_frame_indices
 from dataset.synthetic.video_world import NUM_FRAMES as CLIP_FRAMES
 from dataset.synthetic.video_world import VideoWorld
 from models.encoders import EncoderConfig, PerceptionEncoder, build_encoder
 from models.encoders.timesformer import TimesformerEncoder
+from training.demo_pretraining.head_training import (AttributeHeads, BatchMaker, HeadTraining, Labels,
+                                                     pretrain_heads)
 from training.demo_pretraining.folders import atomic_folder, read_json, write_json
 from training.demo_pretraining.probes import PROBED_BLOCKS, probe_accuracy
 from training.demo_pretraining.settings import ENCODER_FILE, REPORT_FILE
 from training.demo_pretraining.timing import Timer
 from training.demo_pretraining.shipped import DEFAULT_OUT
-from training.demo_pretraining.vit import AttributeHeads
 
 VIDEO_DIR = "timesformer-demo"
 REPO_ROOT = DEFAULT_OUT.parents[1]
 # A horizontal flip mirrors these attribute values; every other attribute keeps its label.
 MIRRORED_VALUES = {"direction": {"left": "right", "right": "left"}}
-
-
-@dataclass(frozen=True)
-class HeadTraining:
-    """AdamW on the summed (weighted) cross-entropy of one linear head per attribute, for a fixed number of steps."""
-
-    steps: int
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 30
-    weight_decay: float = 0.05
-    loss_weights: dict[str, float] = field(default_factory=dict)  # attribute -> weight (default 1)
 
 
 @dataclass(frozen=True)
@@ -115,44 +104,6 @@ def attribute_classes(vocabulary: dict[str, dict[str, list[str]]]) -> dict[str, 
 
 def label_tensors(attributes: list[dict[str, str]], classes: dict[str, list[str]]) -> dict[str, torch.Tensor]:
     return {a: torch.tensor([classes[a].index(item[a]) for item in attributes]) for a in classes}
-
-
-Labels = dict[str, torch.Tensor]
-# (inputs, labels, generator) -> the batch the network trains on (augmentation), labels changed to match.
-BatchMaker = Callable[[torch.Tensor, Labels, torch.Generator], tuple[torch.Tensor, Labels]]
-
-
-def pretrain_heads(encoder: PerceptionEncoder, heads: AttributeHeads, pool: MediaPool, recipe: HeadTraining, seed: int,
-                   make_batch: BatchMaker, desc: str, progress: bool = True) -> list[float]:
-    """`recipe.steps` AdamW steps on the final CLS (as eP-ALM reads it); returns the loss of every step."""
-    network = encoder.model
-    network.requires_grad_(True)
-    network.train()
-    parameters = [*network.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    schedule = get_cosine_schedule_with_warmup(optimizer, recipe.warmup_steps, recipe.steps)
-    generator = torch.Generator().manual_seed(seed)
-    order, cursor, losses = torch.randperm(len(pool), generator=generator), 0, []
-    bar = tqdm(range(recipe.steps), desc=desc, unit="step", disable=not progress)
-    for step in bar:
-        if cursor + recipe.batch_size > len(order):  # a new epoch, in a new order
-            order, cursor = torch.randperm(len(pool), generator=generator), 0
-        index = order[cursor:cursor + recipe.batch_size]
-        cursor += recipe.batch_size
-        inputs, labels = make_batch(pool.inputs[index], {a: v[index] for a, v in pool.labels.items()}, generator)
-        logits = heads(encoder(inputs, 1)[:, 0])
-        loss = sum(recipe.loss_weights.get(a, 1.0) * nn.functional.cross_entropy(logits[a], labels[a]) for a in logits)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    network.requires_grad_(False)
-    network.eval()
-    return losses
 
 
 @torch.no_grad()
@@ -316,7 +267,7 @@ def build_timesformer_demo(out_dir: str | Path = DEFAULT_OUT, seed: int = 0, ste
         heads = AttributeHeads(settings.hidden_size, train.classes)
         make_batch = video_batch_maker(settings.num_frames, train.classes, seed)
         with Timer() as train_timer:
-            losses = pretrain_heads(encoder, heads, train, settings.training, seed, make_batch,
+            losses = pretrain_heads(encoder, heads, train.inputs, train.labels, settings.training, seed, make_batch,
                                     "TimeSformer pretraining", progress)
         with Timer() as eval_timer:
             accuracy = head_accuracy(encoder, heads, test)

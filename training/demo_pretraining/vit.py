@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from tqdm import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from models.encoders import EncoderConfig, PerceptionEncoder, build_encoder
+from training.demo_pretraining.head_training import AttributeHeads, HeadTraining, Labels, pretrain_heads
 from training.demo_pretraining.images import ImagePool
 from training.demo_pretraining.settings import ViTSettings
 
@@ -24,17 +23,6 @@ MIRRORED_VALUES = {"side": {"left": "right", "right": "left"}}
 def encoder_config(settings: ViTSettings, checkpoint: str | None = None) -> EncoderConfig:
     return EncoderConfig(type="timm_vit", name=settings.name, checkpoint=checkpoint,
                          model_kwargs=dict(settings.model_kwargs), normalization="encoder")
-
-
-class AttributeHeads(nn.Module):
-    """One linear classifier per attribute on a CLS token (discarded after pretraining)."""
-
-    def __init__(self, width: int, classes: dict[str, list[str]]):
-        super().__init__()
-        self.heads = nn.ModuleDict({attribute: nn.Linear(width, len(values)) for attribute, values in classes.items()})
-
-    def forward(self, cls: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {attribute: head(cls) for attribute, head in self.heads.items()}
 
 
 def normalize(encoder: PerceptionEncoder, pixels: torch.Tensor) -> torch.Tensor:
@@ -71,39 +59,21 @@ def augment(pixels: torch.Tensor, labels: dict[str, torch.Tensor], classes: dict
 
 def pretrain_vit(encoder: PerceptionEncoder, heads: AttributeHeads, pool: ImagePool, settings: ViTSettings,
                  seed: int, progress: bool = True) -> list[float]:
-    """`settings.steps` AdamW steps of summed cross-entropy over the attributes; returns the loss per step."""
+    """`settings.steps` AdamW steps of summed cross-entropy over the attributes on augmented, normalised pixels
+    (no weight decay on the ViT's position embeddings and tokens, timm's rule); returns the loss per step."""
     network = encoder.model
-    network.requires_grad_(True)
-    network.train()
+    network.requires_grad_(True)  # before the groups: timm's param_groups_weight_decay skips frozen parameters
     trained = nn.ModuleDict({"network": network, "heads": heads})
     no_decay = {f"network.{name}" for name in network.no_weight_decay()}
-    optimizer = torch.optim.AdamW(param_groups_weight_decay(trained, settings.weight_decay, no_decay), lr=settings.lr)
-    schedule = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(pool), generator=generator)
-    cursor = 0
-    losses = []
-    bar = tqdm(range(settings.steps), desc="ViT pretraining", unit="step", disable=not progress)
-    for step in bar:
-        if cursor + settings.batch_size > len(order):  # a new epoch, in a new order
-            order, cursor = torch.randperm(len(pool), generator=generator), 0
-        index = order[cursor:cursor + settings.batch_size]
-        cursor += settings.batch_size
-        pixels, labels = augment(pool.pixels[index], {a: v[index] for a, v in pool.labels.items()}, pool.classes,
-                                 settings, generator)
-        logits = heads(encoder(normalize(encoder, pixels), 1)[:, 0])
-        loss = sum(nn.functional.cross_entropy(logits[a], labels[a]) for a in logits)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    network.requires_grad_(False)
-    network.eval()
-    return losses
+    recipe = HeadTraining(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
+                          warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay)
+
+    def make_batch(pixels: torch.Tensor, labels: Labels, generator: torch.Generator) -> tuple[torch.Tensor, Labels]:
+        pixels, labels = augment(pixels, labels, pool.classes, settings, generator)
+        return normalize(encoder, pixels), labels
+
+    return pretrain_heads(encoder, heads, pool.pixels, pool.labels, recipe, seed, make_batch, "ViT pretraining",
+                          progress, param_groups_weight_decay(trained, settings.weight_decay, no_decay))
 
 
 @torch.no_grad()

@@ -11,7 +11,8 @@ import torch
 from models.encoders import PerceptionEncoder
 from training.demo_pretraining.images import ImagePool
 from training.demo_pretraining.probes import PROBED_BLOCKS, probe_accuracy
-from training.demo_pretraining.vit import AttributeHeads, cls_features
+from training.demo_pretraining.head_training import AttributeHeads
+from training.demo_pretraining.vit import cls_features
 
 
 @torch.no_grad()
