@@ -34,12 +34,24 @@ def ratios(modes: dict[str, dict[str, Any]], shape: BenchShape) -> dict[str, flo
     return out
 
 
-def target_results(values: dict[str, float], shape: BenchShape) -> list[dict[str, Any]]:
-    return [
-        {"key": t.key, "description": t.description, "minimum": t.minimum, "value": values.get(t.key),
-         "met": None if t.key not in values else values[t.key] >= t.minimum}
-        for t in shape.targets
-    ]
+def target_value(key: str, values: dict[str, float], modes: dict[str, dict[str, Any]]) -> float | None:
+    """A ratio (`key` in `values`) or one mode's field (`"mode.field"`); None when not measured."""
+    if key in values:
+        return values[key]
+    mode, _, name = key.partition(".")
+    return modes.get(mode, {}).get(name) if name else None
+
+
+def target_results(values: dict[str, float], modes: dict[str, dict[str, Any]], shape: BenchShape,
+                   device: str) -> list[dict[str, Any]]:
+    results = []
+    for t in shape.targets:
+        judged = t.device is None or t.device == device
+        value = target_value(t.key, values, modes) if judged else None
+        results.append({"key": t.key, "description": t.description, "minimum": t.minimum, "maximum": t.maximum,
+                        "bound": t.bound(), "device": t.device, "value": value,
+                        "met": None if value is None else t.met_by(value)})
+    return results
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -62,12 +74,16 @@ def format_table(result: dict[str, Any]) -> str:
             row += [_number(m.get("achieved_tflops")), "-" if mfu is None else f"{100 * mfu:.1f}%"]
         rows.append(row)
     rows.append([])
-    rows.append(["ratio", "value", "target", "met"])
+    rows.append(["ratio or target", "value", "target", "met"])
     targets = {t["key"]: t for t in result["targets"]}
     for key, value in result["ratios"].items():
-        target = targets.get(key)
+        target = targets.pop(key, None)
         met = "-" if target is None else ("yes" if target["met"] else "NO")
-        rows.append([key, f"{value:.2f}x", f">= {target['minimum']:g}x" if target else "-", met])
+        rows.append([key, f"{value:.2f}x", f"{target['bound']}x" if target else "-", met])
+    for key, target in targets.items():  # targets on one mode's field (MFU, peak memory)
+        value, met = target["value"], target["met"]
+        why = f"not measured{' (' + target['device'] + ' only)' if target['device'] else ''}"
+        rows.append([key, _number(value), target["bound"], why if met is None else "yes" if met else "NO"])
     widths = [max(len(r[i]) for r in rows if len(r) > i) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     machine = result["machine"]

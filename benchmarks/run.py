@@ -64,7 +64,8 @@ def build(shape: BenchShape, mode: str, dtype: torch.dtype, device: torch.device
     cfg.injection_mode = mode
     cfg.lm.dtype = cfg.encoder.dtype = {v: k for k, v in DTYPES.items()}[dtype]  # as training resolves "auto"
     torch.manual_seed(0)  # both modes get the same weights
-    model, _ = build_model(cfg, load_tokenizer_if_missing=False)
+    with device:  # random init where the model runs: seconds for billions of weights on a GPU
+        model, _ = build_model(cfg, load_tokenizer_if_missing=False)
     return model.to(device)
 
 
@@ -153,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--modes", nargs="+", default=None, choices=CAUSAL_MODES + EPALM_MODES,
-                        help="measure only these modes")
+                        help="measure only these modes (default: the shape's own list, else every mode)")
     parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
                         help="skip the data-pipeline modes (they build synthetic images in a temporary folder)")
     parser.add_argument("--data_dir", type=Path, default=None, help="a synthetic image VQA data set to read instead")
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dtype = DTYPES[args.dtype] if args.dtype != "auto" else torch.bfloat16 if device.type == "cuda" else torch.float32
     shape = get_shape(args.shape)
     peak = device_peak(device, args.peak_tflops)
-    wanted = set(args.modes or CAUSAL_MODES + EPALM_MODES)
+    wanted = set(args.modes or shape.modes or CAUSAL_MODES + EPALM_MODES)
     machine = machine_facts(device, dtype, peak)
     modes: dict[str, dict[str, Any]] = {}
     notes: dict[str, Any] = {}
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "text_len": shape.text_len, "new_tokens": shape.new_tokens, "compare_tokens": shape.compare_tokens,
                   "num_beams": shape.num_beams, "model": to_dict(shape.model), "reference": shape.reference},
         "model": facts, "machine": machine, "repeats": args.repeats, "warmup": args.warmup,
-        "workers": args.workers, "modes": modes, "ratios": values, "targets": target_results(values, shape),
+        "workers": args.workers, "modes": modes, "ratios": values, "targets": target_results(values, modes, shape, device.type),
         "notes": notes, "versions": package_versions(), "git_commit": git_commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

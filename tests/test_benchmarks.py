@@ -8,10 +8,12 @@ import torch
 
 from benchmarks import run as bench
 from benchmarks import workloads
-from benchmarks.flops import peak_tflops
+from benchmarks.flops import matmul_weights, peak_tflops, training_step_flops
 from benchmarks.ideas import first_layer_in_backward
+from benchmarks.report import target_results
 from benchmarks.shapes import get_shape
 from models.factory import build_model
+from models.param_count import build_on_meta
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +74,30 @@ def test_peak_table_matches_device_names():
     assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
     assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert peak_tflops("Some Future GPU") is None
+
+
+@pytest.mark.parametrize("name, lm_weights, encoder_weights, batch, trainable", [
+    ("opt-2.7b", 2.65e9, 85.5e6, 64, 24.9e6),  # configs/base/epalm.yaml: 6 Linears + MLP prompt
+    ("opt-6.7b-pt-l", 6.65e9, 302.8e6, 2, 4.24e6),  # epalm_pt_l.yaml: one shared Linear + 10 prompt vectors
+])
+def test_full_size_shapes_are_the_paper_recipes(name, lm_weights, encoder_weights, batch, trainable):
+    shape = get_shape(name)
+    model = build_on_meta(shape.model)  # shapes only: milliseconds for billions of weights
+    assert matmul_weights(model.lm) == pytest.approx(lm_weights, rel=0.01)
+    assert matmul_weights(model.encoder) == pytest.approx(encoder_weights, rel=0.01)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == pytest.approx(trainable, rel=0.01)
+    assert shape.batch_size == batch and shape.modes
+    flops = training_step_flops(model, shape.batch_size, shape.text_len)
+    assert flops.lm == pytest.approx(4 * lm_weights * batch * (model.prefix_len + shape.text_len), rel=0.02)
+
+
+def test_gpu_targets_are_judged_on_the_gpu_only():
+    mfu, memory = get_shape("opt-2.7b"), get_shape("opt-6.7b-pt-l")
+    (low,) = target_results({}, {"train_encode": {"mfu": 0.31}}, mfu, "cuda")
+    assert (low["value"], low["met"], low["bound"]) == (0.31, False, ">= 0.4")
+    (fits,) = target_results({}, {"train_encode": {"peak_memory_mb": 14_500.0}}, memory, "cuda")
+    assert fits["met"] is True
+    (over,) = target_results({}, {"train_encode": {"peak_memory_mb": 19_500.0}}, memory, "cuda")
+    assert over["met"] is False  # 20 GB is 19,073 MiB
+    (cpu,) = target_results({}, {"train_encode": {"peak_memory_mb": 100.0}}, memory, "cpu")
+    assert cpu["value"] is None and cpu["met"] is None  # a CPU's resident set says nothing of GPU memory

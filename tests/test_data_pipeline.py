@@ -66,6 +66,10 @@ def test_training_batch_labels_answer_only_or_all_tokens(tokenizer):
         assert (labels[:answer_start] == -100).all()
         assert torch.equal(labels[answer_start:n], ids[answer_start:n])  # answer tokens + eos
         assert ids[n - 1] == tokenizer.eos_token_id
+        # The batch is tokenized in one call: each row equals its sample tokenized on its own.
+        alone = (tokenizer(items[row]["prompt"] + "</a>")["input_ids"]
+                 + tokenizer(items[row]["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+        assert ids[:n].tolist() == alone
     every = TextCollator(tokenizer, "qa", train=True, loss_tokens="all")(items)
     assert torch.equal(every["labels"][every["attention_mask"].bool()], every["input_ids"][every["attention_mask"].bool()])
 

@@ -5,7 +5,7 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedType
 
 from training.run_config import RunConfig
 
@@ -43,6 +43,11 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
             "on a CPU machine launch with `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
             "--num_processes N ...` or `torchrun --nproc_per_node N main.py ...`"
         )
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and \
+            accelerator.distributed_type != DistributedType.FSDP:
+        # accelerate applies FSDP on GPUs only and otherwise runs without saying so.
+        accelerator.print("warning: launched with an FSDP config, but FSDP needs GPUs: this run is plain data "
+                          f"parallelism ({accelerator.distributed_type.value}), every process holds the whole model")
     resolve_weight_dtypes(cfg, precision)
     return accelerator
 
