@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +105,14 @@ def test_gpu_targets_are_judged_on_the_gpu_only():
     assert over["met"] is False  # 20 GB is 19,073 MiB
     (cpu,) = target_results({}, {"train_encode": {"peak_memory_mb": 100.0}}, memory, "cpu")
     assert cpu["value"] is None and cpu["met"] is None  # a CPU's resident set says nothing of GPU memory
+
+
+def test_gpu_check_script_runs_its_shapes(tmp_path):
+    """benchmarks/gpu_check.sh, pointed at the CPU and the tiny shape: the script a GPU session runs as is."""
+    env = {**os.environ, "SHAPES": "tiny", "DEVICE": "cpu", "DTYPE": "float32", "REPEATS": "1", "WARMUP": "0",
+           "RESULTS": str(tmp_path), "PYTHON": sys.executable}
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "tiny-cpu-float32.json").read_text())
+    assert result["shape"]["name"] == "tiny" and "train_encode" in result["modes"]
