@@ -60,7 +60,18 @@ def _number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def _bound(target: dict[str, Any]) -> str:
+    """The target's bound as printed (results written before maxima existed hold only a minimum)."""
+    return target.get("bound") or f">= {target['minimum']:g}"
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(len(r) for r in rows))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
 def format_table(result: dict[str, Any]) -> str:
+    """The modes, then the ratios and targets: two tables, each aligned on its own."""
     modes = result["modes"]
     gpu = result["machine"]["device"] == "cuda"
     header = ["mode", "median s", "cpu s", "samples/s", "tokens/s", "peak MB", "start MB"]
@@ -73,24 +84,21 @@ def format_table(result: dict[str, Any]) -> str:
             mfu = m.get("mfu")
             row += [_number(m.get("achieved_tflops")), "-" if mfu is None else f"{100 * mfu:.1f}%"]
         rows.append(row)
-    rows.append([])
-    rows.append(["ratio or target", "value", "target", "met"])
+    judged = [["ratio or target", "value", "target", "met"]]
     targets = {t["key"]: t for t in result["targets"]}
     for key, value in result["ratios"].items():
         target = targets.pop(key, None)
         met = "-" if target is None else ("yes" if target["met"] else "NO")
-        rows.append([key, f"{value:.2f}x", f"{target['bound']}x" if target else "-", met])
+        judged.append([key, f"{value:.2f}x", f"{_bound(target)}x" if target else "-", met])
     for key, target in targets.items():  # targets on one mode's field (MFU, peak memory)
         value, met = target["value"], target["met"]
         why = f"not measured{' (' + target['device'] + ' only)' if target['device'] else ''}"
-        rows.append([key, _number(value), target["bound"], why if met is None else "yes" if met else "NO"])
-    widths = [max(len(r[i]) for r in rows if len(r) > i) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        judged.append([key, _number(value), _bound(target), why if met is None else "yes" if met else "NO"])
     machine = result["machine"]
     title = (f"{result['shape']['name']} on {machine['device_name']} ({machine['dtype']}, "
              f"{machine['threads']} threads, load {machine['load_before'][0]:.2f} -> {machine['load_after'][0]:.2f}), "
              f"median of {result['repeats']}")
-    return title + "\n" + "\n".join(lines)
+    return "\n".join([title, *_aligned(rows), "", *_aligned(judged)])
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
