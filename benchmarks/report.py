@@ -60,11 +60,6 @@ def _number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def _bound(target: dict[str, Any]) -> str:
-    """The target's bound as printed (results written before maxima existed hold only a minimum)."""
-    return target.get("bound") or f">= {target['minimum']:g}"
-
-
 def _aligned(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(len(r) for r in rows))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -89,11 +84,11 @@ def format_table(result: dict[str, Any]) -> str:
     for key, value in result["ratios"].items():
         target = targets.pop(key, None)
         met = "-" if target is None else ("yes" if target["met"] else "NO")
-        judged.append([key, f"{value:.2f}x", f"{_bound(target)}x" if target else "-", met])
+        judged.append([key, f"{value:.2f}x", f"{target['bound']}x" if target else "-", met])
     for key, target in targets.items():  # targets on one mode's field (MFU, peak memory)
         value, met = target["value"], target["met"]
-        why = f"not measured{' (' + target['device'] + ' only)' if target['device'] else ''}"
-        judged.append([key, _number(value), _bound(target), why if met is None else "yes" if met else "NO"])
+        why = "not measured" + (f" ({target['device']} only)" if target["device"] else "")
+        judged.append([key, _number(value), target["bound"], why if met is None else "yes" if met else "NO"])
     machine = result["machine"]
     title = (f"{result['shape']['name']} on {machine['device_name']} ({machine['dtype']}, "
              f"{machine['threads']} threads, load {machine['load_before'][0]:.2f} -> {machine['load_after'][0]:.2f}), "

@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "text_len": shape.text_len, "new_tokens": shape.new_tokens, "compare_tokens": shape.compare_tokens,
                   "num_beams": shape.num_beams, "model": to_dict(shape.model), "reference": shape.reference},
         "model": facts, "machine": machine, "repeats": args.repeats, "warmup": args.warmup,
-        "workers": args.workers, "modes": modes, "ratios": values, "targets": target_results(values, modes, shape, device.type),
+        "workers": args.workers, "modes": modes, "ratios": values,
+        "targets": target_results(values, modes, shape, device.type),
         "notes": notes, "versions": package_versions(), "git_commit": git_commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

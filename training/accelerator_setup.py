@@ -5,7 +5,7 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType
+from accelerate.utils import DataLoaderConfiguration, DistributedType, parse_flag_from_env
 
 from training.run_config import RunConfig
 
@@ -27,7 +27,7 @@ def resolve_precision(requested: str, on_gpu: bool) -> str:
 def make_accelerator(cfg: RunConfig) -> Accelerator:
     on_gpu = torch.cuda.is_available()
     precision = resolve_precision(cfg.mixed_precision, on_gpu)
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
     accelerator = Accelerator(
         mixed_precision=precision,
         # On a CUDA build of torch with no GPU, accelerate would otherwise start N unrelated processes.
@@ -43,8 +43,7 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
             "on a CPU machine launch with `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
             "--num_processes N ...` or `torchrun --nproc_per_node N main.py ...`"
         )
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and \
-            accelerator.distributed_type != DistributedType.FSDP:
+    if parse_flag_from_env("ACCELERATE_USE_FSDP") and accelerator.distributed_type != DistributedType.FSDP:
         # accelerate applies FSDP on GPUs only and otherwise runs without saying so.
         accelerator.print("warning: launched with an FSDP config, but FSDP needs GPUs: this run is plain data "
                           f"parallelism ({accelerator.distributed_type.value}), every process holds the whole model")
