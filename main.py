@@ -1,110 +1,13 @@
-"""Train eP-ALM (or, with --evaluate, only evaluate it) on one task.
+"""Train eP-ALM (or, with --evaluate, only evaluate it) on one task: `python main.py --help`.
 
-    accelerate launch main.py --config configs/image/vqa_epalm.yaml --data_dir data --output_dir outputs/vqa
-    python main.py --config configs/demo/image_vqa.yaml --evaluate --checkpoint outputs/demo/image_vqa/best
-
-See docs/configuration.md for every key and docs/training.md for what a run writes.
+The run itself is `training.run`; this file is the command line around it (help, one-line errors).
 """
 from __future__ import annotations
 
-import logging
 import sys
-from pathlib import Path
-from typing import Any
 
-from accelerate.utils import set_seed
-
-from models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
-from models.factory import build_model
-from models.param_count import parameter_report
-from training.accelerator_setup import make_accelerator
-from training.data import build_dataset, build_loader, read_split
-from training.evaluator import evaluate_split
-from training.feature_store import encoder_features
-from training.run_config import RunConfig, dump_config, resolve_config
-from training.trainer import Trainer
-
-
-def load_initial_weights(model, checkpoint: str | None, say) -> None:
-    """Our checkpoint folder (or a run folder's best/), or a reference eP-ALM `.pth`."""
-    if not checkpoint:
-        return
-    path = Path(checkpoint)
-    if path.is_dir():
-        load_checkpoint_weights(model, path)
-    elif path.suffix in (".pth", ".pt", ".bin"):
-        facts = load_reference_checkpoint(model, path)
-        say(f"loaded reference checkpoint {path}: {facts}")
-    else:
-        raise FileNotFoundError(f"--checkpoint {path}: neither a checkpoint folder nor a reference .pth file")
-    say(f"initial weights from {path}")
-
-
-def evaluation_runner(cfg: RunConfig, accelerator, model, tokenizer, run_dir: Path):
-    """evaluate(split_name, name) -> metrics, with the split's loader built once."""
-    cache: dict[str, Any] = {}
-
-    def evaluate(split_name: str, name: str) -> dict[str, Any]:
-        if split_name not in cache:
-            split = read_split(cfg, split_name, train=False)
-            features = encoder_features(cfg, accelerator, model, split, run_dir)
-            loader = accelerator.prepare_data_loader(build_loader(build_dataset(split, model, cfg, False, features),
-                                                                  tokenizer, cfg, train=False))
-            cache[split_name] = (split, loader)
-        split, loader = cache[split_name]
-        return evaluate_split(accelerator, model, loader, tokenizer, split, cfg, run_dir / "eval", name)
-
-    return evaluate
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = resolve_config(argv)
-    accelerator = make_accelerator(cfg)
-    set_seed(cfg.seed)
-    run_dir = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
-
-    model, tokenizer = build_model(cfg.model)
-    load_initial_weights(model, cfg.checkpoint, accelerator.print)
-    accelerator.print(parameter_report(model))
-    model = model.to(accelerator.device)
-    evaluate = evaluation_runner(cfg, accelerator, model, tokenizer, run_dir)
-    final_split = cfg.task.test_split or cfg.task.val_split
-
-    if cfg.evaluate:
-        metrics = evaluate(final_split, f"{final_split}")
-        accelerator.print(f"{final_split}: {metrics['main']}")
-        return {"test": metrics}
-
-    train_split = read_split(cfg, cfg.task.train_split, train=True)
-    features = encoder_features(cfg, accelerator, model, train_split, run_dir)
-    train_loader = build_loader(build_dataset(train_split, model, cfg, True, features), tokenizer, cfg, train=True)
-
-    def validate(epoch: int) -> float | None:
-        if not (cfg.task.val_split and cfg.eval.every_epoch):
-            return None
-        metrics = evaluate(cfg.task.val_split, f"{cfg.task.val_split}_epoch{epoch}")
-        accelerator.print(f"epoch {epoch} {cfg.task.val_split}: {metrics['main']}")
-        return metrics["main"]["value"]
-
-    trainer = Trainer(cfg, accelerator, model, train_loader, run_dir, validate)
-    if cfg.resume:
-        trainer.resume()
-    progress = trainer.fit()
-
-    results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value}
-    if final_split:
-        if cfg.save_best and progress.best_value is not None:
-            load_checkpoint_weights(accelerator.unwrap_model(trainer.model), run_dir / "best")
-            accelerator.print(f"testing the best checkpoint (epoch {progress.best_epoch})")
-        results["test"] = evaluate(final_split, final_split)
-        accelerator.print(f"{final_split}: {results['test']['main']}")
-    accelerator.end_training()
-    return results
-
+from training.command_line import run_command
+from training.run import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

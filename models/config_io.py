@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
+from models.user_errors import ConfigError, did_you_mean
 
-class ConfigError(ValueError):
-    pass
+__all__ = ["ConfigError", "from_dict", "to_dict", "set_dotted", "parse_override", "merge"]
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -70,8 +70,9 @@ def from_dict(cls: type, values: dict[str, Any], path: str = "") -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         where = f"{path}." if path else ""
-        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; known under '{path or 'top'}': "
-                          f"{sorted(known)}")
+        hint = did_you_mean(unknown[0], known, prefix=where)
+        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}{hint}; known under "
+                          f"'{path or 'top'}': {sorted(known)}")
     kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in values.items()}
     try:
         return cls(**kwargs)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
+from models.user_errors import UnknownNameError, did_you_mean
+
 T = TypeVar("T")
 
 
@@ -23,7 +25,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         if name not in self._builders:
             known = ", ".join(sorted(self._builders)) or "none"
-            raise KeyError(f"unknown {self.kind} '{name}'; registered: {known}")
+            raise UnknownNameError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._builders)}; registered: {known}")
         return self._builders[name]
 
     def build(self, name: str, *args, **kwargs) -> T:

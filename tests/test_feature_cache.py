@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import main as entry
+import training.run as entry
 from dataset.feature_cache import FeatureCache
 from tests.tiny_run import build_tiny_setup, tiny_config
 

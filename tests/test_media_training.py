@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-import main as entry
+import training.run as entry
 from dataset.synthetic.build_audio import build_audio_dataset
 from dataset.synthetic.build_video import build_video_dataset
 from tests.tiny_run import build_word_tokenizer, tiny_config

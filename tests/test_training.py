@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import main as entry
+import training.run as entry
 from models.config_io import ConfigError
 from tests.tiny_run import build_tiny_setup, tiny_config
 

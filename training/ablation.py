@@ -152,7 +152,7 @@ def read_metric(result: SizeResult) -> None:
 
 def train_size(argv: list[str], launcher: str | None) -> None:
     if launcher is None:
-        import main as entry
+        import training.run as entry
 
         entry.main(argv)
         gc.collect()

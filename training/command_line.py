@@ -1,0 +1,47 @@
+"""How every command of the project ends: results, or one `error: ...` line and exit status 2.
+
+User errors (models.user_errors.UserError: a config key, a path, a file's content, a launch) are
+printed as one line (plus indented detail lines where the message has them), once per launch (by the
+process of rank 0), without a traceback. Any other exception is a bug and keeps its traceback. With
+`--debug` on the command line or EPALM_DEBUG=1 in the environment, user errors keep theirs too.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+from models.user_errors import UserError
+
+DEBUG_ENV = "EPALM_DEBUG"
+USER_ERROR_STATUS = 2
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a launch (torchrun / accelerate set RANK), or a lone process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def format_user_error(error: BaseException) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return "\n".join([f"error: {lines[0]}", *("  " + line.strip() for line in lines[1:])])
+
+
+def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> int:
+    """Call `main(argv)` (argv without `--debug`); returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
+    try:
+        main(argv)
+    except UserError as error:
+        if debug:
+            raise
+        if is_main_process():
+            print(format_user_error(error), file=sys.stderr)
+        return USER_ERROR_STATUS
+    except KeyboardInterrupt:
+        if is_main_process():
+            print("interrupted", file=sys.stderr)
+        return 130
+    return 0
