@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset.feature_cache import FeatureCache, encode_items
-from dataset.media_dataset import MediaDecoder, MediaTextDataset
+from dataset.media_dataset import MediaTextDataset
+from models.modalities import get_modality
 from dataset.synthetic.build import build_image_dataset
 from dataset.tasks import TASK_READERS, TaskSplit
 from benchmarks import workloads
@@ -39,10 +40,9 @@ def synthetic_split(data_dir: Path | None, workdir: Path, samples: int) -> TaskS
 
 def build_feature_cache(model: EPALM, split: TaskSplit, folder: Path, device: torch.device) -> FeatureCache:
     """Encode every image once with the test-time preprocessing, as a run with `feature_cache: true` does."""
-    decode, transform = MediaDecoder("image"), model.encoder.preprocessing(train=False)
     computed, errors = encode_items(
         sorted({s.media for s in split}), split.media_root,
-        load=lambda path: transform(decode(path, False, None)),
+        load=get_modality("image").preprocessor(model.encoder, model.config.encoder, train=False),
         encode=lambda batch: model.encode(batch.to(device)), batch_size=64, show_progress=False,
     )
     cache = FeatureCache(folder)
@@ -76,9 +76,10 @@ def pipeline_step(
     """One training step on the next batch of the loader: media decoded and augmented (`cache` None, as a
     run with the default `augment: true`) or features read from `cache`."""
     if cache is None:
-        dataset = MediaTextDataset(split, True, 0, MediaDecoder("image"), model.encoder.preprocessing(train=True))
+        preprocess = get_modality("image").preprocessor(model.encoder, model.config.encoder, train=True)
+        dataset = MediaTextDataset(split, True, 0, preprocess)
     else:
-        dataset = MediaTextDataset(split, True, 0, None, None, features=cache, augment=False)
+        dataset = MediaTextDataset(split, True, 0, None, features=cache, augment=False)
     batch_size = inputs.input_ids.shape[0]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=StackMedia(), num_workers=workers,
                         persistent_workers=workers > 0, drop_last=True, pin_memory=device.type == "cuda")

@@ -10,36 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dataset.media.audio import load_audio
 from dataset.media.errors import MediaDecodeError
-from dataset.media.image import load_image
-from dataset.media.video import load_video_frames
 from dataset.records import Sample
 from dataset.tasks.task_split import TaskSplit
-
-
-class MediaDecoder:
-    """`decoder(path, train, rng)`: a PIL image, `(T, H, W, 3)` frames, or a mono waveform.
-
-    A class rather than a closure so that data-loader workers can pickle it."""
-
-    def __init__(self, modality: str, num_frames: int = 8, sample_rate: int = 16000):
-        if modality not in ("image", "video", "audio"):
-            raise ValueError(f"unknown modality '{modality}'; expected image, video or audio")
-        self.modality, self.num_frames, self.sample_rate = modality, num_frames, sample_rate
-
-    def __call__(self, path: str, train: bool, rng: np.random.Generator | None) -> Any:
-        if self.modality == "image":
-            return load_image(path)
-        if self.modality == "video":
-            return load_video_frames(path, self.num_frames, train, rng)
-        return load_audio(path, self.sample_rate)
+from models.modalities import Preprocessor
 
 
 def choose_target(sample: Sample, rng: random.Random) -> str:
@@ -54,9 +34,10 @@ def choose_target(sample: Sample, rng: random.Random) -> str:
 class MediaTextDataset(Dataset):
     """Items: `{"index", "uid", "prompt", "target", "media" (tensor) | "features" (tensor), "skipped"}`.
 
-    transform: the encoder's `preprocessing(train)`; None with `features` (cache) or for a blind model.
-    augment: False gives training items the test-time decoding (middle frames; the transform is the
-        caller's choice).
+    preprocess: the modality plugin's decode + transform for the encoder (models/modalities); None with
+        `features` (cache) or for a blind model.
+    augment: False gives training items the test-time decoding (middle frames; the preprocessor's transform
+        is the caller's choice).
     features: a mapping from media path to the cached `(K, d_enc)` encoder output.
     """
 
@@ -65,8 +46,7 @@ class MediaTextDataset(Dataset):
         split: TaskSplit,
         train: bool,
         seed: int,
-        decode: MediaDecoder | None,
-        transform: Callable[[Any], torch.Tensor] | None,
+        preprocess: Preprocessor | None,
         features: Any = None,
         augment: bool = True,
     ):
@@ -74,8 +54,7 @@ class MediaTextDataset(Dataset):
         self.train = train
         self.augment = augment
         self.seed = seed
-        self.decode = decode
-        self.transform = transform
+        self.preprocess = preprocess
         self.features = features
         self.epoch = 0
 
@@ -102,16 +81,18 @@ class MediaTextDataset(Dataset):
         try:
             if self.features is not None:
                 item["features"] = self.features[sample.media]
-            elif self.decode is not None:
+            elif self.preprocess is not None:
                 item["media"] = self._load(str(self.split.media_path(sample)), seed)
         except MediaDecodeError as error:
             item["skipped"] = f"{error.path}: {error.reason}"
         return item
 
     def _load(self, path: str, seed: int) -> torch.Tensor:
-        decoded = self.decode(path, self.train and self.augment, np.random.default_rng(seed))
+        # Test-time decoding (middle frames) when augmentation is off, whatever the preprocessor's own mode.
+        decoded = self.preprocess.modality.decode(path, self.train and self.augment, np.random.default_rng(seed),
+                                                  self.preprocess.encoder_cfg)
         with seeded_global_rngs(seed):
-            return self.transform(decoded)
+            return self.preprocess.transform(decoded)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dataset.collate import TextCollator
-from dataset.media_dataset import MediaTextDataset, choose_target, MediaDecoder
+from dataset.media_dataset import MediaTextDataset, choose_target
+from models.modalities import get_modality
 from dataset.records import Sample
 from dataset.tasks import TASK_READERS
 from models.encoders import build_encoder
@@ -31,7 +32,7 @@ def tokenizer(setup):
 def test_augmented_items_depend_on_seed_epoch_and_index_only(setup):
     split = TASK_READERS.build("vqa_v2", setup["data"], "karpathy_train")
     encoder = build_encoder(TINY_VIT)
-    dataset = MediaTextDataset(split, True, 7, MediaDecoder("image"), encoder.preprocessing(True))
+    dataset = MediaTextDataset(split, True, 7, get_modality("image").preprocessor(encoder, TINY_VIT, train=True))
     dataset.set_epoch(3)
     first = [dataset[i]["media"] for i in range(12)]
     torch.manual_seed(123), random.seed(5), np.random.seed(9)  # disturb every global RNG

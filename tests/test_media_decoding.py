@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset.media.audio import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures, load_audio, spec_augment
+from dataset.media.audio import load_audio
+from models.modalities.audio import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures, spec_augment
 from dataset.media.errors import MediaDecodeError
 from dataset.media.image import load_image
 from dataset.media.video import load_video_frames, sample_frame_indices, select_frames

@@ -7,9 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset.collate import TextCollator
-from dataset.media_dataset import MediaTextDataset, MediaDecoder
+from dataset.media_dataset import MediaTextDataset
 from dataset.tasks import TASK_READERS, TaskSplit
 from models.epalm import EPALM
+from models.modalities import get_modality
 from training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,11 @@ def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
 
 
 def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, features=None) -> MediaTextDataset:
-    decode = transform = None
+    preprocess = None
     if model.encoder is not None and features is None:
-        enc = cfg.model.encoder
-        decode = MediaDecoder(split.modality, num_frames=enc.num_frames, sample_rate=enc.sample_rate)
-        transform = model.encoder.preprocessing(train and cfg.train.augment)
-    return MediaTextDataset(split, train, cfg.seed, decode, transform, features, augment=cfg.train.augment)
+        preprocess = get_modality(split.modality).preprocessor(model.encoder, cfg.model.encoder,
+                                                               train and cfg.train.augment)
+    return MediaTextDataset(split, train, cfg.seed, preprocess, features, augment=cfg.train.augment)
 
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool) -> DataLoader:

@@ -7,8 +7,8 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
-from dataset.media_dataset import MediaDecoder
 from dataset.tasks.task_split import TaskSplit
+from models.modalities import get_modality
 from training.run_config import RunConfig
 
 
@@ -34,12 +34,11 @@ def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: Tas
     cache = FeatureCache(folder)
     missing = cache.missing(sorted({s.media for s in split}), split.media_root)
     if missing:
-        decode = MediaDecoder(split.modality, cfg.model.encoder.num_frames, cfg.model.encoder.sample_rate)
-        transform = encoder.preprocessing(train=False)
+        preprocess = get_modality(split.modality).preprocessor(encoder, cfg.model.encoder, train=False)
         computed, errors = encode_items(
             missing[accelerator.process_index :: accelerator.num_processes],
             split.media_root,
-            load=lambda path: transform(decode(path, False, None)),
+            load=preprocess,
             encode=lambda batch: model.encode(batch.to(accelerator.device)),
             batch_size=cfg.eval.batch_size * 4,
             show_progress=accelerator.is_local_main_process,

@@ -1,47 +1,20 @@
 """An HTML page of predictions next to their media and ground truth, self-contained (thumbnails inline)."""
 from __future__ import annotations
 
-import base64
 import html
-import io
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from dataset.media.errors import MediaDecodeError
-from dataset.media.image import load_image
-from dataset.media.video import load_video_frames
 from dataset.records import Sample
 from dataset.tasks.task_split import TaskSplit
 from models.atomic_io import write_text_atomic
-
-THUMBNAIL = 160
-
-
-def _png_data_uri(image: Image.Image) -> str:
-    image = image.copy()
-    image.thumbnail((THUMBNAIL, THUMBNAIL))
-    if max(image.size) < 96:  # tiny synthetic images: enlarge, sharp pixels
-        scale = 96 // max(image.size) + 1
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
+from models.modalities import get_modality
 
 def _media_cell(split: TaskSplit, sample: Sample, page_dir: Path) -> str:
     path = str(split.media_path(sample))
     try:
-        if split.modality == "image":
-            return f'<img src="{_png_data_uri(load_image(path))}">'
-        if split.modality == "video":
-            frames = load_video_frames(path, 4, train=False)
-            strip = Image.fromarray(np.concatenate(list(frames), axis=1))
-            return f'<img src="{_png_data_uri(strip)}">'
-        return f'<audio controls src="{html.escape(os.path.relpath(path, page_dir))}"></audio>'
+        return get_modality(split.modality).preview_html(path, page_dir)
     except MediaDecodeError as error:
         return f"<em>media not readable: {html.escape(error.reason)}</em>"
 

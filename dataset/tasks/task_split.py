@@ -20,7 +20,7 @@ class TaskSplit:
     task: str
     split: str
     kind: Literal["qa", "caption"]
-    modality: Literal["image", "video", "audio"]
+    modality: str  # a registered modality plugin (models/modalities): image, video, audio ...
     media_root: Path
     annotation_file: Path
     samples: list[Sample]

@@ -6,11 +6,11 @@ from typing import Any, Callable
 import torch
 from transformers import ASTConfig, ASTModel
 
-from dataset.media.audio import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures
 from models.encoders.base import ENCODERS
 from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from models.encoders.original_checkpoints import load_original_ast
+from models.modalities.audio import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures
 
 
 class ASTEncoder(LibraryEncoder):

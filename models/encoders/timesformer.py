@@ -4,57 +4,22 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
-from torchvision.transforms import v2
 from transformers import TimesformerConfig, TimesformerModel
 
 from models.encoders.base import ENCODERS
 from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from models.encoders.original_checkpoints import load_original_timesformer
+from models.modalities.video import VideoTransform
 
 logger = logging.getLogger(__name__)
 
 # What the original TimeSformer was trained with (facebookresearch/TimeSformer config defaults).
 TIMESFORMER_MEAN = (0.45, 0.45, 0.45)
 TIMESFORMER_STD = (0.225, 0.225, 0.225)
-TRAIN_CROP_SCALE = (0.5, 1.0)
-
-
-class VideoTransform:
-    """Frames `(T, H, W, 3)` uint8 (or a list of PIL images) -> normalised `(3, T, S, S)` float tensor.
-
-    Test: each frame resized to S x S (bicubic). Train: RandomResizedCrop(scale 0.5-1), horizontal flip and
-    RandAugment (2 ops, magnitude 9), with ONE draw of the random parameters for the whole clip, so the
-    frames stay a coherent video.
-    """
-
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], train: bool):
-        bicubic = v2.InterpolationMode.BICUBIC
-        if train:
-            spatial = [
-                v2.RandomResizedCrop(size, scale=TRAIN_CROP_SCALE, interpolation=bicubic, antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.RandAugment(num_ops=2, magnitude=9, interpolation=v2.InterpolationMode.BILINEAR),
-            ]
-        else:
-            spatial = [v2.Resize((size, size), interpolation=bicubic, antialias=True)]
-        # v2 transforms treat a (T, C, H, W) tensor as one image batch and draw their parameters once
-        self.transform = v2.Compose(
-            [*spatial, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
-        )
-
-    def __call__(self, frames: np.ndarray | Sequence[Image.Image]) -> torch.Tensor:
-        if not isinstance(frames, np.ndarray):
-            frames = np.stack([np.asarray(frame.convert("RGB")) for frame in frames])
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"video frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-        clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W)
-        return self.transform(clip).permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
 
 
 class TimesformerEncoder(LibraryEncoder):

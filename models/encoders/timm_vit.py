@@ -5,17 +5,14 @@ from typing import Any, Callable
 
 import timm
 import torch
-from timm.data import create_transform, resolve_data_config
+from timm.data import resolve_data_config
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 
 from models.encoders.base import ENCODERS
 from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder
-
-# Train-time augmentation of the eP-ALM reference: RandomResizedCrop(scale 0.5-1), flip, RandAugment.
-TRAIN_CROP_SCALE = (0.5, 1.0)
-RAND_AUGMENT = "rand-m9-n2-mstd0.5"
+from models.modalities.image import image_transform
 
 
 class TimmViTEncoder(LibraryEncoder):
@@ -52,27 +49,7 @@ class TimmViTEncoder(LibraryEncoder):
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         """PIL image -> `(3, S, S)`. Test: squash-resize to S x S; train: crop, flip, RandAugment."""
-        if train:
-            return create_transform(
-                self.image_size,
-                is_training=True,
-                scale=TRAIN_CROP_SCALE,
-                hflip=0.5,
-                auto_augment=RAND_AUGMENT,
-                interpolation=self.interpolation,
-                mean=self.mean,
-                std=self.std,
-                re_prob=0.0,
-            )
-        return create_transform(
-            self.image_size,
-            is_training=False,
-            crop_pct=1.0,
-            crop_mode="squash",  # Resize((S, S)) without keeping the aspect ratio, as the reference does
-            interpolation=self.interpolation,
-            mean=self.mean,
-            std=self.std,
-        )
+        return image_transform(self.image_size, self.interpolation, self.mean, self.std, train)
 
     def preprocessing_fingerprint(self) -> dict:
         return {

@@ -23,7 +23,8 @@ from torch import nn
 from tqdm import tqdm
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
-from dataset.media.audio import AUDIOSET_MEAN, AUDIOSET_STD, load_audio
+from dataset.media.audio import load_audio
+from models.modalities.audio import AUDIOSET_MEAN, AUDIOSET_STD
 from dataset.synthetic.audio_world import CLIP_SECONDS, SAMPLE_RATE, AudioWorld
 from models.encoders import EncoderConfig, build_encoder
 from models.encoders.ast import ASTEncoder
