@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from models.encoders.config import EncoderConfig
 from models.language_model import LanguageModelConfig
+from models.user_errors import ConfigError
+
+READOUTS = ("cls", "mean")
 
 
 @dataclass
@@ -12,7 +16,14 @@ class ModelConfig:
     """Key names follow the reference's configs where it has one.
 
     visual: False builds the blind baseline: same LM and soft prompt, no encoder, no visual token.
-    injected_hidden_states: K, how many encoder blocks (the last K) give a CLS token.
+    connector: a registered connector (models/connectors): "linear" (eP-ALM: injected into the LM's layers)
+        or "prefix" (the input-prefix connector: N LM input embeddings); connector_options: its own keys
+        (prefix: tokens, hidden).
+    injected_hidden_states: K, how many encoder blocks (the last K) are read.
+    readout: what is read of each of those blocks: "cls" (the CLS token, eP-ALM's) or "mean" (the mean of
+        the patch tokens), each through the encoder's final norm.
+    extra_encoders: further modalities of the same model, `{modality: encoder section}` (joint training,
+        several media in one prompt); each gets its own connector of the same type.
     shared_connector: one Linear for all K tokens (eP-ALM_pt-L) instead of K.
     start_layer_idx, end_layer_idx: injection layers `[start, end)`; absolute (>= 0), from the end
         (negative, clamped at 0) or relative to depth (a fraction in (0, 1)). The default -13..-1 gives
@@ -31,7 +42,10 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     visual: bool = True
     connector: str = "linear"
+    connector_options: dict[str, Any] = field(default_factory=dict)
     injected_hidden_states: int = 6
+    readout: str = "cls"
+    extra_encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     shared_connector: bool = False
     start_layer_idx: int | float = -13
     end_layer_idx: int | float = -1
@@ -44,3 +58,7 @@ class ModelConfig:
     prompt_init: str = "random"
     unfreeze_text_layer_norm: bool = False
     unfreeze_vision_layer_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.readout not in READOUTS:
+            raise ConfigError(f"model.readout must be one of {READOUTS}, got {self.readout!r}")

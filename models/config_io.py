@@ -41,6 +41,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         return from_dict(tp, value, path)
+    if origin is dict and _is_dataclass_type(typing.get_args(tp)[1]):  # e.g. dict[str, EncoderConfig]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of names to sections, got {value!r}")
+        return {key: _coerce(item, typing.get_args(tp)[1], f"{path}.{key}") for key, item in value.items()}
     if tp is Any or origin in (dict, list, tuple) or tp in (dict, list):
         return value
     if tp is bool:

@@ -1,5 +1,6 @@
-"""eP-ALM: a frozen perception encoder and a frozen decoder LM joined by a trainable linear connection
-and soft prompt; the connection's outputs are injected into the LM's layers (models/injection.py)."""
+"""eP-ALM and its neighbours: frozen perception encoders and a frozen decoder LM joined by trainable
+connectors and a soft prompt. A connector's tokens are injected into the LM's layers (eP-ALM,
+models/injection.py) or enter as LM input embeddings (the input-prefix connector)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,10 +9,14 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
+from models.connectors import Connector
 from models.encoders.base import PerceptionEncoder
-from models.injection import InjectionPlan, VisualInjector
+from models.injection import Conditioning, InjectionPlan, VisualInjector
 from models.language_model import FrozenLanguageModel
+from models.media_instances import instance_order
 from models.soft_prompt import SoftPrompt
+
+MediaInput = torch.Tensor | dict[str, torch.Tensor] | None
 
 
 @dataclass
@@ -20,54 +25,110 @@ class EPALMOutput:
 
 
 class EPALM(nn.Module):
-    """Only `connector` and `prompt_module` train (plus LayerNorms when the config unfreezes them)."""
+    """Only the connectors and `prompt_module` train (plus LayerNorms when the config unfreezes them).
+
+    `encoder` / `connector` serve the config's `model.encoder` (their state-dict keys are the reference's:
+    `connector.{i}.weight`); `extra_encoders` / `extra_connectors` the modalities of `model.extra_encoders`.
+
+    Media reach the model in one of two layouts (both in `forward` and `generate`):
+    - one instance per sample of the main modality, `media` `(B, ...)` or `features` `(B, K, d_enc)`, text
+      without a placeholder: eP-ALM's slot at position 0, or the input-prefix tokens after the soft prompt;
+    - several instances per sample (chat messages with placeholders): `media` / `features` map each
+      modality to its instances `(M_m, ...)`, and `media_index` `(B, T)` marks the text positions the
+      collator expanded each placeholder into (models/media_instances.py).
+    """
 
     def __init__(
         self,
         config: ModelConfig,
         lm: FrozenLanguageModel,
         encoder: PerceptionEncoder | None,
-        connector: nn.Module | None,
+        connector: Connector | None,
         prompt_module: SoftPrompt | None,
         plan: InjectionPlan | None,
         pad_token_id: int,
         eos_token_id: int,
+        extra_encoders: dict[str, PerceptionEncoder] | None = None,
+        extra_connectors: dict[str, Connector] | None = None,
     ):
         super().__init__()
         self.config = config
         self.lm = lm
         self.encoder = encoder
         self.connector = connector
+        self.extra_encoders = nn.ModuleDict(extra_encoders or {})
+        self.extra_connectors = nn.ModuleDict(extra_connectors or {})
         self.prompt_module = prompt_module
         self.plan = plan
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
-        self.injector = VisualInjector(
-            lm, plan, config.injection_mode, prompt_module.prompt_len if prompt_module is not None else 0
-        )
-        if encoder is not None:
-            encoder.requires_grad_(False)
+        self.injector = VisualInjector(lm, plan, config.injection_mode)
+        for module in self.encoders().values():
+            module.requires_grad_(False)
         self._unfreeze_layer_norms()
         self.train(False)
+
+    # --- structure ---------------------------------------------------------------------------------------
+    def encoders(self) -> dict[str, PerceptionEncoder]:
+        """modality -> frozen encoder, main modality first."""
+        if self.encoder is None:
+            return {}
+        return {self.encoder.modality: self.encoder, **dict(self.extra_encoders.items())}
+
+    @property
+    def modality(self) -> str | None:
+        """The main modality (of `model.encoder`), None for a blind model."""
+        return self.encoder.modality if self.encoder is not None else None
+
+    def encoder_for(self, modality: str | None) -> PerceptionEncoder:
+        encoders = self.encoders()
+        if not encoders:
+            raise ValueError("this model is blind (visual: false): it has no encoder")
+        modality = modality or self.modality
+        if modality not in encoders:
+            raise ValueError(f"this model has no encoder for modality '{modality}'; it reads {sorted(encoders)}")
+        return encoders[modality]
+
+    def connector_for(self, modality: str | None) -> Connector:
+        modality = modality or self.modality
+        self.encoder_for(modality)  # the same error for a modality the model does not read
+        return self.connector if modality == self.modality else self.extra_connectors[modality]
+
+    @property
+    def placement(self) -> str | None:
+        """"layers" (eP-ALM injection), "input" (input tokens), None (blind)."""
+        return self.connector.placement if self.connector is not None else None
+
+    @property
+    def tokens_per_instance(self) -> int:
+        """Text positions one media instance takes where a placeholder stands (0 for a blind model)."""
+        return self.connector.tokens_per_instance if self.connector is not None else 0
+
+    @property
+    def prefix_len(self) -> int:
+        """Positions before BOS in the one-instance layout: slot, soft prompt, input-prefix tokens."""
+        prompt = self.prompt_module.prompt_len if self.prompt_module is not None else 0
+        media = {"layers": 1, "input": self.tokens_per_instance}.get(self.placement, 0)
+        return prompt + media
 
     # --- parameters and modes --------------------------------------------------------------------------
     def _unfreeze_layer_norms(self) -> None:
         targets = []
         if self.config.unfreeze_text_layer_norm:
             targets.append(self.lm)
-        if self.config.unfreeze_vision_layer_norm and self.encoder is not None:
-            targets.append(self.encoder)
+        if self.config.unfreeze_vision_layer_norm:
+            targets.extend(self.encoders().values())
         for module in targets:
             for sub in module.modules():
                 if isinstance(sub, nn.LayerNorm) or type(sub).__name__.endswith("RMSNorm"):
                     sub.requires_grad_(True)
 
     def train(self, mode: bool = True) -> "EPALM":
-        # The frozen encoder and LM stay in eval mode (no dropout); their own train() refuses too.
+        # The frozen encoders and LM stay in eval mode (no dropout); their own train() refuses too.
         super().train(mode)
         self.lm.eval()
-        if self.encoder is not None:
-            self.encoder.eval()
+        for encoder in self.encoders().values():
+            encoder.eval()
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -75,59 +136,88 @@ class EPALM(nn.Module):
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {name: t.detach() for name, t in self.state_dict().items() if name in names}
 
-    @property
-    def prefix_len(self) -> int:
-        return self.injector.prefix_len
-
-    # --- forward -----------------------------------------------------------------------------------------
-    def encode(self, media: torch.Tensor) -> torch.Tensor:
-        """Frozen encoder: `(B, K, d_enc)` CLS tokens of its last K blocks."""
-        if self.encoder is None:
-            raise ValueError("this model is blind (visual: false): it has no encoder")
+    # --- media -> connector tokens -----------------------------------------------------------------------
+    def encode(self, media: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """Frozen encoder: `(M, K, d_enc)`, one vector per each of its last K blocks (`model.readout`)."""
+        encoder = self.encoder_for(modality)
         # No graph through the encoder unless some of it trains (unfreeze_vision_layer_norm).
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder.parameters())
-        weight = next(self.encoder.parameters())
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
+        weight = next(encoder.parameters())
         with torch.set_grad_enabled(needs_grad):
-            return self.encoder(media.to(weight.dtype), self.config.injected_hidden_states)
+            return encoder(media.to(weight.dtype), self.config.injected_hidden_states, self.config.readout)
 
-    def visual_tokens(self, media: torch.Tensor | None, features: torch.Tensor | None) -> torch.Tensor | None:
-        """Connector outputs `(B, K, d_lm)` from media, or from cached encoder features."""
-        if self.plan is None:
-            return None
+    def connect(self, features: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """Connector outputs of encoder features: `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
+        connector = self.connector_for(modality)
+        return connector(features.to(next(connector.parameters()).dtype))
+
+    def media_tokens(self, media: MediaInput, features: MediaInput, modality: str | None = None) -> torch.Tensor:
+        """Connector outputs of the instances of one modality, from media or from cached encoder features."""
         if features is None:
             if media is None:
-                raise ValueError("eP-ALM needs media (or cached encoder features) for every sample")
-            features = self.encode(media)
-        return self.connector(features.to(next(self.connector.parameters()).dtype))
+                raise ValueError("a model that reads media needs media (or cached encoder features) for every sample")
+            features = self.encode(media, modality)
+        return self.connect(features, modality)
 
-    def _prompt(self) -> torch.Tensor | None:
-        return self.prompt_module() if self.prompt_module is not None else None
+    def _instance_tokens(self, media: MediaInput, features: MediaInput) -> torch.Tensor:
+        """The rows of every instance of the batch, modalities in `instance_order`: `(M, W, d)`."""
+        media = media if isinstance(media, dict) or media is None else {self.modality: media}
+        features = features if isinstance(features, dict) or features is None else {self.modality: features}
+        names = instance_order(set(media or {}) | set(features or {}))
+        parts = [self.media_tokens((media or {}).get(m), (features or {}).get(m), m) for m in names]
+        if parts:
+            return torch.cat(parts, dim=0)
+        width = self.lm.hidden_size if self.placement == "layers" else self.lm.embedding_size
+        weight = next(self.connector.parameters())
+        return weight.new_zeros(0, self.config.injected_hidden_states if self.placement == "layers" else 1, width)
 
-    def _with_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def conditioning(self, media: MediaInput = None, features: MediaInput = None,
+                     media_index: torch.Tensor | None = None, tokens: torch.Tensor | None = None) -> Conditioning:
+        """What the LM receives besides the text. `tokens` replaces the connector's outputs (already computed,
+        e.g. by a generated adapter): `(B, ...)` in the one-instance layout, `(M, W, d)` with `media_index`."""
+        prompt = self.prompt_module() if self.prompt_module is not None else None
+        if self.connector is None:
+            return Conditioning(prompt=prompt)
+        if media_index is None:
+            visual = tokens if tokens is not None else self.media_tokens(media, features)
+            if self.placement == "layers":
+                return Conditioning(prompt=prompt, slot=visual)
+            return Conditioning(prompt=prompt, prefix=visual)
+        rows = tokens if tokens is not None else self._instance_tokens(media, features)
+        if self.placement == "input":
+            rows = rows.flatten(0, 1)  # instance i, token j -> row i * N + j; layers: instance i -> row i
+        return Conditioning(prompt=prompt, text_index=media_index, text_tokens=rows, text_placement=self.placement)
+
+    # --- forward -----------------------------------------------------------------------------------------
+    def _with_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     prefix_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         batch = input_ids.shape[0]
-        prefix_ids = input_ids.new_full((batch, self.prefix_len), self.pad_token_id)
-        prefix_mask = attention_mask.new_ones((batch, self.prefix_len))
+        prefix_ids = input_ids.new_full((batch, prefix_len), self.pad_token_id)
+        prefix_mask = attention_mask.new_ones((batch, prefix_len))
         return torch.cat([prefix_ids, input_ids], 1), torch.cat([prefix_mask, attention_mask], 1)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        media: torch.Tensor | None = None,
-        features: torch.Tensor | None = None,
+        media: MediaInput = None,
+        features: MediaInput = None,
         logit_positions: torch.Tensor | None = None,
+        media_index: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> EPALMOutput:
         """input_ids, attention_mask: `(B, T)` text (BOS first), any padding side.
 
         logits: `(B, T, V)`, or `(B, len(logit_positions), V)` at those text positions only (the LM head skips
         the others: `training.loss.predicting_positions`)."""
-        visual = self.visual_tokens(media, features)
-        ids, mask = self._with_prefix(input_ids, attention_mask)
+        cond = self.conditioning(media, features, media_index, tokens)
+        prefix_len = cond.prefix_len
+        ids, mask = self._with_prefix(input_ids, attention_mask, prefix_len)
         if logit_positions is None:
             logit_positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         # An index tensor, not an int slice: the head then reads a contiguous copy (faster on the CPU, in bf16).
-        keep = logit_positions.to(input_ids.device) + self.prefix_len
-        with self.injector.active(visual, self._prompt()):
+        keep = logit_positions.to(input_ids.device) + prefix_len
+        with self.injector.active(cond):
             out = self.lm.model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep)
         return EPALMOutput(logits=out.logits)
 
@@ -136,25 +226,28 @@ class EPALM(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        media: torch.Tensor | None = None,
-        features: torch.Tensor | None = None,
+        media: MediaInput = None,
+        features: MediaInput = None,
         max_new_tokens: int = 20,
         num_beams: int = 1,
         use_cache: bool | None = None,
+        media_index: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:
         """Greedy or beam-search continuation of left-padded text; returns only the new tokens.
 
-        `use_cache` defaults to True in `causal` mode and is refused in `epalm` mode, where the visual
-        token's state depends on every later position, so cached keys and values would be stale.
+        `use_cache` defaults to True except in `epalm` mode with slots, where a slot's state depends on every
+        later position, so cached keys and values would be stale: refused there.
         """
+        epalm_slots = self.config.injection_mode == "epalm" and self.placement == "layers"
         if use_cache is None:
-            use_cache = self.config.injection_mode == "causal"
-        if use_cache and self.config.injection_mode == "epalm" and self.plan is not None:
+            use_cache = not epalm_slots
+        if use_cache and epalm_slots:
             raise ValueError("epalm mode cannot generate with a KV cache: its visual token attends to later text")
-        visual = self.visual_tokens(media, features)
-        ids, mask = self._with_prefix(input_ids, attention_mask)
-        with self.injector.active(visual, self._prompt()):
+        cond = self.conditioning(media, features, media_index, tokens)
+        ids, mask = self._with_prefix(input_ids, attention_mask, cond.prefix_len)
+        with self.injector.active(cond):
             out = self.lm.model.generate(
                 input_ids=ids,
                 attention_mask=mask,

@@ -1,15 +1,17 @@
-"""One call builds an eP-ALM model (or its blind baseline) from a ModelConfig."""
+"""One call builds a model (eP-ALM, an input-prefix model, or a blind baseline) from a ModelConfig."""
 from __future__ import annotations
 
 import torch
 
 from models.config import ModelConfig
-from models.connector import CONNECTORS
+from models.connectors import build_connector
 from models.encoders import build_encoder
+from models.encoders.base import PerceptionEncoder
 from models.epalm import EPALM
 from models.injection import plan_injection
 from models.language_model import build_language_model, load_tokenizer
 from models.soft_prompt import SoftPrompt
+from models.user_errors import ConfigError
 
 
 def _prompt_init(cfg: ModelConfig, embeddings: torch.Tensor) -> torch.Tensor | None:
@@ -18,7 +20,15 @@ def _prompt_init(cfg: ModelConfig, embeddings: torch.Tensor) -> torch.Tensor | N
     if cfg.prompt_init == "vocab":
         rows = torch.randint(0, embeddings.shape[0], (cfg.prompt_len,))
         return embeddings[rows].detach().float().clone()
-    raise ValueError(f"prompt_init '{cfg.prompt_init}' is not one of: random, vocab")
+    raise ConfigError(f"model.prompt_init '{cfg.prompt_init}' is not one of: random, vocab")
+
+
+def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, name: str, modality: str | None = None) -> None:
+    if not 1 <= cfg.injected_hidden_states <= encoder.num_layers:
+        raise ConfigError(f"model.injected_hidden_states={cfg.injected_hidden_states} but encoder {name} "
+                          f"('{encoder.name}') has {encoder.num_layers} blocks")
+    if modality is not None and encoder.modality != modality:
+        raise ConfigError(f"{name} is listed under modality '{modality}' but its type reads '{encoder.modality}'")
 
 
 def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: bool = True) -> tuple[EPALM, object]:
@@ -27,20 +37,22 @@ def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: boo
         tokenizer = load_tokenizer(cfg.lm.tokenizer or cfg.lm.name)
     lm = build_language_model(cfg.lm, tokenizer)
     encoder = connector = plan = None
+    extra_encoders, extra_connectors = {}, {}
     if cfg.visual:
         encoder = build_encoder(cfg.encoder)
-        if not 1 <= cfg.injected_hidden_states <= encoder.num_layers:
-            raise ValueError(
-                f"injected_hidden_states={cfg.injected_hidden_states} but encoder '{cfg.encoder.name}' has "
-                f"{encoder.num_layers} blocks"
+        _check_encoder(cfg, encoder, "model.encoder")
+        connector = build_connector(cfg, encoder.hidden_size, lm)
+        for modality, encoder_cfg in cfg.extra_encoders.items():
+            if modality == encoder.modality:
+                raise ConfigError(f"model.extra_encoders.{modality}: model.encoder already reads {modality}")
+            extra_encoders[modality] = build_encoder(encoder_cfg)
+            _check_encoder(cfg, extra_encoders[modality], f"model.extra_encoders.{modality}", modality)
+            extra_connectors[modality] = build_connector(cfg, extra_encoders[modality].hidden_size, lm)
+        if connector.placement == "layers":
+            plan = plan_injection(
+                cfg.start_layer_idx, cfg.end_layer_idx, cfg.injected_hidden_states, lm.num_layers,
+                cfg.text_step, cfg.select_higher_step,
             )
-        plan = plan_injection(
-            cfg.start_layer_idx, cfg.end_layer_idx, cfg.injected_hidden_states, lm.num_layers,
-            cfg.text_step, cfg.select_higher_step,
-        )
-        connector = CONNECTORS.build(
-            cfg.connector, encoder.hidden_size, lm.hidden_size, cfg.injected_hidden_states, cfg.shared_connector
-        )
     prompt = None
     if cfg.prompt_tuning and cfg.prompt_len > 0:
         init = _prompt_init(cfg, lm.model.get_input_embeddings().weight)
@@ -48,5 +60,6 @@ def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: boo
     config = lm.model.config
     eos = tokenizer.eos_token_id if tokenizer is not None else config.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer is not None else config.pad_token_id
-    model = EPALM(cfg, lm, encoder, connector, prompt, plan, pad_token_id=pad if pad is not None else eos, eos_token_id=eos)
+    model = EPALM(cfg, lm, encoder, connector, prompt, plan, pad_token_id=pad if pad is not None else eos,
+                  eos_token_id=eos, extra_encoders=extra_encoders, extra_connectors=extra_connectors)
     return model, tokenizer

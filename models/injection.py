@@ -1,28 +1,37 @@
-"""Injection of visual tokens into a frozen decoder through hooks, in two modes.
+"""Conditioning a frozen decoder on media and a soft prompt through hooks: eP-ALM's layer injection (two
+mask modes) and input tokens.
 
-The decoder sees one extra sequence position 0 (the visual slot) from its first layer on, followed by
-the soft prompt and the text: `[slot, prompt_1..P, BOS, text...]`. Before the first injection layer no
-position may attend to the slot, so those layers compute exactly what they would compute without it
-(the reference *prepends* the token there instead; same result, but a fixed length keeps the KV cache
-and the library's generation loop working). At each injection layer the slot's hidden state is
-replaced by the visual token of that layer.
+The sequence the decoder sees is a prefix, then the text: `[slot][prompt_1..P][prefix_1..N] BOS text...`.
+- slot (eP-ALM's layout, one media instance per sample, text without a placeholder): one position 0 whose
+  hidden state is replaced by the visual token of each injection layer. Before the first injection layer
+  no position may attend to it, so those layers compute exactly what they would without it (the
+  reference *prepends* the token there instead; same result, but a fixed length keeps the KV cache and
+  the library's generation loop working).
+- prompt: the soft prompt's input embeddings.
+- prefix: input-prefix connector tokens (input embeddings) of one instance per sample, for text without
+  a placeholder.
+- Media placeholders inside the text (several instances per prompt) were expanded by the collator into
+  positions marked by `text_index`: each is an in-text slot (layer injection: replaced at the injection
+  layers, masked as the slot is) or an input token (its input embedding replaced).
+Prefix positions get position id 0 and no learned position embedding; text positions (media positions
+inside the text included) count from BOS, from the attention mask alone.
 
-Modes (layers from the first injection layer on):
-- `epalm`: the reference's mask: the slot attends to every position (future text and padding
-  included) and every position attends to it. Generation must then recompute the whole sequence at
-  every step, as the reference does.
-- `causal`: the ordinary causal mask: the slot sees only itself, so a text position never sees a
-  later one, training and generation compute the same function, and the KV cache is exact.
+Modes for slots (layers from the first injection layer on):
+- `epalm`: the reference's mask: a slot attends to every position (future text and padding included)
+  and every position attends to it. Generation must then recompute the whole sequence at every step, as
+  the reference does.
+- `causal`: a slot sees only itself and a text position never sees a later one, so training and
+  generation compute the same function and the KV cache is exact.
 
-Nothing of the library's decoder code is copied: hooks set `position_ids`, replace the prompt
-positions' input embeddings, silence learned position tables at prefix positions, swap each layer's
-`attention_mask` argument and overwrite the slot's hidden state.
+Nothing of the library's decoder code is copied: hooks set `position_ids`, replace input embeddings,
+silence learned position tables at prefix positions, swap each layer's `attention_mask` argument and
+overwrite the slots' hidden states.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -108,45 +117,81 @@ def _read_argument(args: tuple, kwargs: dict, name: str, position: int | None):
 
 
 @dataclass
+class Conditioning:
+    """What one forward (or one generate call) adds to the text, already in the LM's widths.
+
+    prompt: `(P, d_embed)` soft prompt.
+    slot: `(B, K, d_lm)` the visual tokens of one slot at position 0 (eP-ALM's layout).
+    prefix: `(B, N, d_embed)` input tokens after the prompt (input-prefix connector, no placeholder).
+    text_index: `(B, T0)` long over the initial text: -1 for text, else the row of `text_tokens` that the
+        media position holds (the collator expands each placeholder into its instance's positions).
+    text_tokens: the rows: `(R, K, d_lm)` in-text slots (`text_placement` "layers") or `(R, d_embed)`
+        input tokens ("input"); rows are shared by the batch, so beams need no copies.
+    """
+
+    prompt: torch.Tensor | None = None
+    slot: torch.Tensor | None = None
+    prefix: torch.Tensor | None = None
+    text_index: torch.Tensor | None = None
+    text_tokens: torch.Tensor | None = None
+    text_placement: str | None = None
+
+    @property
+    def prefix_len(self) -> int:
+        return ((self.slot is not None) + (self.prompt.shape[0] if self.prompt is not None else 0)
+                + (self.prefix.shape[1] if self.prefix is not None else 0))
+
+    @property
+    def batch_size(self) -> int | None:
+        for tensor in (self.slot, self.prefix, self.text_index):
+            if tensor is not None:
+                return tensor.shape[0]
+        return None
+
+
+def _per_row(tensor: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """generate() repeats each sample num_beams times: repeat per-sample tensors to match."""
+    if tensor is None or tensor.shape[0] == batch:
+        return tensor
+    return tensor.repeat_interleave(batch // tensor.shape[0], dim=0)
+
+
+@dataclass
 class _ForwardState:
     """What the hooks need for the forward pass now running (one generation step, or one training step)."""
 
+    cond: Conditioning  # rows repeated for beams
+    prefix_len: int
     mask_before: torch.Tensor  # additive (B, 1, q, kv), layers before the first injection layer
     mask_after: torch.Tensor  # additive (B, 1, q, kv), from the first injection layer on
-    prefix_in_query: bool  # the slot and prompt positions are among this pass's queries (no KV cache yet)
+    prefix_in_query: bool  # the whole sequence is among this pass's queries (no KV cache yet)
     position_keep: torch.Tensor  # (B, q, 1): 0 at prefix positions, where learned position tables are silenced
+    media_index: torch.Tensor | None  # (B, q) long: row of cond.text_tokens at in-text media positions, else -1
 
 
 class VisualInjector:
     """Installs the hooks on a frozen LM; they act only inside `active(...)`."""
 
-    def __init__(self, lm: FrozenLanguageModel, plan: InjectionPlan | None, mode: str, prompt_len: int):
+    def __init__(self, lm: FrozenLanguageModel, plan: InjectionPlan | None, mode: str):
         if mode not in MODES:
             raise ValueError(f"injection mode '{mode}' is not one of {MODES}")
         self.lm = lm
         self.plan = plan
         self.mode = mode
-        self.slot_len = 1 if plan is not None else 0
-        self.prompt_len = prompt_len
-        self.prefix_len = self.slot_len + prompt_len
-        self._visual: torch.Tensor | None = None
-        self._prompt: torch.Tensor | None = None
+        self._cond: Conditioning | None = None
         self._state: _ForwardState | None = None
-        self._active = False
         self._handles = self._install()
 
     # --- public -------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def active(self, visual: torch.Tensor | None, prompt: torch.Tensor | None):
-        """visual: `(B, K, d_lm)` connector outputs (None when blind); prompt: `(P, d_embed)` or None."""
-        if (visual is None) != (self.plan is None):
-            raise ValueError("visual tokens must be given exactly when the model has an injection plan")
-        self._visual, self._prompt, self._active = visual, prompt, True
+    def active(self, cond: Conditioning):
+        if (cond.slot is not None or cond.text_placement == "layers") and self.plan is None:
+            raise ValueError("slot tokens need an injection plan (a connector with placement 'layers')")
+        self._cond = cond
         try:
             yield
         finally:
-            self._visual = self._prompt = self._state = None
-            self._active = False
+            self._cond = self._state = None
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -167,7 +212,7 @@ class VisualInjector:
         return handles
 
     def _before_model(self, module, args, kwargs):
-        if not self._active:
+        if self._cond is None:
             return None
         mask2d = kwargs.get("attention_mask")
         tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
@@ -182,32 +227,58 @@ class VisualInjector:
             mask2d = torch.ones(tokens.shape[0], past + tokens.shape[1], dtype=torch.long, device=tokens.device)
         q_len = tokens.shape[1]
         past = mask2d.shape[1] - q_len
-        kwargs["position_ids"] = self._position_ids(mask2d)[:, past:]
-        self._state = self._forward_state(mask2d.bool(), q_len, past)
+        batch = tokens.shape[0]
+        cond = self._cond
+        cond = replace(cond, slot=_per_row(cond.slot, batch), prefix=_per_row(cond.prefix, batch),
+                       text_index=_per_row(cond.text_index, batch))
+        prefix_len = cond.prefix_len
+        kwargs["position_ids"] = self._position_ids(mask2d, prefix_len)[:, past:]
+        self._state = self._forward_state(cond, prefix_len, mask2d.bool(), q_len, past)
         return args, kwargs
 
-    def _position_ids(self, mask2d: torch.Tensor) -> torch.Tensor:
+    def _position_ids(self, mask2d: torch.Tensor, prefix_len: int) -> torch.Tensor:
         """Text positions count text tokens only (the prefix does not shift them); prefix positions get 0."""
-        text_mask = mask2d[:, self.prefix_len :].long()
+        text_mask = mask2d[:, prefix_len:].long()
         text_positions = torch.cumsum(text_mask, dim=1) * text_mask - 1
         text_positions = text_positions.clamp_min(self.lm.layout.pad_position_id)
-        prefix = torch.zeros(mask2d.shape[0], self.prefix_len, dtype=torch.long, device=mask2d.device)
+        prefix = torch.zeros(mask2d.shape[0], prefix_len, dtype=torch.long, device=mask2d.device)
         return torch.cat([prefix, text_positions], dim=1)
 
-    def _forward_state(self, mask2d: torch.Tensor, q_len: int, past: int) -> _ForwardState:
+    @staticmethod
+    def _media_index(cond: Conditioning, prefix_len: int, length: int) -> torch.Tensor | None:
+        """`(B, length)` over the whole sequence: the text_tokens row of each in-text media position, else -1
+        (text generated after the initial input holds no media)."""
+        if cond.text_index is None:
+            return None
+        index = cond.text_index
+        batch, text_len = index.shape
+        before = index.new_full((batch, prefix_len), -1)
+        after = index.new_full((batch, max(0, length - prefix_len - text_len)), -1)
+        return torch.cat([before, index, after], dim=1)[:, :length]
+
+    def _forward_state(self, cond: Conditioning, prefix_len: int, mask2d: torch.Tensor, q_len: int,
+                       past: int) -> _ForwardState:
         device = mask2d.device
+        length = mask2d.shape[1]
         queries = torch.arange(past, past + q_len, device=device)[:, None]
-        keys = torch.arange(mask2d.shape[1], device=device)[None, :]
+        keys = torch.arange(length, device=device)[None, :]
         allowed = (keys <= queries)[None] & mask2d[:, None, :]  # (B, q, kv): causal and not padding
+        media_index = self._media_index(cond, prefix_len, length)
+        slots = torch.zeros(mask2d.shape[0], length, dtype=torch.bool, device=device)  # (B, kv)
+        if cond.slot is not None:
+            slots[:, 0] = True
+        if media_index is not None and cond.text_placement == "layers":
+            slots |= media_index >= 0
         before = after = allowed
-        if self.slot_len:
-            slot_row = (queries == 0)[None]  # (1, q, 1)
-            before = allowed.clone()
-            before[:, :, 0] = slot_row[..., 0]  # nobody reads the slot before it holds a visual token
+        if bool(slots.any()):
+            slot_keys = slots[:, None, :]  # (B, 1, kv)
+            slot_queries = slots[:, past:, None]  # (B, q, 1)
+            itself = (keys == queries)[None]  # (1, q, kv)
+            before = allowed & (~slot_keys | itself)  # nobody reads a slot before it holds a visual token
             if self.mode == "epalm":
-                after = allowed.clone()
-                after[:, :, 0] = True  # every position attends to the visual token ...
-                after = after | slot_row  # ... and it attends to every position
+                after = allowed | slot_keys | slot_queries  # every position reads a slot, a slot reads every one
+            else:
+                after = allowed & (~slot_queries | itself)  # a slot sees only itself
         dtype = self.lm.dtype
         low = torch.finfo(dtype).min
 
@@ -215,32 +286,41 @@ class VisualInjector:
             zero = torch.zeros((), dtype=dtype, device=device)
             return torch.where(m, zero, torch.full((), low, dtype=dtype, device=device))[:, None]
 
-        keep = (torch.arange(past, past + q_len, device=device) >= self.prefix_len).to(dtype)
+        keep = (torch.arange(past, past + q_len, device=device) >= prefix_len).to(dtype)
         mask_before = additive(before)
         return _ForwardState(
+            cond=cond,
+            prefix_len=prefix_len,
             mask_before=mask_before,
             mask_after=mask_before if after is before else additive(after),
             prefix_in_query=past == 0,
             position_keep=keep[None, :, None].expand(mask2d.shape[0], -1, -1),
+            media_index=media_index[:, past:] if media_index is not None else None,
         )
 
     def _after_input_embeddings(self, module, args, output):
         state = self._state
-        if not self._active or state is None or not state.prefix_in_query or self.prefix_len == 0:
+        if self._cond is None or state is None or not state.prefix_in_query:
             return None
-        batch, _, width = output.shape
+        cond, batch, width = state.cond, output.shape[0], output.shape[2]
+        if cond.text_placement == "input" and state.media_index is not None:
+            output = _put_rows(output, state.media_index, cond.text_tokens)
+        if state.prefix_len == 0:
+            return output
         pieces = []
-        if self.slot_len:
+        if cond.slot is not None:
             # Placeholder: masked until the first injection layer overwrites it.
-            pieces.append(output.new_zeros(batch, self.slot_len, width))
-        if self.prompt_len:
-            pieces.append(self._prompt.to(output.dtype)[None].expand(batch, -1, -1))
-        pieces.append(output[:, self.prefix_len :])
+            pieces.append(output.new_zeros(batch, 1, width))
+        if cond.prompt is not None:
+            pieces.append(cond.prompt.to(output.dtype)[None].expand(batch, -1, -1))
+        if cond.prefix is not None:
+            pieces.append(cond.prefix.to(output.dtype))
+        pieces.append(output[:, state.prefix_len :])
         return torch.cat(pieces, dim=1)
 
     def _after_position_table(self, module, args, output):
         state = self._state
-        if not self._active or state is None:
+        if self._cond is None or state is None:
             return None
         return output * state.position_keep.to(output.dtype)
 
@@ -252,17 +332,28 @@ class VisualInjector:
 
         def hook(module, args, kwargs):
             state = self._state
-            if not self._active or state is None:
+            if self._cond is None or state is None:
                 return None
             mask = state.mask_before if before_injection else state.mask_after
             args, kwargs = _replace_argument(args, kwargs, "attention_mask", mask_position, mask)
             if token_index is not None and state.prefix_in_query:
+                cond = state.cond
                 hidden = _read_argument(args, kwargs, "hidden_states", hidden_position)
-                token = self._visual[:, token_index]
-                if hidden.shape[0] != token.shape[0]:  # beams: generate() repeats each sample num_beams times
-                    token = token.repeat_interleave(hidden.shape[0] // token.shape[0], dim=0)
-                hidden = torch.cat([token[:, None].to(hidden.dtype), hidden[:, 1:]], dim=1)
+                if cond.slot is not None:
+                    token = cond.slot[:, token_index]
+                    hidden = torch.cat([token[:, None].to(hidden.dtype), hidden[:, 1:]], dim=1)
+                if cond.text_placement == "layers" and state.media_index is not None:
+                    hidden = _put_rows(hidden, state.media_index, cond.text_tokens[:, token_index])
                 args, kwargs = _replace_argument(args, kwargs, "hidden_states", hidden_position, hidden)
             return args, kwargs
 
         return hook
+
+
+def _put_rows(hidden: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`hidden` `(B, L, d)` with position (b, t) replaced by `rows[index[b, t]]` wherever index >= 0."""
+    if rows is None or rows.shape[0] == 0:
+        return hidden
+    where = index >= 0
+    gathered = rows.to(hidden.dtype)[index.clamp_min(0)]
+    return torch.where(where[..., None], gathered, hidden)

@@ -1,6 +1,8 @@
-"""A name -> builder table, so a new encoder, connector or LM family is one added file."""
+"""A name -> builder table, so a new encoder, connector, modality or LM family is one added file."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, TypeVar
 
 from models.user_errors import UnknownNameError, did_you_mean
@@ -9,9 +11,20 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    """discover: a package whose every module is imported (and so registers itself) at the first lookup;
+    lazily, so that a plugin module may import the code that imports the registry."""
+
+    def __init__(self, kind: str, discover: str | None = None):
         self.kind = kind
         self._builders: dict[str, Callable[..., T]] = {}
+        self._discover = discover
+
+    def _discover_plugins(self) -> None:
+        if self._discover is None:
+            return
+        package, self._discover = importlib.import_module(self._discover), None
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{info.name}")
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def wrap(builder: Callable[..., T]) -> Callable[..., T]:
@@ -23,6 +36,7 @@ class Registry(Generic[T]):
         return wrap
 
     def get(self, name: str) -> Callable[..., T]:
+        self._discover_plugins()
         if name not in self._builders:
             known = ", ".join(sorted(self._builders)) or "none"
             raise UnknownNameError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._builders)}; registered: {known}")
@@ -32,7 +46,9 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **kwargs)
 
     def names(self) -> list[str]:
+        self._discover_plugins()
         return sorted(self._builders)
 
     def __contains__(self, name: str) -> bool:
+        self._discover_plugins()
         return name in self._builders

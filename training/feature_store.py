@@ -19,7 +19,7 @@ def encoder_identity(cfg: RunConfig) -> dict:
         "checkpoint": str(Path(enc.checkpoint).resolve()) if enc.checkpoint else None,
         "checkpoint_stamp": file_stamp(Path(enc.checkpoint)) if enc.checkpoint else None,
         "num_frames": enc.num_frames, "audio_frames": enc.audio_frames, "sample_rate": enc.sample_rate,
-        "dtype": enc.dtype,
+        "dtype": enc.dtype, "readout": cfg.model.readout,
     }
 
 

@@ -9,12 +9,15 @@ from training.run_config import TrainConfig
 
 
 def parameter_groups(model: EPALM, cfg: TrainConfig) -> list[dict]:
-    """Connector at `lr`, soft prompt at `prompt_lr`, anything else unfrozen (LayerNorms) at `lr`."""
+    """Connectors at `lr`, soft prompt at `prompt_lr`, anything else unfrozen (LayerNorms) at `lr`."""
     groups: dict[str, list[torch.nn.Parameter]] = {"connector": [], "prompt": [], "other": []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        part = "connector" if name.startswith("connector.") else "prompt" if name.startswith("prompt_module.") else "other"
+        if name.startswith(("connector.", "extra_connectors.")):
+            part = "connector"
+        else:
+            part = "prompt" if name.startswith("prompt_module.") else "other"
         groups[part].append(param)
     lrs = {"connector": cfg.lr, "prompt": cfg.prompt_lr, "other": cfg.lr}
     return [

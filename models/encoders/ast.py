@@ -26,13 +26,13 @@ class ASTEncoder(LibraryEncoder):
         self.mel_bins = model.config.num_mel_bins
         self.mean, self.std = mean, std
 
-    def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         self.check_num_tokens(num_tokens)
         if media.ndim != 3 or media.shape[1:] != (self.audio_frames, self.mel_bins):
             raise ValueError(f"expected fbank (B, {self.audio_frames}, {self.mel_bins}), got {tuple(media.shape)}")
         out = self.model(input_values=media, output_hidden_states=True)
-        # position 0 is the CLS token (position 1 the distillation token)
-        return self.last_cls_tokens(out.hidden_states, num_tokens, self.model.layernorm)
+        # position 0 is the CLS token, position 1 the distillation token, then the patches
+        return self.last_block_tokens(out.hidden_states, num_tokens, self.model.layernorm, readout, 2)
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         """Mono waveform at `sample_rate` (from `dataset.media.audio.load_audio`) -> `(frames, mel)` fbank."""

@@ -10,8 +10,12 @@ from torch import nn
 from models.registry import Registry
 
 
+READOUTS = ("cls", "mean")
+
+
 class PerceptionEncoder(nn.Module, ABC):
-    """A frozen encoder that returns the CLS token of each of its last K blocks.
+    """A frozen encoder that returns one vector per each of its last K blocks: the CLS token, or the mean of
+    the patch tokens (`readout`).
 
     Subclasses wrap a library model (timm, transformers) and never re-implement its blocks.
 
@@ -26,11 +30,12 @@ class PerceptionEncoder(nn.Module, ABC):
     num_layers: int
 
     @abstractmethod
-    def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         """Encode a batch and return `(B, num_tokens, hidden_size)`.
 
-        Token k is the CLS token (position 0) after block `num_layers - num_tokens + k`, passed through the
-        encoder's final norm. Inputs: images `(B, C, H, W)`, videos `(B, C, T, H, W)`, audio fbank `(B, frames, mel)`.
+        Token k is read from the output of block `num_layers - num_tokens + k`, passed through the encoder's
+        final norm: its CLS token (position 0; readout "cls") or the mean of its patch tokens ("mean").
+        Inputs: images `(B, C, H, W)`, videos `(B, C, T, H, W)`, audio fbank `(B, frames, mel)`.
         """
 
     @abstractmethod

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers.utils import cached_file
 
-from models.encoders.base import PerceptionEncoder
+from models.encoders.base import READOUTS, PerceptionEncoder
 
 
 class LibraryEncoder(PerceptionEncoder):
@@ -27,15 +27,22 @@ class LibraryEncoder(PerceptionEncoder):
         if not 1 <= num_tokens <= self.num_layers:
             raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
 
-    def last_cls_tokens(
-        self, hidden_states: Sequence[torch.Tensor], num_tokens: int, final_norm: nn.Module
+    def last_block_tokens(
+        self, hidden_states: Sequence[torch.Tensor], num_tokens: int, final_norm: nn.Module, readout: str,
+        num_prefix_tokens: int,
     ) -> torch.Tensor:
         """`(B, K, d)` from transformers' `hidden_states`: entry 0 is the embedding output and entry i the
-        output of block i-1 (before the final norm), so the last K entries are the last K blocks."""
+        output of block i-1 (before the final norm), so the last K entries are the last K blocks. Patch tokens
+        start after the `num_prefix_tokens` (CLS, and AST's distillation token)."""
         if len(hidden_states) != self.num_layers + 1:
             raise RuntimeError(f"model returned {len(hidden_states)} hidden states, expected {self.num_layers + 1}")
-        cls_tokens = torch.stack([h[:, 0] for h in hidden_states[-num_tokens:]], dim=1)
-        return final_norm(cls_tokens)  # LayerNorm is per token: the same as norming whole sequences
+        blocks = hidden_states[-num_tokens:]
+        if readout == "cls":
+            # LayerNorm is per token: norming the CLS tokens alone is the same as norming whole sequences
+            return final_norm(torch.stack([h[:, 0] for h in blocks], dim=1))
+        if readout == "mean":
+            return torch.stack([final_norm(h[:, num_prefix_tokens:]).mean(1) for h in blocks], dim=1)
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
 
 def read_preprocessor_config(name: str) -> dict[str, Any]:

@@ -34,12 +34,12 @@ class TimesformerEncoder(LibraryEncoder):
         self.image_size = int(model.config.image_size)
         self.mean, self.std = tuple(mean), tuple(std)
 
-    def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         self.check_num_tokens(num_tokens)
         if media.ndim != 5 or media.shape[2] != self.num_frames:
             raise ValueError(f"expected videos (B, C, {self.num_frames}, H, W), got {tuple(media.shape)}")
         out = self.model(pixel_values=media.transpose(1, 2), output_hidden_states=True)  # wants (B, T, C, H, W)
-        return self.last_cls_tokens(out.hidden_states, num_tokens, self.model.layernorm)
+        return self.last_block_tokens(out.hidden_states, num_tokens, self.model.layernorm, readout, 1)
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         return VideoTransform(self.image_size, self.mean, self.std, train)

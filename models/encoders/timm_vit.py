@@ -34,7 +34,7 @@ class TimmViTEncoder(LibraryEncoder):
         else:
             self.mean, self.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
 
-    def forward(self, media: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         self.check_num_tokens(num_tokens)
         per_block = self.model.forward_intermediates(
             media,
@@ -45,6 +45,8 @@ class TimmViTEncoder(LibraryEncoder):
             intermediates_only=True,
         )
         # each entry is (patch tokens, prefix tokens); prefix position 0 is the class token
+        if readout == "mean":
+            return torch.stack([patches.mean(1) for patches, _ in per_block], dim=1)
         return torch.stack([prefix[:, 0] for _, prefix in per_block], dim=1)
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import importlib
 import os
-import pkgutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -75,8 +74,9 @@ class Preprocessor:
         return self.transform(self.decode(path, rng))
 
 
-MODALITIES: Registry[Modality] = Registry("modality")
+MODALITIES: Registry[Modality] = Registry("modality", discover="models.modalities")
 _PLACEHOLDERS: dict[str, str] = {}
+_instances: dict[str, Modality] = {}
 
 
 def register_modality(cls: type[Modality]) -> type[Modality]:
@@ -92,22 +92,6 @@ def register_modality(cls: type[Modality]) -> type[Modality]:
     return cls
 
 
-_builtin_loaded = False
-_instances: dict[str, Modality] = {}
-
-
-def _load_builtin() -> None:
-    """Import every plugin module of this package once (lazily: encoders import the plugins' transforms)."""
-    global _builtin_loaded
-    if _builtin_loaded:
-        return
-    _builtin_loaded = True
-    package = Path(__file__).parent
-    for info in pkgutil.iter_modules([str(package)]):
-        if info.name not in ("base",):
-            importlib.import_module(f"models.modalities.{info.name}")
-
-
 def load_plugins(modules: list[str]) -> None:
     """Import plugin modules by name (`package.module`); each registers what it defines."""
     for name in modules:
@@ -118,18 +102,16 @@ def load_plugins(modules: list[str]) -> None:
 
 
 def get_modality(name: str) -> Modality:
-    _load_builtin()
     if name not in _instances:
         _instances[name] = MODALITIES.build(name)
     return _instances[name]
 
 
 def modality_names() -> list[str]:
-    _load_builtin()
     return MODALITIES.names()
 
 
 def placeholders() -> dict[str, str]:
     """placeholder -> modality name, of every registered modality."""
-    _load_builtin()
+    MODALITIES.names()  # discovers the built-in plugins
     return dict(_PLACEHOLDERS)

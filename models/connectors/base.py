@@ -1,0 +1,63 @@
+"""The interface every connector implements, and how one is built from the model config."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from models.config_io import from_dict
+from models.registry import Registry
+
+if TYPE_CHECKING:
+    from models.config import ModelConfig
+    from models.language_model import FrozenLanguageModel
+
+PLACEMENTS = ("layers", "input")
+
+
+@dataclass
+class NoOptions:
+    """A connector without options of its own (`model.connector_options` must be empty)."""
+
+
+class Connector(nn.Module, ABC):
+    """Maps the frozen encoder's features of M media instances, `(M, K, d_enc)`, to what the LM receives.
+
+    placement: "layers": returns `(M, K, d_lm)`, the visual token of each injection layer of one slot
+        position (d_lm: the decoder's hidden width); "input": returns `(M, N, d_embed)`, N LM input
+        embeddings (d_embed: the input-embedding width, before OPT's project_in).
+    tokens_per_instance: text positions one instance takes (1 slot, or N input tokens).
+    Options: a dataclass of the connector's own keys, read strictly from `model.connector_options`.
+    """
+
+    placement: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    tokens_per_instance: int
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: ModelConfig, options: Any, encoder_width: int, lm: FrozenLanguageModel) -> Connector:
+        """Build for one encoder of width `encoder_width` feeding `lm`."""
+
+    @abstractmethod
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """`(M, K, d_enc)` encoder features -> `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
+
+
+CONNECTORS: Registry[type[Connector]] = Registry("connector", discover="models.connectors")
+
+
+def connector_class(name: str) -> type[Connector]:
+    return CONNECTORS.get(name)
+
+
+def build_connector(cfg: ModelConfig, encoder_width: int, lm: FrozenLanguageModel) -> Connector:
+    cls = connector_class(cfg.connector)
+    options = from_dict(cls.Options, dict(cfg.connector_options), "model.connector_options")
+    connector = cls.from_config(cfg, options, encoder_width, lm)
+    if connector.placement not in PLACEMENTS:
+        raise TypeError(f"connector '{cfg.connector}': placement '{connector.placement}' is not one of {PLACEMENTS}")
+    return connector
