@@ -36,6 +36,8 @@ class ModelConfig:
     prompt_init: "random" (normal, as nn.Embedding) or "vocab" (copies of random rows of the LM's input
         embeddings, which starts a tiny LM off where it can read the prompt).
     unfreeze_text_layer_norm / unfreeze_vision_layer_norm: also train the LayerNorms of the LM / encoder.
+    plugins: modules to import before building (`package.module`), defining modalities, encoders or
+        connectors outside this repository's folders; kept in checkpoints so that they load again.
     """
 
     lm: LanguageModelConfig = field(default_factory=LanguageModelConfig)
@@ -58,6 +60,7 @@ class ModelConfig:
     prompt_init: str = "random"
     unfreeze_text_layer_norm: bool = False
     unfreeze_vision_layer_norm: bool = False
+    plugins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:

@@ -10,6 +10,7 @@ from models.encoders.base import PerceptionEncoder
 from models.epalm import EPALM
 from models.injection import plan_injection
 from models.language_model import build_language_model, load_tokenizer
+from models.modalities import load_plugins
 from models.soft_prompt import SoftPrompt
 from models.user_errors import ConfigError
 
@@ -33,6 +34,7 @@ def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, name: str, moda
 
 def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: bool = True) -> tuple[EPALM, object]:
     """Returns the model and the LM's tokenizer (loaded from `cfg.lm` unless given, None if it has none)."""
+    load_plugins(cfg.plugins)
     if tokenizer is None and load_tokenizer_if_missing:
         tokenizer = load_tokenizer(cfg.lm.tokenizer or cfg.lm.name)
     lm = build_language_model(cfg.lm, tokenizer)

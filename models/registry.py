@@ -11,20 +11,20 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """discover: a package whose every module is imported (and so registers itself) at the first lookup;
+    """discover: packages whose every module is imported (and so registers itself) at the first lookup;
     lazily, so that a plugin module may import the code that imports the registry."""
 
-    def __init__(self, kind: str, discover: str | None = None):
+    def __init__(self, kind: str, discover: tuple[str, ...] = ()):
         self.kind = kind
         self._builders: dict[str, Callable[..., T]] = {}
-        self._discover = discover
+        self._discover = tuple(discover)
 
     def _discover_plugins(self) -> None:
-        if self._discover is None:
-            return
-        package, self._discover = importlib.import_module(self._discover), None
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+        packages, self._discover = self._discover, ()
+        for name in packages:
+            package = importlib.import_module(name)
+            for info in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{package.__name__}.{info.name}")
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def wrap(builder: Callable[..., T]) -> Callable[..., T]:

@@ -47,7 +47,7 @@ class Connector(nn.Module, ABC):
         """`(M, K, d_enc)` encoder features -> `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
 
 
-CONNECTORS: Registry[type[Connector]] = Registry("connector", discover="models.connectors")
+CONNECTORS: Registry[type[Connector]] = Registry("connector", discover=("models.connectors",))
 
 
 def connector_class(name: str) -> type[Connector]:

@@ -47,4 +47,5 @@ class PerceptionEncoder(nn.Module, ABC):
         return {}
 
 
-ENCODERS: Registry[PerceptionEncoder] = Registry("perception encoder")
+# A modality plugin may define its own encoder (models/modalities/*.py): those modules are discovered too.
+ENCODERS: Registry[PerceptionEncoder] = Registry("perception encoder", discover=("models.modalities",))

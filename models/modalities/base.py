@@ -74,7 +74,7 @@ class Preprocessor:
         return self.transform(self.decode(path, rng))
 
 
-MODALITIES: Registry[Modality] = Registry("modality", discover="models.modalities")
+MODALITIES: Registry[Modality] = Registry("modality", discover=("models.modalities",))
 _PLACEHOLDERS: dict[str, str] = {}
 _instances: dict[str, Modality] = {}
 
