@@ -77,9 +77,9 @@ def pipeline_step(
     run with the default `augment: true`) or features read from `cache`."""
     if cache is None:
         preprocess = get_modality("image").preprocessor(model.encoder, model.config.encoder, train=True)
-        dataset = MediaTextDataset(split, True, 0, preprocess)
+        dataset = MediaTextDataset(split, True, 0, {"image": preprocess})
     else:
-        dataset = MediaTextDataset(split, True, 0, None, features=cache, augment=False)
+        dataset = MediaTextDataset(split, True, 0, None, features={"image": cache}, augment=False)
     batch_size = inputs.input_ids.shape[0]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=StackMedia(), num_workers=workers,
                         persistent_workers=workers > 0, drop_last=True, pin_memory=device.type == "cuda")

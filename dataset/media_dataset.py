@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset.media.errors import MediaDecodeError
-from dataset.records import Sample
+from dataset.records import MediaItem, Sample
 from dataset.tasks.task_split import TaskSplit
 from models.modalities import Preprocessor
 
@@ -32,13 +32,15 @@ def choose_target(sample: Sample, rng: random.Random) -> str:
 
 
 class MediaTextDataset(Dataset):
-    """Items: `{"index", "uid", "prompt", "target", "media" (tensor) | "features" (tensor), "skipped"}`.
+    """Items: `{"index", "uid", "prompt", "target", "skipped"}` and the media:
+    - one instance (reference formats): `"media"` (tensor) or `"features"` (cached `(K, d_enc)` tensor);
+    - chat rows: `"messages"` and `"instances"`, `[{"modality", "media" | "features"}]` in placeholder order.
 
-    preprocess: the modality plugin's decode + transform for the encoder (models/modalities); None with
-        `features` (cache) or for a blind model.
+    preprocess: `{modality: Preprocessor}`, the modality plugins' decode + transform for the model's encoders
+        (models/modalities); None with `features` (cache) or for a blind model.
+    features: `{modality: mapping from media path to the cached (K, d_enc) encoder output}`.
     augment: False gives training items the test-time decoding (middle frames; the preprocessor's transform
         is the caller's choice).
-    features: a mapping from media path to the cached `(K, d_enc)` encoder output.
     """
 
     def __init__(
@@ -46,8 +48,8 @@ class MediaTextDataset(Dataset):
         split: TaskSplit,
         train: bool,
         seed: int,
-        preprocess: Preprocessor | None,
-        features: Any = None,
+        preprocess: dict[str, Preprocessor] | None,
+        features: dict[str, Any] | None = None,
         augment: bool = True,
     ):
         self.split = split
@@ -79,20 +81,37 @@ class MediaTextDataset(Dataset):
             "skipped": None,
         }
         try:
-            if self.features is not None:
-                item["features"] = self.features[sample.media]
-            elif self.preprocess is not None:
-                item["media"] = self._load(str(self.split.media_path(sample)), seed)
+            if sample.messages is not None:
+                item["messages"] = sample.messages
+                item["instances"] = [self._instance(entry, seed + k) for k, entry in enumerate(sample.items)]
+            elif self.features is not None or self.preprocess is not None:
+                instance = self._instance(MediaItem(self.split.modality, sample.media), seed)
+                item.update({key: value for key, value in instance.items() if key != "modality"})
         except MediaDecodeError as error:
             item["skipped"] = f"{error.path}: {error.reason}"
         return item
 
-    def _load(self, path: str, seed: int) -> torch.Tensor:
-        # Test-time decoding (middle frames) when augmentation is off, whatever the preprocessor's own mode.
-        decoded = self.preprocess.modality.decode(path, self.train and self.augment, np.random.default_rng(seed),
-                                                  self.preprocess.encoder_cfg)
-        with seeded_global_rngs(seed):
-            return self.preprocess.transform(decoded)
+    def _instance(self, entry: MediaItem, seed: int) -> dict[str, Any]:
+        """`{"modality", "features" | "media"}` of one instance; {"modality"} alone for a blind model."""
+        instance: dict[str, Any] = {"modality": entry.modality}
+        if self.features is not None:
+            instance["features"] = self._table(self.features, entry.modality)[entry.path]
+        elif self.preprocess is not None:
+            preprocess = self._table(self.preprocess, entry.modality)
+            path = str(self.split.media_root / entry.path)
+            # Test-time decoding (middle frames) when augmentation is off, whatever the preprocessor's own mode.
+            decoded = preprocess.modality.decode(path, self.train and self.augment, np.random.default_rng(seed),
+                                                 preprocess.encoder_cfg)
+            with seeded_global_rngs(seed):
+                instance["media"] = preprocess.transform(decoded)
+        return instance
+
+    @staticmethod
+    def _table(by_modality: dict[str, Any], modality: str) -> Any:
+        if modality not in by_modality:
+            raise ValueError(f"no encoder for modality '{modality}' (the model reads {sorted(by_modality)}): "
+                             "add it under model.extra_encoders")
+        return by_modality[modality]
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ def tokenizer(setup):
 def test_augmented_items_depend_on_seed_epoch_and_index_only(setup):
     split = TASK_READERS.build("vqa_v2", setup["data"], "karpathy_train")
     encoder = build_encoder(TINY_VIT)
-    dataset = MediaTextDataset(split, True, 7, get_modality("image").preprocessor(encoder, TINY_VIT, train=True))
+    dataset = MediaTextDataset(split, True, 7, {"image": get_modality("image").preprocessor(encoder, TINY_VIT, True)})
     dataset.set_epoch(3)
     first = [dataset[i]["media"] for i in range(12)]
     torch.manual_seed(123), random.seed(5), np.random.seed(9)  # disturb every global RNG

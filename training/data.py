@@ -39,8 +39,10 @@ def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
 def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, features=None) -> MediaTextDataset:
     preprocess = None
     if model.encoder is not None and features is None:
-        preprocess = get_modality(split.modality).preprocessor(model.encoder, cfg.model.encoder,
-                                                               train and cfg.train.augment)
+        configs = {model.modality: cfg.model.encoder, **cfg.model.extra_encoders}
+        preprocess = {modality: get_modality(modality).preprocessor(encoder, configs[modality],
+                                                                    train and cfg.train.augment)
+                      for modality, encoder in model.encoders().items()}
     return MediaTextDataset(split, train, cfg.seed, preprocess, features, augment=cfg.train.augment)
 
 

@@ -1,4 +1,4 @@
-"""Wires the frozen-encoder feature cache (dataset/feature_cache.py) into a run."""
+"""Wires the frozen-encoder feature cache (dataset/feature_cache.py) into a run: one cache per encoder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,13 +7,15 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
+from dataset.records import media_items
 from dataset.tasks.task_split import TaskSplit
+from models.encoders.config import EncoderConfig
 from models.modalities import get_modality
 from training.run_config import RunConfig
 
 
-def encoder_identity(cfg: RunConfig) -> dict:
-    enc = cfg.model.encoder
+def encoder_identity(cfg: RunConfig, enc: EncoderConfig | None = None) -> dict:
+    enc = enc or cfg.model.encoder
     return {
         "type": enc.type, "name": enc.name, "pretrained": enc.pretrained, "model_kwargs": enc.model_kwargs,
         "checkpoint": str(Path(enc.checkpoint).resolve()) if enc.checkpoint else None,
@@ -23,23 +25,46 @@ def encoder_identity(cfg: RunConfig) -> dict:
     }
 
 
-def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: TaskSplit, run_dir: Path):
-    """The split's cached encoder outputs (computing what is missing, sharded over processes), or None
-    when the cache is off or the model is blind."""
+def split_media(split: TaskSplit) -> dict[str, list[str]]:
+    """modality -> the split's distinct media paths of that modality."""
+    found: dict[str, set[str]] = {}
+    for sample in split:
+        for item in media_items(sample, split.modality):
+            found.setdefault(item.modality, set()).add(item.path)
+    return {modality: sorted(paths) for modality, paths in found.items()}
+
+
+def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: TaskSplit,
+                     run_dir: Path) -> dict[str, FeatureCache] | None:
+    """`{modality: cache}` of the split's encoder outputs (computing what is missing, sharded over processes),
+    or None when the cache is off or the model is blind."""
     if not cfg.train.feature_cache or model.encoder is None:
         return None
-    encoder = model.encoder
-    key = cache_key(encoder_identity(cfg), encoder.preprocessing_fingerprint(), cfg.model.injected_hidden_states)
+    configs = {model.modality: cfg.model.encoder, **cfg.model.extra_encoders}
+    caches = {}
+    for modality, media in split_media(split).items():
+        if modality not in configs:
+            raise ValueError(f"{split.annotation_file}: {modality} media but the model reads "
+                             f"{sorted(configs)} (add model.extra_encoders.{modality})")
+        caches[modality] = _modality_cache(cfg, accelerator, model, split, modality, configs[modality], media)
+    return caches
+
+
+def _modality_cache(cfg: RunConfig, accelerator: Accelerator, model, split: TaskSplit, modality: str,
+                    encoder_cfg: EncoderConfig, media: list[str]) -> FeatureCache:
+    encoder = model.encoder_for(modality)
+    key = cache_key(encoder_identity(cfg, encoder_cfg), encoder.preprocessing_fingerprint(),
+                    cfg.model.injected_hidden_states)
     folder = Path(cfg.train.feature_cache_dir) / key
     cache = FeatureCache(folder)
-    missing = cache.missing(sorted({s.media for s in split}), split.media_root)
+    missing = cache.missing(media, split.media_root)
     if missing:
-        preprocess = get_modality(split.modality).preprocessor(encoder, cfg.model.encoder, train=False)
+        preprocess = get_modality(modality).preprocessor(encoder, encoder_cfg, train=False)
         computed, errors = encode_items(
             missing[accelerator.process_index :: accelerator.num_processes],
             split.media_root,
             load=preprocess,
-            encode=lambda batch: model.encode(batch.to(accelerator.device)),
+            encode=lambda batch: model.encode(batch.to(accelerator.device), modality),
             batch_size=cfg.eval.batch_size * 4,
             show_progress=accelerator.is_local_main_process,
         )
@@ -52,5 +77,5 @@ def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: Tas
             cache.add(merged, failed, split.media_root)
         accelerator.wait_for_everyone()
         cache = FeatureCache(folder)
-    accelerator.print(f"feature cache {folder}: {len(split)} samples read from cached encoder outputs")
+    accelerator.print(f"feature cache {folder}: {len(media)} {modality} items read from cached encoder outputs")
     return cache

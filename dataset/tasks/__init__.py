@@ -3,7 +3,7 @@
     from dataset.tasks import TASK_READERS
     split = TASK_READERS.build("vqa_v2", "data", "karpathy_test")   # a TaskSplit: Samples + media_root
 """
-from dataset.tasks import coco_caption, gqa, media_captions, video_qa, vqa_v2  # noqa: F401  (registration)
+from dataset.tasks import chat_messages, coco_caption, gqa, media_captions, video_qa, vqa_v2  # noqa: F401
 from dataset.tasks.task_split import TASK_READERS, TaskSplit
 
 __all__ = ["TASK_READERS", "TaskSplit"]

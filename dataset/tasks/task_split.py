@@ -19,8 +19,10 @@ from models.registry import Registry
 class TaskSplit:
     task: str
     split: str
-    kind: Literal["qa", "caption"]
-    modality: str  # a registered modality plugin (models/modalities): image, video, audio ...
+    kind: Literal["qa", "caption", "chat"]
+    # A registered modality plugin (models/modalities): image, video, audio ...; chat rows: their instances'
+    # modalities joined with "+" (each Sample's `items` say which is which).
+    modality: str
     media_root: Path
     annotation_file: Path
     samples: list[Sample]
