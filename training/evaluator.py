@@ -44,6 +44,7 @@ def generate_predictions(
                 batch["attention_mask"],
                 media=batch.get("media"),
                 features=batch.get("features"),
+                media_index=batch.get("media_index"),
                 max_new_tokens=max(1, cfg.max_length - text_len),
                 num_beams=cfg.num_beams,
             )
@@ -91,8 +92,8 @@ def evaluate_split(
             num_skipped_media=len(rows) - len(valid), skipped_media=skipped[:20], provenance=provenance(cfg),
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        key = "question_id" if split.kind == "qa" else "image_id"
-        value = "answer" if split.kind == "qa" else "caption"
+        key = {"qa": "question_id", "chat": "id"}.get(split.kind, "image_id")
+        value = "caption" if split.kind == "caption" else "answer"
         _write_json(out_dir / f"{name}_predictions.json", [{key: uid, value: text} for uid, text in predictions.items()])
         _write_json(out_dir / f"{name}_metrics.json", metrics)
         write_html_report(out_dir / f"{name}.html", split, predictions, metrics, cfg.eval.html_samples, title=name)

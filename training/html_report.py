@@ -6,17 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from dataset.media.errors import MediaDecodeError
-from dataset.records import Sample
+from dataset.records import Sample, media_items
 from dataset.tasks.task_split import TaskSplit
 from models.atomic_io import write_text_atomic
 from models.modalities import get_modality
 
 def _media_cell(split: TaskSplit, sample: Sample, page_dir: Path) -> str:
-    path = str(split.media_path(sample))
-    try:
-        return get_modality(split.modality).preview_html(path, page_dir)
-    except MediaDecodeError as error:
-        return f"<em>media not readable: {html.escape(error.reason)}</em>"
+    cells = []
+    for item in media_items(sample, split.modality):
+        try:
+            cells.append(get_modality(item.modality).preview_html(str(split.media_root / item.path), page_dir))
+        except MediaDecodeError as error:
+            cells.append(f"<em>media not readable: {html.escape(error.reason)}</em>")
+    return "<br>".join(cells)
 
 
 def write_html_report(path: Path, split: TaskSplit, predictions: dict[Any, str], metrics: dict[str, Any],
@@ -25,7 +27,7 @@ def write_html_report(path: Path, split: TaskSplit, predictions: dict[Any, str],
     for sample in [s for s in split if s.uid in predictions][:max_samples]:
         prediction = predictions[sample.uid]
         truth = ", ".join(sample.targets[:5]) if sample.targets else ""
-        correct = split.kind == "qa" and prediction.strip().lower() in {t.strip().lower() for t in sample.targets}
+        correct = split.kind in ("qa", "chat") and prediction.strip().lower() in {t.strip().lower() for t in sample.targets}
         question = f"<b>Q:</b> {html.escape(sample.prompt)}<br>" if sample.prompt else ""
         rows.append(
             f"<tr><td>{_media_cell(split, sample, path.parent)}</td><td>{question}"

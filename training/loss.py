@@ -39,10 +39,11 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token_
 
 
 def training_loss(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                  media: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                  reduction: str = "token_mean", weight: float = 1.0) -> torch.Tensor:
+                  media=None, features=None, reduction: str = "token_mean", weight: float = 1.0,
+                  media_index: torch.Tensor | None = None) -> torch.Tensor:
     """The trainer's loss of one batch (the benchmarks time this same call): the eP-ALM forward with the LM head
     only at `predicting_positions(labels)`, then `lm_loss` there."""
     positions = predicting_positions(labels)
-    out = model(input_ids, attention_mask, media=media, features=features, logit_positions=positions)
+    out = model(input_ids, attention_mask, media=media, features=features, logit_positions=positions,
+                media_index=media_index)
     return lm_loss(out.logits, labels, reduction, weight, positions)

@@ -46,7 +46,8 @@ def evaluation_runner(cfg: RunConfig, accelerator, model, tokenizer, run_dir: Pa
         if split_name not in loaders:
             features = encoder_features(cfg, accelerator, model, split, run_dir)
             loaders[split_name] = accelerator.prepare_data_loader(
-                build_loader(build_dataset(split, model, cfg, False, features), tokenizer, cfg, train=False))
+                build_loader(build_dataset(split, model, cfg, False, features), tokenizer, cfg, train=False,
+                             tokens_per_instance=model.tokens_per_instance))
         return evaluate_split(accelerator, model, loaders[split_name], tokenizer, split, cfg, run_dir / "eval", name)
 
     return evaluate
@@ -85,7 +86,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         return {"test": metrics}
 
     features = encoder_features(cfg, accelerator, model, train_split, run_dir)
-    train_loader = build_loader(build_dataset(train_split, model, cfg, True, features), tokenizer, cfg, train=True)
+    train_loader = build_loader(build_dataset(train_split, model, cfg, True, features), tokenizer, cfg, train=True,
+                                tokens_per_instance=model.tokens_per_instance)
 
     def validate(epoch: int) -> float | None:
         if not (cfg.task.val_split and cfg.eval.every_epoch):

@@ -20,8 +20,12 @@ from models.config_io import ConfigError, from_dict, merge, parse_override, set_
 @dataclass
 class TaskConfig:
     """reader: a name in dataset.tasks.TASK_READERS (vqa_v2, gqa, coco_caption, msrvtt_caption, video_qa,
-    audiocaps). Splits name the reader's files; an empty split is not used. metric: vqa | exact_match |
-    caption (chosen from the reader when empty)."""
+    audiocaps, chat). Splits name the reader's files; an empty split is not used. metric: vqa | exact_match |
+    caption (chosen from the reader when empty).
+
+    chat_template (chat rows): "auto" (the tokenizer's chat template when it has one, else the plain one),
+    "plain" or "tokenizer" (dataset/chat_template.py). max_instances (chat rows): keep only the first n media
+    instances of each row, the others' placeholders get no positions (the "first instance only" ablation)."""
 
     reader: str = "vqa_v2"
     data_dir: str = "data"
@@ -34,6 +38,8 @@ class TaskConfig:
     vqa_eval_version: str = "2021"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    chat_template: str = "auto"
+    max_instances: int | None = None
 
 
 @dataclass

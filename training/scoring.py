@@ -31,6 +31,13 @@ def attribute_vocabulary(split: TaskSplit) -> dict | None:
     return json.loads(sibling.read_text()) if sibling.is_file() else None
 
 
+def _with_answer(meta: dict[str, Any], targets: list[str]) -> dict[str, Any]:
+    """A chat row's gold answer is its last assistant turn (QA readers keep theirs in `label` / `answer`)."""
+    if any(key in meta for key in ("label", "answer", "answers")) or not targets:
+        return meta
+    return {**meta, "answer": targets[0]}
+
+
 def score_predictions(split: TaskSplit, predictions: dict[Any, str], metric: str, vqa_version: str) -> dict[str, Any]:
     """Metrics as a JSON-ready dict with a `main` entry: VQA / exact-match accuracy (percent) or CIDEr."""
     if metric == "caption":
@@ -42,7 +49,7 @@ def score_predictions(split: TaskSplit, predictions: dict[Any, str], metric: str
             attributes = {s.uid: s.meta["attributes"] for s in split if s.uid in predictions}
             result["attribute_accuracy"] = attribute_accuracy(predictions, attributes, vocabulary)
         return result
-    truth = {s.uid: s.meta for s in split}
+    truth = {s.uid: _with_answer(s.meta, s.targets) for s in split}
     if metric == "vqa" and all("answers" in meta for meta in truth.values()):
         result = vqa_accuracy(predictions, truth, version=vqa_version).to_dict()
     else:

@@ -94,6 +94,7 @@ class Trainer:
         train = self.cfg.train
         return training_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
                              media=batch.get("media"), features=batch.get("features"),
+                             media_index=batch.get("media_index"),
                              reduction=train.loss_reduction, weight=train.lm_loss_weight)
 
     def _log(self, record: dict) -> None:
