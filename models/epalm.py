@@ -31,8 +31,9 @@ class EPALM(nn.Module):
     `connector.{i}.weight`); `extra_encoders` / `extra_connectors` the modalities of `model.extra_encoders`.
 
     Media reach the model in one of two layouts (both in `forward` and `generate`):
-    - one instance per sample of the main modality, `media` `(B, ...)` or `features` `(B, K, d_enc)`, text
-      without a placeholder: eP-ALM's slot at position 0, or the input-prefix tokens after the soft prompt;
+    - one instance per sample, `media` `(B, ...)` or `features` `(B, K, d_enc)` of the main modality (or a
+      one-entry `{modality: tensor}` for another), text without a placeholder: eP-ALM's slot at position 0,
+      or the input-prefix tokens after the soft prompt;
     - several instances per sample (chat messages with placeholders): `media` / `features` map each
       modality to its instances `(M_m, ...)`, and `media_index` `(B, T)` marks the text positions the
       collator expanded each placeholder into (models/media_instances.py).
@@ -179,7 +180,8 @@ class EPALM(nn.Module):
         if self.connector is None:
             return Conditioning(prompt=prompt)
         if media_index is None:
-            visual = tokens if tokens is not None else self.media_tokens(media, features)
+            modality, media, features = _one_modality(media, features)
+            visual = tokens if tokens is not None else self.media_tokens(media, features, modality)
             if self.placement == "layers":
                 return Conditioning(prompt=prompt, slot=visual)
             return Conditioning(prompt=prompt, prefix=visual)
@@ -260,3 +262,19 @@ class EPALM(nn.Module):
                 **generate_kwargs,
             )
         return out[:, ids.shape[1] :]
+
+
+def _one_modality(media: MediaInput, features: MediaInput) -> tuple[str | None, torch.Tensor | None,
+                                                                    torch.Tensor | None]:
+    """The one-instance layout's modality (None: the main one) and tensors, from plain or `{modality: ...}`."""
+    keyed = [value for value in (media, features) if isinstance(value, dict)]
+    if not keyed:
+        return None, media, features
+    names = {name for value in keyed for name in value}
+    if len(names) != 1:
+        raise ValueError(f"one instance per sample needs media of one modality, got {sorted(names)}; "
+                         "several instances need a media_index")
+    (name,) = names
+    media = media.get(name) if isinstance(media, dict) else media
+    features = features.get(name) if isinstance(features, dict) else features
+    return name, media, features

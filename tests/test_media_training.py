@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 import training.run as entry
 from dataset.synthetic.build_audio import build_audio_dataset
 from dataset.synthetic.build_video import build_video_dataset
 from tests.tiny_run import build_word_tokenizer, tiny_config
+from training.mixture import MixtureBatchSampler, MixtureDataset
 
 TINY_ENCODERS = {
     "video": {"type": "timesformer", "name": "", "num_frames": 4,
@@ -52,3 +54,54 @@ def test_tiny_media_training_and_evaluation(media_setup, tmp_path, task, feature
     if task.endswith("caption"):
         assert "CIDEr" in test["scores"] and "attribute_accuracy" in test
     assert (tmp_path / "run" / "eval" / "test.html").is_file()
+
+
+@pytest.mark.parametrize("feature_cache", [False, True])
+def test_joint_training_on_video_and_audio_tasks(media_setup, tmp_path, feature_cache):
+    """One model (a TimeSformer and an AST, a connector each) trained on a mixture, evaluated per task."""
+    path = tiny_config(media_setup, tmp_path / "c.yaml")
+    config = yaml.safe_load(path.read_text())
+    config["model"]["encoder"] = TINY_ENCODERS["video"]
+    config["model"]["extra_encoders"] = {"audio": TINY_ENCODERS["audio"]}
+    config["mixture"] = {
+        name: {"task": {"data_dir": str(media_setup["data"]), **TASKS[name][1], "val_split": ""}, "weight": 1.0}
+        for name in ("video_qa", "audio_caption")
+    }
+    config["train"].update(max_steps=6, feature_cache=feature_cache, feature_cache_dir=str(tmp_path / "cache"))
+    path.write_text(yaml.safe_dump(config))
+    result = entry.main(["--config", str(path), "--output_dir", str(tmp_path / "run")])
+    assert result["steps"] == 6 and set(result["tests"]) == {"video_qa", "audio_caption"}
+    assert result["tests"]["video_qa"]["main"]["name"] == "exact_match"
+    assert result["tests"]["audio_caption"]["main"]["name"] == "CIDEr"
+    assert [(row["modality"], row["task"]) for row in result["table"]] == [("audio", "audio_caption"),
+                                                                           ("video", "video_qa")]
+    assert (tmp_path / "run" / "eval" / "tasks.md").is_file()
+    assert (tmp_path / "run" / "eval" / "audio_caption" / "test_predictions.json").is_file()
+    weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "trainable" / "model.safetensors"))
+    assert {key.split(".")[0] for key in weights} == {"connector", "extra_connectors", "prompt_module"}
+
+
+def test_mixture_batches_hold_one_task_and_follow_the_weights():
+    class Split:
+        def __init__(self, n):
+            self.n = n
+
+    class Fake:
+        def __init__(self, n):
+            self.split, self.epoch = Split(n), 0
+
+        def __len__(self):
+            return self.split.n
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+    dataset = MixtureDataset({"a": Fake(40), "b": Fake(24), "c": Fake(16)})
+    sampler = MixtureBatchSampler(dataset, [1.0, 3.0, 0.0], batch_size=4, seed=0)
+    first = list(sampler)
+    assert len(first) == 20 and all(len({task for task, _ in batch}) == 1 for batch in first)
+    counts = [sum(batch[0][0] == task for batch in first) for task in range(3)]
+    assert counts[2] == 0 and counts[1] > counts[0] > 0
+    assert list(sampler) == first  # a function of (seed, epoch) only
+    dataset.set_epoch(1)
+    assert list(sampler) != first

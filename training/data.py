@@ -47,15 +47,18 @@ def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, f
     return MediaTextDataset(split, train, cfg.seed, preprocess, features, augment=cfg.train.augment)
 
 
+def build_collator(split: TaskSplit, tokenizer, cfg: RunConfig, train: bool, tokens_per_instance: int):
+    """tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's)."""
+    if split.kind == "chat":
+        return ChatCollator(tokenizer, train, tokens_per_instance, template=cfg.task.chat_template,
+                            max_len=cfg.train.max_text_len, max_instances=cfg.task.max_instances)
+    return TextCollator(tokenizer, split.kind, train, loss_tokens=cfg.train.loss_tokens,
+                        max_len=cfg.train.max_text_len)
+
+
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool,
                  tokens_per_instance: int = 0) -> DataLoader:
-    """tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's)."""
-    if dataset.split.kind == "chat":
-        collator = ChatCollator(tokenizer, train, tokens_per_instance, template=cfg.task.chat_template,
-                                max_len=cfg.train.max_text_len, max_instances=cfg.task.max_instances)
-    else:
-        collator = TextCollator(tokenizer, dataset.split.kind, train, loss_tokens=cfg.train.loss_tokens,
-                                max_len=cfg.train.max_text_len)
+    collator = build_collator(dataset.split, tokenizer, cfg, train, tokens_per_instance)
     workers = cfg.train.num_workers
     return DataLoader(
         dataset,

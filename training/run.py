@@ -1,24 +1,31 @@
-"""One run, top to bottom: resolve the config, check the paths it names, make the Accelerator, build the
-model, load `--checkpoint`, read the splits, train (with validation each epoch), test.
+"""One run, top to bottom: resolve the config, check the paths it names, read the splits, make the Accelerator,
+build the model, load `--checkpoint`, train (with validation each epoch), test.
 
-`main.py` is the command-line entry point around `main()`; the demo, the ablation and the tests call
-`main([...])` here (exceptions propagate; the command line turns user errors into one line).
+A run trains on one task (`task`), or on several at once (`mixture`: joint training, training/mixture.py),
+evaluating each. `main.py` is the command-line entry point around `main()`; the demo, the ablation and the
+tests call `main([...])` here (exceptions propagate; the command line turns user errors into one line).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
+import torch
 from accelerate.utils import set_seed
 
+from models.atomic_io import write_text_atomic
 from models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
 from models.factory import build_model
 from models.param_count import parameter_report
 from training.accelerator_setup import make_accelerator
-from training.data import build_dataset, build_loader, read_split
+from training.data import build_collator, build_dataset, build_loader, read_split
 from training.evaluator import evaluate_split
 from training.feature_store import encoder_features
+from training.mixture import mixture_loader
 from training.preflight import check_paths
 from training.run_config import RunConfig, dump_config, resolve_config
 from training.trainer import Trainer
@@ -37,35 +44,87 @@ def load_initial_weights(model, checkpoint: str | None, say) -> None:
     say(f"initial weights from {path}")
 
 
-def evaluation_runner(cfg: RunConfig, accelerator, model, tokenizer, run_dir: Path, splits: dict):
-    """evaluate(split_name, name) -> metrics, with the split's loader built once."""
-    loaders: dict[str, Any] = {}
+def task_runs(cfg: RunConfig) -> dict[str, RunConfig]:
+    """{task name: the run config with that task}: the mixture's tasks, or the one task (named by its reader)."""
+    if not cfg.mixture:
+        return {cfg.task.reader: cfg}
+    return {name: dataclasses.replace(cfg, task=entry.task) for name, entry in cfg.mixture.items()}
 
-    def evaluate(split_name: str, name: str) -> dict[str, Any]:
-        split = splits[split_name]
-        if split_name not in loaders:
-            features = encoder_features(cfg, accelerator, model, split, run_dir)
-            loaders[split_name] = accelerator.prepare_data_loader(
-                build_loader(build_dataset(split, model, cfg, False, features), tokenizer, cfg, train=False,
-                             tokens_per_instance=model.tokens_per_instance))
-        return evaluate_split(accelerator, model, loaders[split_name], tokenizer, split, cfg, run_dir / "eval", name)
 
-    return evaluate
+def final_split_name(cfg: RunConfig) -> str:
+    return cfg.task.test_split or cfg.task.val_split
 
 
 def read_splits(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
     """The training split (None with --evaluate) and the evaluation splits, read before any model is built:
     a missing or malformed annotation file is reported in seconds, not after minutes of loading weights."""
-    final_split = cfg.task.test_split or cfg.task.val_split
+    final_split = final_split_name(cfg)
     names = [final_split] if cfg.evaluate else [n for n in (cfg.task.val_split, final_split) if n]
     evaluation = {name: read_split(cfg, name, train=False) for name in dict.fromkeys(names) if name}
     train = None if cfg.evaluate else read_split(cfg, cfg.task.train_split, train=True)
     return train, evaluation
 
 
+class TaskEvaluator:
+    """evaluate(split_name, name) -> metrics of one task, with each split's loader built once."""
+
+    def __init__(self, cfg: RunConfig, accelerator, model, tokenizer, out_dir: Path, run_dir: Path, splits: dict):
+        self.cfg, self.accelerator, self.model, self.tokenizer = cfg, accelerator, model, tokenizer
+        self.out_dir, self.run_dir, self.splits = out_dir, run_dir, splits
+        self.loaders: dict[str, Any] = {}
+
+    def __call__(self, split_name: str, name: str) -> dict[str, Any]:
+        cfg, split = self.cfg, self.splits[split_name]
+        if split_name not in self.loaders:
+            features = encoder_features(cfg, self.accelerator, self.model, split, self.run_dir)
+            self.loaders[split_name] = self.accelerator.prepare_data_loader(
+                build_loader(build_dataset(split, self.model, cfg, False, features), self.tokenizer, cfg, train=False,
+                             tokens_per_instance=self.model.tokens_per_instance))
+        return evaluate_split(self.accelerator, self.model, self.loaders[split_name], self.tokenizer, split, cfg,
+                              self.out_dir, name)
+
+
+def training_loader(cfg: RunConfig, tasks: dict[str, RunConfig], train_splits: dict, accelerator, model, tokenizer,
+                    run_dir: Path):
+    """The one task's loader, or the mixture's (batches of one task each, drawn by weight)."""
+    datasets = {}
+    for name, task_cfg in tasks.items():
+        features = encoder_features(task_cfg, accelerator, model, train_splits[name], run_dir)
+        datasets[name] = build_dataset(train_splits[name], model, task_cfg, True, features)
+    if not cfg.mixture:
+        (name,) = tasks
+        return build_loader(datasets[name], tokenizer, cfg, train=True, tokens_per_instance=model.tokens_per_instance)
+    collators = {name: build_collator(datasets[name].split, tokenizer, task_cfg, True, model.tokens_per_instance)
+                 for name, task_cfg in tasks.items()}
+    weights = {name: entry.weight for name, entry in cfg.mixture.items()}
+    return mixture_loader(datasets, collators, weights, cfg.train.batch_size, cfg.seed, cfg.train.num_workers,
+                          pin_memory=torch.cuda.is_available())
+
+
+def write_task_table(run_dir: Path, results: dict[str, dict[str, Any]], tasks: dict[str, RunConfig],
+                     splits: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per task: its modality, metric and value; `eval/tasks.json` and `eval/tasks.md` (by modality)."""
+    rows = []
+    for name, metrics in results.items():
+        split = splits[name][final_split_name(tasks[name])]
+        rows.append({"task": name, "modality": split.modality, "metric": metrics["main"]["name"],
+                     "value": metrics["main"]["value"], "split": split.split})
+    rows.sort(key=lambda row: (row["modality"], row["task"]))
+    lines = ["| modality | task | metric | value |", "|---|---|---|---|"]
+    lines += [f"| {r['modality']} | {r['task']} | {r['metric']} | "
+              f"{'-' if r['value'] is None else format(r['value'], '.4g')} |" for r in rows]
+    write_text_atomic(run_dir / "eval" / "tasks.json", json.dumps(rows, indent=2))
+    write_text_atomic(run_dir / "eval" / "tasks.md", "\n".join(lines) + "\n")
+    return rows
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
-    check_paths(cfg)
-    train_split, eval_splits = read_splits(cfg)
+    tasks = task_runs(cfg)
+    for task_cfg in tasks.values():
+        check_paths(task_cfg)
+    splits, train_splits = {}, {}
+    for name, task_cfg in tasks.items():
+        train_splits[name], splits[name] = read_splits(task_cfg)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     run_dir = Path(cfg.output_dir)
@@ -77,24 +136,43 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     load_initial_weights(model, cfg.checkpoint, accelerator.print)
     accelerator.print(parameter_report(model))
     model = model.to(accelerator.device)
-    evaluate = evaluation_runner(cfg, accelerator, model, tokenizer, run_dir, eval_splits)
-    final_split = cfg.task.test_split or cfg.task.val_split
+    evaluators = {name: TaskEvaluator(task_cfg, accelerator, model, tokenizer,
+                                      run_dir / "eval" / name if cfg.mixture else run_dir / "eval", run_dir,
+                                      splits[name])
+                  for name, task_cfg in tasks.items()}
+
+    def test() -> dict[str, dict[str, Any]]:
+        results = {}
+        for name, task_cfg in tasks.items():
+            final_split = final_split_name(task_cfg)
+            if final_split:
+                results[name] = evaluators[name](final_split, final_split)
+                accelerator.print(f"{name} {final_split}: {results[name]['main']}")
+        return results
+
+    def with_tests(results: dict[str, Any], tests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if cfg.mixture:
+            results["tests"] = tests
+            if accelerator.is_main_process and tests:
+                results["table"] = write_task_table(run_dir, tests, tasks, splits)
+        elif tests:
+            results["test"] = next(iter(tests.values()))
+        return results
 
     if cfg.evaluate:
-        metrics = evaluate(final_split, f"{final_split}")
-        accelerator.print(f"{final_split}: {metrics['main']}")
-        return {"test": metrics}
+        return with_tests({}, test())
 
-    features = encoder_features(cfg, accelerator, model, train_split, run_dir)
-    train_loader = build_loader(build_dataset(train_split, model, cfg, True, features), tokenizer, cfg, train=True,
-                                tokens_per_instance=model.tokens_per_instance)
+    train_loader = training_loader(cfg, tasks, train_splits, accelerator, model, tokenizer, run_dir)
 
     def validate(epoch: int) -> float | None:
-        if not (cfg.task.val_split and cfg.eval.every_epoch):
-            return None
-        metrics = evaluate(cfg.task.val_split, f"{cfg.task.val_split}_epoch{epoch}")
-        accelerator.print(f"epoch {epoch} {cfg.task.val_split}: {metrics['main']}")
-        return metrics["main"]["value"]
+        """The main validation metric (a mixture's: the mean of its tasks' main metrics)."""
+        values = []
+        for name, task_cfg in tasks.items():
+            if task_cfg.task.val_split and cfg.eval.every_epoch:
+                metrics = evaluators[name](task_cfg.task.val_split, f"{task_cfg.task.val_split}_epoch{epoch}")
+                accelerator.print(f"epoch {epoch} {name} {task_cfg.task.val_split}: {metrics['main']}")
+                values.append(metrics["main"]["value"])
+        return mean(values) if values and None not in values else None
 
     trainer = Trainer(cfg, accelerator, model, train_loader, run_dir, validate)
     if cfg.resume:
@@ -102,12 +180,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     progress = trainer.fit()
 
     results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value}
-    if final_split:
-        if cfg.save_best and progress.best_value is not None:
-            load_checkpoint_weights(accelerator.unwrap_model(trainer.model), run_dir / "best")
-            accelerator.print(f"testing the best checkpoint (epoch {progress.best_epoch})")
-        results["test"] = evaluate(final_split, final_split)
-        accelerator.print(f"{final_split}: {results['test']['main']}")
+    if cfg.save_best and progress.best_value is not None:
+        load_checkpoint_weights(accelerator.unwrap_model(trainer.model), run_dir / "best")
+        accelerator.print(f"testing the best checkpoint (epoch {progress.best_epoch})")
+    results = with_tests(results, test())
     accelerator.end_training()
     return results
 

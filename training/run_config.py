@@ -89,11 +89,22 @@ class EvalConfig:
 
 
 @dataclass
+class MixtureEntry:
+    """One task of a joint run (`mixture`): its data, a task section as `task`, and its sampling weight."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    weight: float = 1.0
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Joint training: {name: {task: {...}, weight: w}}; when set, the runs trains on these tasks (batches of
+    # one task each, drawn by weight) and evaluates each, and the `task` section is not used (training/mixture.py).
+    mixture: dict[str, MixtureEntry] = field(default_factory=dict)
     output_dir: str = "outputs/run"
     seed: int = 42
     mixed_precision: str = "auto"
