@@ -46,7 +46,8 @@ def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, f
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool) -> DataLoader:
     collator = TextCollator(
-        tokenizer, dataset.split.kind, train, loss_tokens=cfg.train.loss_tokens, max_len=cfg.train.max_text_len
+        tokenizer, dataset.split.kind, train, loss_tokens=cfg.train.loss_tokens, max_len=cfg.train.max_text_len,
+        prompt_template=cfg.task.prompt_template, padding_side=cfg.eval.padding_side,
     )
     workers = cfg.train.num_workers
     return DataLoader(
