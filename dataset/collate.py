@@ -1,8 +1,10 @@
 """Batches of token ids for the LM, in the reference's text formats.
 
-QA: `question + "</a>" + answer + eos`; captioning: `caption + eos`; the tokenizer's BOS comes first.
-Training batches are right-padded and carry labels; evaluation batches hold the prompt alone
-(`question + "</a>"`, or BOS for captions), left-padded for generation.
+QA: the prompt template filled with the question (default `question + "</a>"`, dataset/prompt_template.py),
+then `answer + eos`; captioning: `caption + eos`; the tokenizer's BOS comes first. Training batches are
+right-padded and carry labels; evaluation batches hold the prompt alone (the filled template, or BOS for
+captions), left-padded for generation by default (batch-independent answers), or right-padded as the
+reference tokenizes them (`padding_side="right"`, to score its released checkpoints as published).
 """
 from __future__ import annotations
 
@@ -10,21 +12,28 @@ from typing import Any
 
 import torch
 
-from models.language_model import QA_SEPARATOR
+from dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template, fill_prompt_template
 
 LOSS_TOKENS = ("answer", "all")
+PADDING_SIDES = ("left", "right")
 
 
-def prompt_text(kind: str, prompt: str) -> str:
-    return prompt + QA_SEPARATOR if kind == "qa" else prompt
+def prompt_text(kind: str, prompt: str, template: str = DEFAULT_QA_TEMPLATE) -> str:
+    return fill_prompt_template(template, prompt) if kind == "qa" else prompt
 
 
 class TextCollator:
-    def __init__(self, tokenizer, kind: str, train: bool, loss_tokens: str = "answer", max_len: int = 64):
+    def __init__(self, tokenizer, kind: str, train: bool, loss_tokens: str = "answer", max_len: int = 64,
+                 prompt_template: str = DEFAULT_QA_TEMPLATE, padding_side: str = "left"):
+        """prompt_template: the QA prompt (QA only); padding_side: of evaluation batches (training is right-padded)."""
         if loss_tokens not in LOSS_TOKENS:
             raise ValueError(f"loss_tokens '{loss_tokens}' is not one of {LOSS_TOKENS}")
         if kind not in ("qa", "caption"):
             raise ValueError(f"task kind '{kind}' is not qa or caption")
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side '{padding_side}' is not one of {PADDING_SIDES}")
+        self.prompt_template = check_prompt_template(prompt_template)
+        self.padding_side = padding_side
         self.tokenizer = tokenizer
         self.kind = kind
         self.train = train
@@ -39,7 +48,8 @@ class TextCollator:
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         if not prompts:
             return []
-        encoded = self.tokenizer([prompt_text(self.kind, p) for p in prompts], add_special_tokens=True)["input_ids"]
+        texts = [prompt_text(self.kind, p, self.prompt_template) for p in prompts]
+        encoded = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         return [ids if ids and ids[0] == self.start_id else [self.start_id] + ids for ids in encoded]
 
     def _target_ids(self, targets: list[str]) -> list[list[int]]:
@@ -82,7 +92,7 @@ class TextCollator:
 
     def _prompt_text(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = self._prompt_ids([item["prompt"] for item in items])
-        return self._pad([ids[: self.max_len] for ids in prompts], None, left=True)
+        return self._pad([ids[: self.max_len] for ids in prompts], None, left=self.padding_side == "left")
 
     def _pad(self, rows: list[list[int]], labels: list[list[int]] | None, left: bool) -> dict[str, torch.Tensor]:
         width = max((len(r) for r in rows), default=1)

@@ -14,6 +14,7 @@ from models.encoders.base import PerceptionEncoder
 from models.injection import Conditioning, InjectionPlan, VisualInjector
 from models.language_model import FrozenLanguageModel
 from models.media_instances import instance_order
+from models.legacy_beam_search import legacy_beam_search
 from models.soft_prompt import SoftPrompt
 
 MediaInput = torch.Tensor | dict[str, torch.Tensor] | None
@@ -235,21 +236,34 @@ class EPALM(nn.Module):
         use_cache: bool | None = None,
         media_index: torch.Tensor | None = None,
         tokens: torch.Tensor | None = None,
+        beam_score_length: str = "generated",
         **generate_kwargs,
     ) -> torch.Tensor:
-        """Greedy or beam-search continuation of left-padded text; returns only the new tokens.
+        """Greedy or beam-search continuation of left- or right-padded text; returns only the new tokens.
+
+        With right padding the new tokens follow the whole padded batch, as the reference's `generate` call
+        does: a shorter row's first new token is predicted at its last pad position, the pads stay masked
+        as keys (but in `epalm` mode the visual slot attends to them), and a new token's position id counts
+        its row's real tokens (the hooks derive positions from the attention mask).
 
         `use_cache` defaults to True except in `epalm` mode with slots, where a slot's state depends on every
         later position, so cached keys and values would be stale: refused there.
+        `beam_score_length="sequence"` scores beams as transformers 4.20 did (models/legacy_beam_search.py),
+        recomputing every step; "generated" is transformers' own beam search.
         """
         epalm_slots = self.config.injection_mode == "epalm" and self.placement == "layers"
         if use_cache is None:
             use_cache = not epalm_slots
         if use_cache and epalm_slots:
             raise ValueError("epalm mode cannot generate with a KV cache: its visual token attends to later text")
+        if beam_score_length not in ("generated", "sequence"):
+            raise ValueError(f"beam_score_length {beam_score_length!r} is not 'generated' or 'sequence'")
         cond = self.conditioning(media, features, media_index, tokens)
         ids, mask = self._with_prefix(input_ids, attention_mask, cond.prefix_len)
         with self.injector.active(cond):
+            if num_beams > 1 and beam_score_length == "sequence":
+                return self._legacy_beam_search(ids, mask, num_beams, max_new_tokens, generate_kwargs,
+                                                cond.prefix_len)
             out = self.lm.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -262,6 +276,20 @@ class EPALM(nn.Module):
                 **generate_kwargs,
             )
         return out[:, ids.shape[1] :]
+
+    def _legacy_beam_search(self, ids, mask, num_beams: int, max_new_tokens: int, generate_kwargs,
+                            prefix_len: int) -> torch.Tensor:
+        """Inside `injector.active`: 4.20's beam search over full recomputations of the injected LM."""
+        if generate_kwargs:
+            options = sorted(generate_kwargs)
+            raise ValueError(f"beam_score_length 'sequence' takes no other generation option, got {options}")
+
+        def next_token_logits(step_ids: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
+            out = self.lm.model(input_ids=step_ids, attention_mask=step_mask, use_cache=False, logits_to_keep=1)
+            return out.logits[:, -1]
+
+        return legacy_beam_search(next_token_logits, ids, mask, num_beams, max_new_tokens, self.eos_token_id,
+                                  self.pad_token_id, uncounted=prefix_len)
 
 
 def _one_modality(media: MediaInput, features: MediaInput) -> tuple[str | None, torch.Tensor | None,

@@ -53,7 +53,8 @@ def build_collator(split: TaskSplit, tokenizer, cfg: RunConfig, train: bool, tok
         return ChatCollator(tokenizer, train, tokens_per_instance, template=cfg.task.chat_template,
                             max_len=cfg.train.max_text_len, max_instances=cfg.task.max_instances)
     return TextCollator(tokenizer, split.kind, train, loss_tokens=cfg.train.loss_tokens,
-                        max_len=cfg.train.max_text_len)
+                        max_len=cfg.train.max_text_len, prompt_template=cfg.task.prompt_template,
+                        padding_side=cfg.eval.padding_side)
 
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool,

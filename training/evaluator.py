@@ -2,7 +2,9 @@
 and the files a run leaves: predictions and metrics JSON, an HTML page of predictions beside media."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from tqdm.auto import tqdm
 
 from dataset.tasks.task_split import TaskSplit
 from models.atomic_io import write_text_atomic
+from models.language_model import QA_SEPARATOR
 from training.html_report import write_html_report
 from training.provenance import provenance
 from training.run_config import EvalConfig, RunConfig
@@ -27,9 +30,47 @@ def clean_prediction(text: str) -> str:
     return " ".join(text.split())
 
 
+def decode_continuations(tokenizer, new_tokens: torch.Tensor, kind: str) -> list[str]:
+    """Each row's answer (or caption) as the reference extracts it: the generated text up to the first eos,
+    for QA also up to a second `</a>` (a new answer begins), pads removed, other special tokens dropped."""
+    stops = {tokenizer.eos_token_id}
+    if kind in ("qa", "chat"):
+        stops.add(tokenizer.convert_tokens_to_ids(QA_SEPARATOR))
+    kept = []
+    for row in new_tokens.tolist():
+        end = next((i for i, token in enumerate(row) if token in stops), len(row))
+        kept.append([token for token in row[:end] if token != tokenizer.pad_token_id])
+    return tokenizer.batch_decode(kept, skip_special_tokens=True)
+
+
+class _DropRightPaddingWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "right-padding was detected" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def deliberate_right_padding(enabled: bool):
+    """Silence transformers' per-call warning about right-padded generation while it is what was asked for."""
+    if not enabled:
+        yield
+        return
+    logger, quiet = logging.getLogger("transformers.generation.utils"), _DropRightPaddingWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 @torch.no_grad()
+def keyed_by_modality(value, modality: str):
+    """A one-instance batch's media tensor as `{modality: tensor}`, so a model that reads several modalities
+    uses that modality's encoder and connector (chat batches are keyed already)."""
+    return {modality: value} if isinstance(value, torch.Tensor) else value
+
+
 def generate_predictions(
-    accelerator: Accelerator, model, loader, tokenizer, cfg: EvalConfig, desc: str
+    accelerator: Accelerator, model, loader, tokenizer, cfg: EvalConfig, desc: str, kind: str, modality: str
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """One `{uid, index, prediction}` per sample across all processes, and the media that failed."""
     unwrapped = accelerator.unwrap_model(model)
@@ -38,17 +79,19 @@ def generate_predictions(
     skipped: list[str] = []
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
         if batch["valid"].any():
-            text_len = batch["input_ids"].shape[1]
-            new_tokens = unwrapped.generate(
-                batch["input_ids"],
-                batch["attention_mask"],
-                media=batch.get("media"),
-                features=batch.get("features"),
-                media_index=batch.get("media_index"),
-                max_new_tokens=max(1, cfg.max_length - text_len),
-                num_beams=cfg.num_beams,
-            )
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            text_len = batch["input_ids"].shape[1]  # the padded width: the reference's max_length counts it
+            with deliberate_right_padding(cfg.padding_side == "right"):
+                new_tokens = unwrapped.generate(
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    media=keyed_by_modality(batch.get("media"), modality),
+                    features=keyed_by_modality(batch.get("features"), modality),
+                    media_index=batch.get("media_index"),
+                    max_new_tokens=max(1, cfg.max_length - text_len),
+                    num_beams=cfg.num_beams,
+                    beam_score_length=cfg.beam_score_length,
+                )
+            texts = decode_continuations(tokenizer, new_tokens, kind)
         else:  # every medium of this batch was unreadable: nothing to generate from
             texts = [""] * len(batch["uids"])
         batch_rows = [
@@ -75,7 +118,8 @@ def evaluate_split(
     """Generate, gather, score and write `<name>_predictions.json`, `<name>_metrics.json`, `<name>.html`.
 
     Returns the metrics on every process (scored once, on the main process)."""
-    rows, skipped = generate_predictions(accelerator, model, loader, tokenizer, cfg.eval, desc=f"eval {name}")
+    rows, skipped = generate_predictions(accelerator, model, loader, tokenizer, cfg.eval, f"eval {name}", split.kind,
+                                         split.modality)
     metrics: dict[str, Any] | None = None
     if accelerator.is_main_process:
         indices = sorted(row["index"] for row in rows)

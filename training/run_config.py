@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from dataset.collate import PADDING_SIDES
+from dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from models.atomic_io import write_text_atomic
 from models.config import ModelConfig
 from models.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict
@@ -21,7 +23,8 @@ from models.config_io import ConfigError, from_dict, merge, parse_override, set_
 class TaskConfig:
     """reader: a name in dataset.tasks.TASK_READERS (vqa_v2, gqa, coco_caption, msrvtt_caption, video_qa,
     audiocaps, chat). Splits name the reader's files; an empty split is not used. metric: vqa | exact_match |
-    caption (chosen from the reader when empty).
+    caption (chosen from the reader when empty). prompt_template: the QA prompt, `{question}` replaced by
+    the question, in training and evaluation alike (dataset/prompt_template.py); captions ignore it.
 
     chat_template (chat rows): "auto" (the tokenizer's chat template when it has one, else the plain one),
     "plain" or "tokenizer" (dataset/chat_template.py). max_instances (chat rows): keep only the first n media
@@ -40,6 +43,10 @@ class TaskConfig:
     max_eval_samples: int | None = None
     chat_template: str = "auto"
     max_instances: int | None = None
+    prompt_template: str = DEFAULT_QA_TEMPLATE
+
+    def __post_init__(self) -> None:
+        check_prompt_template(self.prompt_template)
 
 
 @dataclass
@@ -79,13 +86,33 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None
 
 
+BEAM_SCORE_LENGTHS = ("generated", "sequence")
+
+
 @dataclass
 class EvalConfig:
+    """padding_side: of the question batch. "left" (default): an answer does not depend on the other questions
+    of its batch. "right": the reference's padding='longest': a shorter question's first answer token is
+    predicted at the batch's last column, one of its pad positions, and in `epalm` mode the visual slot also
+    attends to the pads, so its answer depends on the longest question of its batch (as published).
+
+    beam_score_length: what a finished beam's log-probability is divided by: "generated" (the generated
+    tokens, eos included: transformers' beam search) or "sequence" (question and generated tokens, eos not
+    counted: transformers 4.20's, which the reference's published numbers used; models/legacy_beam_search.py)."""
+
     batch_size: int = 16
     num_beams: int = 3
     max_length: int = 30
     every_epoch: bool = True
     html_samples: int = 48
+    padding_side: str = "left"
+    beam_score_length: str = "generated"
+
+    def __post_init__(self) -> None:
+        if self.padding_side not in PADDING_SIDES:
+            raise ConfigError(f"padding_side {self.padding_side!r} is not one of {PADDING_SIDES}")
+        if self.beam_score_length not in BEAM_SCORE_LENGTHS:
+            raise ConfigError(f"beam_score_length {self.beam_score_length!r} is not one of {BEAM_SCORE_LENGTHS}")
 
 
 @dataclass
