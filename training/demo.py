@@ -1,12 +1,19 @@
-"""The offline demo: synthetic data and tiny pretrained models, eP-ALM against its blind baseline.
+"""The offline demo: synthetic data and tiny pretrained models, each bridge against its blind baseline.
 
-    python -m training.demo                 # every task (image, video, audio)
+    python -m training.demo                       # the main table: every task, blind vs eP-ALM (~15 min, 2 cores)
     python -m training.demo --tasks image_vqa image_caption
+    python -m training.demo --groups connectors   # image VQA and captions: blind, eP-ALM, input prefix
+    python -m training.demo --all                 # every group (main, connectors, pairs, joint)
 
-For each task it trains two models with the same recipe and fixed step counts: eP-ALM, and the blind
-baseline (the soft prompt alone, no perceptual token), evaluates both on the test split, prints a
-table and writes it to `outputs/demo/summary.json` as rows `{task, metric, blind, epalm}`, with
-`summary.md` and `index.html` (links to each run's predictions page) beside it.
+Groups (each trains its variants with the same recipe and fixed step counts, then evaluates on the test split):
+- main: every task, blind (the soft prompt alone) and eP-ALM (layer injection);
+- connectors: image VQA and captioning, blind, eP-ALM and the input-prefix connector (2 tokens);
+- pairs: two images in one prompt (chat rows): blind, the first image only, both images;
+- joint: one model trained on image VQA, video QA and audio captions at once against the three
+  single-modality models, with as many steps in all as the three together.
+Rows `{task, metric, <variant>: value ...}` go to `outputs/demo/summary.json` (the main group's rows have
+the variants blind and epalm), a table per group to `summary.md`, links to every run's predictions page
+to `index.html`.
 """
 from __future__ import annotations
 
@@ -22,9 +29,13 @@ import training.run as entry
 from dataset.synthetic.build import build_image_dataset
 from dataset.synthetic.build_audio import build_audio_dataset
 from dataset.synthetic.build_video import build_video_dataset
+from dataset.synthetic.image_pairs import build_image_pairs
 from models.atomic_io import write_text_atomic
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
+BLIND = ("blind", ("model.visual=false",))
+EPALM = ("epalm", ())
+PREFIX = ("prefix", ("model.connector=prefix", "model.injected_hidden_states=1", "model.connector_options={tokens: 2}"))
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,8 @@ class DemoTask:
     name: str
     config: str
     data: str  # which synthetic data set the task reads
-    kind: str  # qa or caption
+    kind: str  # qa, caption or chat
+    media_root: str | None = None  # a data set whose images the rows point to (chat rows)
 
 
 TASKS = {
@@ -41,108 +53,226 @@ TASKS = {
     "video_qa": DemoTask("video_qa", "video_qa.yaml", "video", "qa"),
     "video_caption": DemoTask("video_caption", "video_caption.yaml", "video", "caption"),
     "audio_caption": DemoTask("audio_caption", "audio_caption.yaml", "audio", "caption"),
+    "image_pairs": DemoTask("image_pairs", "image_pairs.yaml", "image_pairs", "chat", media_root="image"),
 }
 
 
-def data_builders() -> dict[str, Callable[[Path], Any]]:
-    """Each synthetic data set, built deterministically (seed 0) unless already complete."""
-    builders: dict[str, Callable[[Path], Any]] = {
-        "image": lambda out: build_image_dataset(out, seed=0, n_train=6000, n_val=300, n_test=500,
-                                                 questions_per_image=3),
+@dataclass(frozen=True)
+class Group:
+    """Tasks x variants; a variant is a column name and the `--set` overrides that make it."""
+
+    name: str
+    tasks: tuple[str, ...]
+    variants: tuple[tuple[str, tuple[str, ...]], ...]
+    title: str
+    joint: bool = False  # one model on all the group's tasks, against one per task
+
+
+GROUPS = {
+    "main": Group("main", ("image_vqa", "image_caption", "video_qa", "video_caption", "audio_caption"),
+                  (BLIND, EPALM), "eP-ALM vs blind baseline"),
+    "connectors": Group("connectors", ("image_vqa", "image_caption"), (BLIND, EPALM, PREFIX),
+                        "connectors: layer injection (eP-ALM) vs input prefix (2 tokens)"),
+    "pairs": Group("pairs", ("image_pairs",),
+                   (BLIND, ("first_only", ("task.max_instances=1",)), ("both", ())),
+                   "two images in one prompt: blind, first image only, both"),
+    "joint": Group("joint", ("image_vqa", "video_qa", "audio_caption"), (EPALM,),
+                   "joint training on image, video and audio against one model per modality", joint=True),
+}
+
+
+def data_builders(quick: bool = False) -> dict[str, Callable[[Path, Path], Any]]:
+    """Each synthetic data set, built deterministically (seed 0) unless already complete; `quick`: tiny ones."""
+    n = (lambda full, small: small if quick else full)
+    return {
+        "image": lambda out, root: build_image_dataset(out, seed=0, n_train=n(6000, 96), n_val=n(300, 8),
+                                                       n_test=n(500, 16), questions_per_image=3),
+        "video": lambda out, root: build_video_dataset(out, seed=0, n_train=n(3000, 48), n_val=n(200, 4),
+                                                       n_test=n(400, 12)),
+        "audio": lambda out, root: build_audio_dataset(out, seed=0, n_train=n(3000, 48), n_val=n(200, 4),
+                                                       n_test=n(400, 12)),
+        "image_pairs": lambda out, root: build_image_pairs(root / "image", out, seed=0, n_train=n(6000, 96),
+                                                           n_test=n(400, 16)),
     }
-    builders["video"] = lambda out: build_video_dataset(out, seed=0, n_train=3000, n_val=200, n_test=400)
-    builders["audio"] = lambda out: build_audio_dataset(out, seed=0, n_train=3000, n_val=200, n_test=400)
-    return builders
 
 
-def rows_for(task: DemoTask, blind: dict[str, Any], epalm: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table rows: QA accuracy overall and per question type; caption CIDEr and attribute accuracy."""
-    if task.kind == "qa":
-        rows = [{"task": task.name, "metric": "accuracy", "blind": blind["overall"], "epalm": epalm["overall"]}]
-        for qtype in sorted(epalm.get("per_question_type", {})):
-            rows.append({"task": task.name, "metric": f"accuracy/{qtype}",
-                         "blind": blind["per_question_type"].get(qtype), "epalm": epalm["per_question_type"][qtype]})
-        return rows
-    rows = [{"task": task.name, "metric": "CIDEr", "blind": blind["scores"].get("CIDEr"),
-             "epalm": epalm["scores"].get("CIDEr")}]
-    if "attribute_accuracy" in epalm:
-        rows.append({"task": task.name, "metric": "attribute_accuracy",
-                     "blind": 100 * blind["attribute_accuracy"]["overall"],
-                     "epalm": 100 * epalm["attribute_accuracy"]["overall"]})
-        for name, value in sorted(epalm["attribute_accuracy"]["per_attribute"].items()):
-            rows.append({"task": task.name, "metric": f"attribute_accuracy/{name}",
-                         "blind": 100 * blind["attribute_accuracy"]["per_attribute"][name], "epalm": 100 * value})
+def metric_rows(task: DemoTask, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows `{task, metric, <variant>: value}`: QA / chat accuracy overall and per question type; caption
+    CIDEr and attribute accuracy (overall and per attribute)."""
+    def row(metric: str, read: Callable[[dict], Any]) -> dict[str, Any]:
+        return {"task": task.name, "metric": metric, **{variant: read(m) for variant, m in results.items()}}
+
+    def per_type(metrics: dict, key: str) -> Any:
+        return metrics.get("per_question_type", {}).get(key)
+
+    if task.kind in ("qa", "chat"):
+        types = sorted({t for m in results.values() for t in m.get("per_question_type", {})})
+        return [row("accuracy", lambda m: m["overall"])] + [
+            row(f"accuracy/{t}", lambda m, t=t: per_type(m, t)) for t in types]
+    rows = [row("CIDEr", lambda m: m["scores"].get("CIDEr"))]
+    if all("attribute_accuracy" in m for m in results.values()):
+        rows.append(row("attribute_accuracy", lambda m: 100 * m["attribute_accuracy"]["overall"]))
+        names = sorted(next(iter(results.values()))["attribute_accuracy"]["per_attribute"])
+        rows += [row(f"attribute_accuracy/{a}", lambda m, a=a: 100 * m["attribute_accuracy"]["per_attribute"][a])
+                 for a in names]
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    def number(value) -> str:
-        return "-" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
-    lines = ["| task | metric | blind | eP-ALM | gain |", "|---|---|---|---|---|"]
+
+def _gain(value, base) -> str:
+    if value is None or base is None:
+        return "-"
+    gain = value - base
+    return f"{gain:+.3f}" if abs(gain) < 10 else f"{gain:+.1f}"
+
+
+def format_table(rows: list[dict[str, Any]], variants: list[str] | None = None) -> str:
+    """Markdown: a column per variant, and the gain of each non-blind variant over blind."""
+    variants = variants or ["blind", "epalm"]
+    names = {"blind": "blind", "epalm": "eP-ALM", "prefix": "prefix", "first_only": "first only", "both": "both",
+             "single": "one per modality", "joint": "joint"}
+    gains = [v for v in variants if v != "blind"] if "blind" in variants else []
+    header = ["task", "metric", *(names.get(v, v) for v in variants)]
+    header += ["gain" if len(gains) == 1 else f"{names.get(v, v)} gain" for v in gains]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        gain = None if row["blind"] is None or row["epalm"] is None else row["epalm"] - row["blind"]
-        lines.append(f"| {row['task']} | {row['metric']} | {number(row['blind'])} | {number(row['epalm'])} | "
-                     f"{'-' if gain is None else f'{gain:+.3f}' if abs(gain) < 10 else f'{gain:+.1f}'} |")
+        cells = [row["task"], row["metric"], *(_number(row.get(v)) for v in variants)]
+        cells += [_gain(row.get(v), row.get("blind")) for v in gains]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_index(out: Path, rows: list[dict[str, Any]], runs: dict[str, Path], seconds: dict[str, float]) -> None:
+def write_index(out: Path, tables: dict[str, tuple[str, str]], runs: dict[str, tuple[Path, str]],
+                seconds: dict[str, float]) -> None:
     links = "".join(
         f'<li>{name}: <a href="{os.path.relpath(path / "eval", out)}/{test}.html">predictions</a> '
         f"({seconds.get(name, 0):.0f} s)</li>"
         for name, (path, test) in runs.items()
     )
-    table = format_table(rows).replace("|---|---|---|---|---|\n", "")
-    body = "".join(
-        "<tr>" + "".join(f"<td>{cell.strip()}</td>" for cell in line.strip("|").split("|")) + "</tr>"
-        for line in table.splitlines()
-    )
+    body = ""
+    for title, table in tables.values():
+        cells = "".join(
+            "<tr>" + "".join(f"<td>{cell.strip()}</td>" for cell in line.strip("|").split("|")) + "</tr>"
+            for k, line in enumerate(table.splitlines()) if k != 1
+        )
+        body += f"<h2>{title}</h2><table border=1 cellpadding=4>{cells}</table>"
     write_text_atomic(out / "index.html", f"<!doctype html><meta charset=utf-8><title>eP-ALM demo</title>"
-                 f"<h1>eP-ALM vs blind baseline</h1><table border=1 cellpadding=4>{body}</table><ul>{links}</ul>")
+                                          f"<h1>eP-ALM demo</h1>{body}<ul>{links}</ul>")
 
 
-def run_demo(tasks: list[str], out: Path, extra: list[str]) -> list[dict[str, Any]]:
+class DemoRunner:
+    """Builds what each run needs once, trains and evaluates each (task, variant) once, keeps the results."""
+
+    def __init__(self, out: Path, extra: list[str], quick: bool):
+        self.out, self.extra, self.quick = out, extra, quick
+        self.builders = data_builders(quick)
+        self.built: set[str] = set()
+        self.results: dict[tuple[str, str], dict[str, Any]] = {}
+        self.runs: dict[str, tuple[Path, str]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def data(self, name: str) -> Path:
+        if name == "image_pairs":
+            self.data("image")
+        if name not in self.built:
+            self.builders[name](self.out / "data" / name, self.out / "data")
+            self.built.add(name)
+        return self.out / "data" / name
+
+    def _quick(self) -> list[str]:
+        return ["--set", "train.max_steps=3", "--set", "eval.max_length=8"] if self.quick else []
+
+    def train(self, run_name: str, argv: list[str]) -> dict[str, Any]:
+        start = time.time()
+        result = entry.main([*argv, "--output_dir", str(self.out / run_name), *self._quick(), *self.extra])
+        self.seconds[run_name] = time.time() - start
+        return result
+
+    def task(self, name: str, variant: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+        if (name, variant) not in self.results:
+            task = TASKS[name]
+            argv = ["--config", str(CONFIGS / task.config), "--data_dir", str(self.data(task.data))]
+            if task.media_root:
+                argv += ["--set", f"task.media_root={self.data(task.media_root) / 'COCO' / 'images'}"]
+            for override in overrides:
+                argv += ["--set", override]
+            result = self.train(f"{name}/{variant}", argv)["test"]
+            self.results[(name, variant)] = result
+            self.runs[f"{name}/{variant}"] = (self.out / name / variant, result["split"])
+        return self.results[(name, variant)]
+
+    def joint(self, group: Group) -> dict[str, dict[str, Any]]:
+        """One model on the group's tasks (a mixture), steps = the single runs' steps together."""
+        tasks = [TASKS[name] for name in group.tasks]
+        argv = ["--config", str(CONFIGS / "joint.yaml")]
+        for task in tasks:
+            argv += ["--set", f"mixture.{task.name}.task.data_dir={self.data(task.data)}"]
+        steps = 3 * len(tasks) if self.quick else None
+        result = self.train("joint", argv + (["--set", f"train.max_steps={steps}"] if steps else []))
+        for task in tasks:
+            self.runs[f"joint/{task.name}"] = (self.out / "joint", f"{task.name}/{result['tests'][task.name]['split']}")
+        return result["tests"]
+
+    def group_rows(self, group: Group) -> tuple[list[dict[str, Any]], list[str]]:
+        rows = []
+        if group.joint:
+            joint = self.joint(group)
+            for name in group.tasks:
+                results = {"single": self.task(name, "epalm", ()), "joint": joint[name]}
+                rows += [{**row, "group": group.name} for row in metric_rows(TASKS[name], results)]
+            return rows, ["single", "joint"]
+        for name in group.tasks:
+            results = {variant: self.task(name, variant, overrides) for variant, overrides in group.variants}
+            task_rows = metric_rows(TASKS[name], results)
+            rows += task_rows if group.name == "main" else [{**row, "group": group.name} for row in task_rows]
+        return rows, [variant for variant, _ in group.variants]
+
+
+def run_demo(groups: list[str], out: Path, extra: list[str], tasks: list[str] | None = None,
+             quick: bool = False) -> list[dict[str, Any]]:
     from training.demo_pretraining import ensure_demo_models
 
     out.mkdir(parents=True, exist_ok=True)
-    builders = data_builders()
     ensure_demo_models()
+    runner = DemoRunner(out, extra, quick)
     rows: list[dict[str, Any]] = []
-    runs: dict[str, tuple[Path, str]] = {}
-    seconds: dict[str, float] = {}
-    for name in tasks:
-        task = TASKS[name]
-        data_dir = out / "data" / task.data
-        builders[task.data](data_dir)
-        results = {}
-        for variant, overrides in (("blind", ["--set", "model.visual=false"]), ("epalm", [])):
-            run_dir = out / name / variant
-            start = time.time()
-            result = entry.main(["--config", str(CONFIGS / task.config), "--data_dir", str(data_dir),
-                                 "--output_dir", str(run_dir), *overrides, *extra])
-            seconds[f"{name}/{variant}"] = time.time() - start
-            results[variant] = result["test"]
-            runs[f"{name}/{variant}"] = (run_dir, result["test"]["split"] if task.kind == "qa" else "test")
-        rows.extend(rows_for(task, results["blind"], results["epalm"]))
-        write_text_atomic(out / "summary.json", json.dumps(rows, indent=2))  # after every task: partial results survive
-    write_text_atomic(out / "summary.md", format_table(rows) + "\n")
-    write_index(out, rows, runs, seconds)
+    tables: dict[str, tuple[str, str]] = {}
+    for name in groups:
+        group = GROUPS[name]
+        if tasks and not group.joint:
+            group = Group(group.name, tuple(t for t in group.tasks if t in tasks), group.variants, group.title)
+            if not group.tasks:
+                continue
+        group_rows, variants = runner.group_rows(group)
+        rows += group_rows
+        tables[name] = (group.title, format_table(group_rows, variants))
+        write_text_atomic(out / "summary.json", json.dumps(rows, indent=2))  # after every group: partial results survive
+    write_text_atomic(out / "summary.md", "\n\n".join(f"## {title}\n\n{table}" for title, table in tables.values()) + "\n")
+    write_index(out, tables, runner.runs, runner.seconds)
     return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--out", default="outputs/demo")
+    parser = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", nargs="+", default=["main"], choices=list(GROUPS),
+                        help="which groups of runs (default: main, the README's table)")
+    parser.add_argument("--all", action="store_true", help="every group (about 35 minutes on 2 CPU cores)")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="only these tasks of the chosen groups")
+    parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    parser.add_argument("--quick", action="store_true", help="tiny data and 3 steps a run: checks the plumbing only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override passed to every run, e.g. --set train.max_steps=50")
     args = parser.parse_args(argv)
     start = time.time()
     extra = [item for pair in (("--set", s) for s in args.set) for item in pair]
-    rows = run_demo(args.tasks, Path(args.out), extra)
-    print("\n" + format_table(rows))
-    print(f"\nwritten {Path(args.out) / 'summary.json'} in {time.time() - start:.0f} s")
+    groups = list(GROUPS) if args.all else args.groups
+    rows = run_demo(groups, Path(args.out), extra, tasks=args.tasks, quick=args.quick)
+    print("\n" + (Path(args.out) / "summary.md").read_text())
+    print(f"written {Path(args.out) / 'summary.json'} ({len(rows)} rows) in {time.time() - start:.0f} s")
     return rows
 
 
