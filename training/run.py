@@ -20,6 +20,7 @@ from accelerate.utils import set_seed
 from models.atomic_io import write_text_atomic
 from models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
 from models.factory import build_model
+from models.modalities import load_plugins
 from models.param_count import parameter_report
 from training.accelerator_setup import make_accelerator
 from training.data import build_collator, build_dataset, build_loader, read_split
@@ -119,6 +120,7 @@ def write_task_table(run_dir: Path, results: dict[str, dict[str, Any]], tasks: d
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
+    load_plugins(cfg.model.plugins)  # before the data: a plugin's modality names its placeholder and data key
     tasks = task_runs(cfg)
     for task_cfg in tasks.values():
         check_paths(task_cfg)
