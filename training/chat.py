@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from models.user_errors import ConfigError, MissingFileError, UnknownNameError, UserError, did_you_mean
 from training.chat_inputs import MediaReader, add_media_root_argument, parse_media_argument, parse_message
@@ -37,16 +38,17 @@ examples:
   python main.py chat --checkpoint outputs/demo/image_vqa/epalm --media_root outputs/demo/data/image/COCO/images
   python main.py chat --checkpoint outputs/run/best --data_dir data --split karpathy_test --num_beams 1
   python main.py chat --checkpoint ePALM_pt_L_vqa.pth --config configs/image/epalm_pt_l_vqa.yaml
+  printf '<image:a.jpg> what colour?\\n/tokens a.jpg\\n' | python main.py chat --checkpoint RUN  # a transcript
 
 in the prompt:
-  User: <image:scene_00017.jpg> what colour is the circle?
+  User: <image:val2014/COCO_val2014_000000006304.jpg> which colour do the shapes have?
   User: is <image:a.jpg> the same colour as <image:b.jpg>?
-  User: /tokens scene_00017.jpg
+  User: /tokens val2014/COCO_val2014_000000006304.jpg
   User: /randvqa
 
 A model trained on the reference formats reads a message with one medium as it was trained (question</a>,
 the medium in front); other messages, and every message to a chat-trained model, are read as a chat
-conversation with the earlier turns. See docs/chat.md."""
+conversation with the earlier turns. See docs/chat.md. --debug keeps the traceback of a user error."""
 
 
 class ChatSession:
@@ -95,7 +97,7 @@ class ChatSession:
         ref = parse_media_argument(argument, self.loaded.model.modality, self.media_root)
         report = nearest_tokens(self.loaded.model, self.loaded.tokenizer, self.media.read(ref), ref.modality,
                                 self.topk)
-        self.say(f"{ref.path} ({ref.modality}): {len(report.rows)} visual token(s); {format_nearest(report)}")
+        self.say(f"{ref.path} ({ref.modality}): {len(report.rows)} visual token(s)\n{format_nearest(report)}")
 
     def randvqa(self, _: str) -> None:
         if self.vqa is None:
@@ -144,7 +146,7 @@ def repl(session: ChatSession, read: Callable[[str], str], clock: Callable[[], f
             session.say("")
             return True
         last_interrupt = now
-        session.say(f"\n({what}; Ctrl-C again within {quit_window_s:g} s to quit, or Ctrl-D)")
+        session.say(f"\n({what}Ctrl-C again within {quit_window_s:g} s to quit, or Ctrl-D)")
         return False
 
     while True:
@@ -154,7 +156,7 @@ def repl(session: ChatSession, read: Callable[[str], str], clock: Callable[[], f
             session.say("")
             return
         except KeyboardInterrupt:
-            if interrupted("Ctrl-C"):
+            if interrupted(""):
                 return
             continue
         try:
@@ -162,7 +164,7 @@ def repl(session: ChatSession, read: Callable[[str], str], clock: Callable[[], f
         except UserError as error:
             session.say(format_user_error(error))
         except KeyboardInterrupt:
-            if interrupted("interrupted"):
+            if interrupted("interrupted; "):
                 return
 
 
@@ -184,13 +186,15 @@ def argument_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add_media_root_argument(parser)
     add_generation_arguments(parser)
-    parser.add_argument("--topk", type=int, default=5, help="vocabulary tokens /tokens lists per visual token")
-    parser.add_argument("--data_dir", default=None,
+    parser.add_argument("--topk", type=int, default=5, metavar="K",
+                        help="vocabulary tokens /tokens lists per visual token (default: 5)")
+    parser.add_argument("--data_dir", default=None, metavar="DIR",
                         help="VQA-format data folder for /randvqa (vqa/<split>.json, COCO/images/; default: the "
                              "run's own when it is a VQA v2 run)")
-    parser.add_argument("--split", default=None,
+    parser.add_argument("--split", default=None, metavar="NAME",
                         help="the split /randvqa draws from (default: the run's test split, else karpathy_test)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of /randvqa's draws (default: unseeded)")
+    parser.add_argument("--seed", type=int, default=None, metavar="N",
+                        help="seed of /randvqa's draws (default: unseeded)")
     return parser
 
 

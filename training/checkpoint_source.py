@@ -71,8 +71,8 @@ def _is_checkpoint_folder(path: Path) -> bool:
 def _run_config_above(folder: Path) -> Path | None:
     """The config.yaml of the run holding `folder` as `best/` or `checkpoints/last/trainable/`."""
     for run in (folder.parent, folder.parent.parent.parent):
-        if (run / RUN_CONFIG).is_file() and folder.resolve() in {(run / "best").resolve(),
-                                                                  (run / "checkpoints" / "last" / TRAINABLE_DIR).resolve()}:
+        weights = {(run / "best").resolve(), (run / "checkpoints" / "last" / TRAINABLE_DIR).resolve()}
+        if (run / RUN_CONFIG).is_file() and folder.resolve() in weights:
             return run / RUN_CONFIG
     return None
 

@@ -95,17 +95,17 @@ class Conversation:
         if choose_layout(self.loaded.chat_trained, len(instances)) == ONE_INSTANCE:
             layout, batch = ONE_INSTANCE, instance_batch(self.loaded, message.plain_text, media[0], NO_LIMIT)
             self._check_fits(batch, self.loaded.model.prefix_len, "the message")
-            if self.turns:
-                note = (f"{len(self.turns)} earlier turn(s) left out: a model trained on the reference formats "
-                        "reads one medium per prompt, so the conversation restarts here")
-            self.turns = []
+            dropped = len(self.turns)
+            if dropped:
+                note = (f"new conversation: a model trained on the reference formats reads one medium per prompt; "
+                        f"{dropped} earlier turn(s) left out")
         else:
             layout, (batch, dropped) = CHAT, self._chat_batch(message, instances)
             if dropped:
                 note = f"{dropped} earliest turn(s) left out to fit the LM's {self.max_positions} positions"
-            self.turns = self.turns[dropped:]
-        answer = self.generate(batch)
-        self.turns.append(Turn(message.chat_text, instances, placeholder_pattern().sub("", answer)))
+        answer = self.generate(batch)  # the turns change only once it has answered (Ctrl-C may stop it)
+        kept = self.turns[dropped:]
+        self.turns = [*kept, Turn(message.chat_text, instances, placeholder_pattern().sub("", answer))]
         return Reply(answer, layout, batch, note)
 
     def _chat_batch(self, message: Message, instances: list[tuple[str, torch.Tensor]]) -> tuple[dict, int]:
@@ -149,7 +149,7 @@ class Conversation:
 
 
 def add_generation_arguments(parser) -> None:
-    parser.add_argument("--num_beams", type=int, default=None,
+    parser.add_argument("--num_beams", type=int, default=None, metavar="N",
                         help="beam width, 1 for greedy (default: the run's eval.num_beams)")
-    parser.add_argument("--max_new_tokens", type=int, default=None,
+    parser.add_argument("--max_new_tokens", type=int, default=None, metavar="N",
                         help="the answer's length bound in tokens (default: the run's eval.max_length)")

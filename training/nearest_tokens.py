@@ -56,7 +56,7 @@ def vocabulary_space(model: EPALM, vocab_size: int) -> tuple[torch.Tensor, str]:
     if embeddings.shape[1] != model.lm.hidden_size:
         raise ConfigError(f"this LM's input embeddings (width {embeddings.shape[1]}) and hidden states (width "
                           f"{model.lm.hidden_size}) differ and it has no project_in: /tokens cannot compare")
-    return embeddings, "the LM's input embeddings (no project_in: the hidden width the layer tokens enter is theirs)"
+    return embeddings, "the LM's input embeddings (no project_in: hidden width = embedding width)"
 
 
 def token_labels(model: EPALM, count: int) -> list[str]:

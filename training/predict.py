@@ -21,11 +21,14 @@ from training.conversation import Conversation, GenerationSettings, add_generati
 EPILOG = """\
 examples:
   python main.py predict --checkpoint outputs/demo/image_vqa/epalm \\
-      --media outputs/demo/data/image/COCO/images/scene_00017.jpg --prompt "what colour is the circle?"
+      --media outputs/demo/data/image/COCO/images/val2014/COCO_val2014_000000006304.jpg \\
+      --prompt "which colour do the shapes have?"
   python main.py predict --checkpoint RUN --media a.jpg --media b.jpg --prompt "same colour?" --json
   python main.py predict --checkpoint RUN --media_root photos --prompt "is <image:a.jpg> left of <image:b.jpg>?"
   python main.py predict --checkpoint ePALM_pt_L_vqa.pth --config configs/image/epalm_pt_l_vqa.yaml \\
-      --media video:clip.mp4 --prompt "what happens?"  # needs a model that reads video"""
+      --media video:clip.mp4 --prompt "what happens?"  # needs a model that reads video
+
+--debug keeps the traceback of a user error."""
 
 
 def argument_parser() -> argparse.ArgumentParser:
