@@ -47,19 +47,24 @@ def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, f
     return MediaTextDataset(split, train, cfg.seed, preprocess, features, augment=cfg.train.augment)
 
 
-def build_collator(split: TaskSplit, tokenizer, cfg: RunConfig, train: bool, tokens_per_instance: int):
-    """tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's)."""
-    if split.kind == "chat":
+def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool, tokens_per_instance: int = 0,
+                  max_len: int | None = None):
+    """The run's collator for split kind qa | caption | chat (also what the chat REPL builds its prompts with).
+
+    tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's).
+    max_len: the text length kept (default: train.max_text_len)."""
+    max_len = cfg.train.max_text_len if max_len is None else max_len
+    if kind == "chat":
         return ChatCollator(tokenizer, train, tokens_per_instance, template=cfg.task.chat_template,
-                            max_len=cfg.train.max_text_len, max_instances=cfg.task.max_instances)
-    return TextCollator(tokenizer, split.kind, train, loss_tokens=cfg.train.loss_tokens,
-                        max_len=cfg.train.max_text_len, prompt_template=cfg.task.prompt_template,
-                        padding_side=cfg.eval.padding_side)
+                            max_len=max_len, max_instances=cfg.task.max_instances)
+    return TextCollator(tokenizer, kind, train, loss_tokens=cfg.train.loss_tokens, max_len=max_len,
+                        prompt_template=cfg.task.prompt_template, padding_side=cfg.eval.padding_side)
 
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool,
                  tokens_per_instance: int = 0) -> DataLoader:
-    collator = build_collator(dataset.split, tokenizer, cfg, train, tokens_per_instance)
+    """tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's)."""
+    collator = make_collator(dataset.split.kind, tokenizer, cfg, train, tokens_per_instance)
     workers = cfg.train.num_workers
     return DataLoader(
         dataset,

@@ -23,7 +23,7 @@ from models.factory import build_model
 from models.modalities import load_plugins
 from models.param_count import parameter_report
 from training.accelerator_setup import make_accelerator
-from training.data import build_collator, build_dataset, build_loader, read_split
+from training.data import build_dataset, build_loader, make_collator, read_split
 from training.evaluator import evaluate_split
 from training.feature_store import encoder_features
 from training.mixture import mixture_loader
@@ -95,7 +95,7 @@ def training_loader(cfg: RunConfig, tasks: dict[str, RunConfig], train_splits: d
     if not cfg.mixture:
         (name,) = tasks
         return build_loader(datasets[name], tokenizer, cfg, train=True, tokens_per_instance=model.tokens_per_instance)
-    collators = {name: build_collator(datasets[name].split, tokenizer, task_cfg, True, model.tokens_per_instance)
+    collators = {name: make_collator(datasets[name].split.kind, tokenizer, task_cfg, True, model.tokens_per_instance)
                  for name, task_cfg in tasks.items()}
     weights = {name: entry.weight for name, entry in cfg.mixture.items()}
     return mixture_loader(datasets, collators, weights, cfg.train.batch_size, cfg.seed, cfg.train.num_workers,
