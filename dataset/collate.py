@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from models.language_model import QA_SEPARATOR
+from models.user_errors import ConfigError, did_you_mean
 
 LOSS_TOKENS = ("answer", "all")
 
@@ -22,7 +23,8 @@ def prompt_text(kind: str, prompt: str) -> str:
 class TextCollator:
     def __init__(self, tokenizer, kind: str, train: bool, loss_tokens: str = "answer", max_len: int = 64):
         if loss_tokens not in LOSS_TOKENS:
-            raise ValueError(f"loss_tokens '{loss_tokens}' is not one of {LOSS_TOKENS}")
+            raise ConfigError(f"train.loss_tokens '{loss_tokens}' is not one of {LOSS_TOKENS}"
+                              f"{did_you_mean(loss_tokens, LOSS_TOKENS)}")
         if kind not in ("qa", "caption"):
             raise ValueError(f"task kind '{kind}' is not qa or caption")
         self.tokenizer = tokenizer

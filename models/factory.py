@@ -10,15 +10,17 @@ from models.epalm import EPALM
 from models.injection import plan_injection
 from models.language_model import build_language_model, load_tokenizer
 from models.soft_prompt import SoftPrompt
+from models.user_errors import ConfigError, check_choice
+
+PROMPT_INITS = ("random", "vocab")
 
 
 def _prompt_init(cfg: ModelConfig, embeddings: torch.Tensor) -> torch.Tensor | None:
+    check_choice("model.prompt_init", cfg.prompt_init, PROMPT_INITS)
     if cfg.prompt_init == "random":
         return None
-    if cfg.prompt_init == "vocab":
-        rows = torch.randint(0, embeddings.shape[0], (cfg.prompt_len,))
-        return embeddings[rows].detach().float().clone()
-    raise ValueError(f"prompt_init '{cfg.prompt_init}' is not one of: random, vocab")
+    rows = torch.randint(0, embeddings.shape[0], (cfg.prompt_len,))
+    return embeddings[rows].detach().float().clone()
 
 
 def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: bool = True) -> tuple[EPALM, object]:
@@ -30,7 +32,7 @@ def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: boo
     if cfg.visual:
         encoder = build_encoder(cfg.encoder)
         if not 1 <= cfg.injected_hidden_states <= encoder.num_layers:
-            raise ValueError(
+            raise ConfigError(
                 f"injected_hidden_states={cfg.injected_hidden_states} but encoder '{cfg.encoder.name}' has "
                 f"{encoder.num_layers} blocks"
             )

@@ -1,8 +1,5 @@
 """The offline demo: synthetic data and tiny pretrained models, eP-ALM against its blind baseline.
 
-    python -m training.demo                 # every task (image, video, audio)
-    python -m training.demo --tasks image_vqa image_caption
-
 For each task it trains two models with the same recipe and fixed step counts: eP-ALM, and the blind
 baseline (the soft prompt alone, no perceptual token), evaluates both on the test split, prints a
 table and writes it to `outputs/demo/summary.json` as rows `{task, metric, blind, epalm}`, with
@@ -13,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,14 @@ from dataset.synthetic.build import build_image_dataset
 from dataset.synthetic.build_audio import build_audio_dataset
 from dataset.synthetic.build_video import build_video_dataset
 from models.atomic_io import write_text_atomic
+from training.command_line import add_debug_flag, command_parser, run_command
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
+EXAMPLES = """examples:
+  bash run_scripts/demo.sh                  # the same as python -m training.demo: every task
+  python -m training.demo --tasks image_vqa image_caption
+  python -m training.demo --tasks video_qa --set train.max_steps=50   # a quick look
+  # docs/demo_data.md and docs/demo_models.md describe the data and the tiny models"""
 
 
 @dataclass(frozen=True)
@@ -131,13 +135,20 @@ def run_demo(tasks: list[str], out: Path, extra: list[str]) -> list[dict[str, An
     return rows
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--out", default="outputs/demo")
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m training.demo", __doc__, EXAMPLES)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
+                        help=f"{' '.join(TASKS)} (default all)")
+    parser.add_argument("--out", default="outputs/demo", metavar="DIR",
+                        help="data, runs and the summary (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override passed to every run, e.g. --set train.max_steps=50")
-    args = parser.parse_args(argv)
+                        help="a config override for every run (repeatable)")
+    add_debug_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = argument_parser().parse_args(argv)
     start = time.time()
     extra = [item for pair in (("--set", s) for s in args.set) for item in pair]
     rows = run_demo(args.tasks, Path(args.out), extra)
@@ -147,4 +158,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -19,7 +19,7 @@ from training.accelerator_setup import make_accelerator
 from training.data import build_dataset, build_loader, read_split
 from training.evaluator import evaluate_split
 from training.feature_store import encoder_features
-from training.preflight import check_paths
+from training.preflight import preflight
 from training.run_config import RunConfig, dump_config, resolve_config
 from training.trainer import Trainer
 
@@ -63,7 +63,7 @@ def read_splits(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
-    check_paths(cfg)
+    preflight(cfg)
     train_split, eval_splits = read_splits(cfg)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
