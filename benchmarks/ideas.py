@@ -1,7 +1,5 @@
 """Speed ideas measured against the current code, each variant beside its baseline in the same process.
 
-    python -m benchmarks.ideas --shape ref-small [--ideas threads cpu_bf16 ...] [--repeats 3] [--out FILE]
-
 Ideas (docs/benchmarks.md discusses the results):
   inference_mode  generation under torch.inference_mode instead of the no_grad of EPALM.generate
   attention       the LM with eager attention instead of sdpa (training step and generation)
@@ -22,6 +20,7 @@ import copy
 import datetime
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -34,8 +33,13 @@ from benchmarks.measure import time_mode
 from benchmarks.report import write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
 from models.factory import build_model
+from training.command_line import add_debug_flag, command_parser, run_command
 from training.provenance import git_commit, package_versions
 
+EXAMPLES = """examples:
+  python -m benchmarks.ideas --shape ref-small                       # every idea
+  python -m benchmarks.ideas --shape demo-image --ideas attention threads --repeats 5
+  # docs/benchmarks.md discusses what was measured"""
 RESULTS = Path(__file__).resolve().parent / "results"
 Variant = tuple[str, str, Callable[[], Any]]  # (measure, variant, fn); the first variant of a measure is its baseline
 
@@ -173,17 +177,28 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
 
 
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m benchmarks.ideas", __doc__, EXAMPLES)
+    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES), metavar="SHAPE",
+                        help=f"{', '.join(sorted(SHAPES))} (default ref-small)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"),
+                        help="default: cuda when a GPU is visible")
+    parser.add_argument("--ideas", nargs="+", default=list(IDEAS), choices=list(IDEAS), metavar="IDEA",
+                        help="only these ideas (listed above; default: all)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per variant (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed runs first (default 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch.set_num_threads for all but `threads`")
+    parser.add_argument("--data_dir", type=Path, default=None, metavar="DIR",
+                        help="synthetic image VQA data for `workers`")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="the JSON written (default: in benchmarks/results/)")
+    add_debug_flag(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--ideas", nargs="+", default=list(IDEAS), choices=list(IDEAS))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every idea but `threads`")
-    parser.add_argument("--data_dir", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = argument_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -220,4 +235,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

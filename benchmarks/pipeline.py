@@ -22,6 +22,7 @@ from dataset.tasks import TASK_READERS, TaskSplit
 from benchmarks import workloads
 from benchmarks.workloads import Inputs
 from models.epalm import EPALM
+from models.user_errors import DataFormatError
 from training.loss import training_loss
 
 
@@ -33,7 +34,8 @@ def synthetic_split(data_dir: Path | None, workdir: Path, samples: int) -> TaskS
                             progress=False)
     split = TASK_READERS.build("vqa_v2", data_dir, "karpathy_train")
     if len(split) < samples:
-        raise ValueError(f"{split.annotation_file}: {len(split)} training questions, the benchmark needs {samples}")
+        raise DataFormatError(f"{split.annotation_file}: {len(split)} training questions, the benchmark needs "
+                              f"{samples}")
     split.samples = split.samples[:samples]
     return split
 

@@ -1,7 +1,5 @@
 """Speed of training and generation for one model shape, its modes side by side in the same run.
 
-    python -m benchmarks.run --shape ref-small [--device cpu|cuda] [--repeats 5] [--out benchmarks/results/x.json]
-
 Modes (medians of `--repeats` after `--warmup` untimed runs; see docs/benchmarks.md):
   encode                 the frozen encoder alone on a batch of images
   train_encode           training step (forward, backward, AdamW), encoder run on the images, the trainer's
@@ -23,6 +21,7 @@ import datetime
 import gc
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,8 +40,14 @@ from benchmarks.shapes import SHAPES, BenchShape, get_shape
 from models.config_io import to_dict
 from models.factory import build_model
 from models.param_count import count_parameters
+from training.command_line import add_debug_flag, command_parser, run_command
 from training.provenance import git_commit, package_versions
 
+EXAMPLES = """examples:
+  python -m benchmarks.run --shape ref-small                 # the reference's small shape, every mode
+  python -m benchmarks.run --shape tiny --repeats 1 --modes train_encode generate
+  python -m benchmarks.run --shape opt-2.7b --device cuda --dtype float16   # or: bash benchmarks/gpu_check.sh
+  # docs/benchmarks.md: the shapes, the modes, the results measured so far"""
 RESULTS = Path(__file__).resolve().parent / "results"
 CAUSAL_MODES = ("encode", "train_encode", "train_cached", "train_encode_all_tokens", "train_encode_pipeline",
                 "train_cached_pipeline", "generate", "generate_kv_cache", "generate_recompute")
@@ -144,27 +149,37 @@ def machine_facts(device: torch.device, dtype: torch.dtype, peak: float | None) 
             "load_before": os.getloadavg()}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m benchmarks.run", __doc__, EXAMPLES)
+    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES), metavar="SHAPE",
+                        help=f"{', '.join(sorted(SHAPES))} (default ref-small)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"),
+                        help="default: cuda when a GPU is visible")
     parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                        help="LM weights and autocast dtype (auto: bfloat16 on a GPU, float32 on the CPU)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--modes", nargs="+", default=None, choices=CAUSAL_MODES + EPALM_MODES,
-                        help="measure only these modes (default: the shape's own list, else every mode)")
+                        help="LM weights, autocast (auto: bf16 GPU, fp32 CPU)")
+    parser.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per mode (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed runs first (default 1)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--modes", nargs="+", default=None, choices=CAUSAL_MODES + EPALM_MODES, metavar="MODE",
+                        help="only these modes (listed above; default: the shape's)")
     parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
-                        help="skip the data-pipeline modes (they build synthetic images in a temporary folder)")
-    parser.add_argument("--data_dir", type=Path, default=None, help="a synthetic image VQA data set to read instead")
-    parser.add_argument("--workers", type=int, default=0, help="data-loader workers of the pipeline modes")
-    parser.add_argument("--peak-tflops", dest="peak_tflops", type=float, default=None,
-                        help="the GPU's dense bf16/fp16 peak, when its name is not in benchmarks/flops.py")
-    parser.add_argument("--profile", action="store_true",
-                        help="one more repetition of each mode under torch.profiler: its top operators")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path (default benchmarks/results/<shape>-<device>.json)")
+                        help="skip the data-pipeline modes")
+    parser.add_argument("--data_dir", type=Path, default=None, metavar="DIR",
+                        help="synthetic image VQA data for the pipeline modes")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="data-loader workers of the pipeline modes")
+    parser.add_argument("--peak-tflops", dest="peak_tflops", type=float, default=None, metavar="T",
+                        help="GPU dense bf16/fp16 peak when flops.py lacks it")
+    parser.add_argument("--profile", action="store_true", help="also list each mode's top operators")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="the JSON written (default: in benchmarks/results/)")
+    add_debug_flag(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
@@ -232,4 +247,4 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

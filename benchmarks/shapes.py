@@ -22,6 +22,7 @@ from models.config import ModelConfig
 from models.encoders.config import EncoderConfig
 from models.language_model import LanguageModelConfig
 from models.param_count import architecture_path
+from models.user_errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -189,5 +190,5 @@ SHAPES = {"ref-small": ref_small, "demo-image": demo_image, "opt-2.7b": opt_2_7b
 
 def get_shape(name: str) -> BenchShape:
     if name not in SHAPES:
-        raise ValueError(f"unknown benchmark shape '{name}'; known: {', '.join(SHAPES)}")
+        raise ConfigError(f"unknown benchmark shape '{name}'{did_you_mean(name, SHAPES)}; known: {', '.join(SHAPES)}")
     return SHAPES[name]()

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template, fill_prompt_template
+from models.user_errors import ConfigError, did_you_mean
 
 LOSS_TOKENS = ("answer", "all")
 PADDING_SIDES = ("left", "right")
@@ -27,7 +28,8 @@ class TextCollator:
                  prompt_template: str = DEFAULT_QA_TEMPLATE, padding_side: str = "left"):
         """prompt_template: the QA prompt (QA only); padding_side: of evaluation batches (training is right-padded)."""
         if loss_tokens not in LOSS_TOKENS:
-            raise ValueError(f"loss_tokens '{loss_tokens}' is not one of {LOSS_TOKENS}")
+            raise ConfigError(f"train.loss_tokens '{loss_tokens}' is not one of {LOSS_TOKENS}"
+                              f"{did_you_mean(loss_tokens, LOSS_TOKENS)}")
         if kind not in ("qa", "caption"):
             raise ValueError(f"task kind '{kind}' is not qa or caption")
         if padding_side not in PADDING_SIDES:

@@ -18,6 +18,7 @@ from models.atomic_io import atomic_path, write_text_atomic
 from models.config import ModelConfig
 from models.config_io import ConfigError, from_dict, to_dict
 from models.epalm import EPALM
+from models.user_errors import DataFormatError, MissingFileError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -62,9 +63,36 @@ def save_checkpoint(
 def read_checkpoint_config(folder: str | Path) -> ModelConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not an eP-ALM checkpoint folder (no {CONFIG_FILE})")
-    meta = json.loads(path.read_text())
+        raise MissingFileError(f"{path}: not an eP-ALM checkpoint folder (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataFormatError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise DataFormatError(f"{path}: expected a JSON object with a 'model' object (the model's config)")
     return model_config_from_dict(meta["model"], source=str(path))
+
+
+def trainable_layout(cfg: ModelConfig) -> dict[str, Any]:
+    """The config keys that decide which trainable tensors a model has (their widths aside)."""
+    prompt_len = cfg.prompt_len if cfg.prompt_tuning else 0  # the factory builds no prompt for either
+    layout: dict[str, Any] = {"visual": cfg.visual, "prompt_len": prompt_len,
+                              "unfreeze_text_layer_norm": cfg.unfreeze_text_layer_norm}
+    if cfg.visual:
+        layout.update(connector=cfg.connector, shared_connector=cfg.shared_connector,
+                      unfreeze_vision_layer_norm=cfg.unfreeze_vision_layer_norm)
+        if not cfg.shared_connector:
+            layout["injected_hidden_states"] = cfg.injected_hidden_states
+    if prompt_len > 0:
+        layout["mlp"] = cfg.mlp
+    return layout
+
+
+def layout_mismatches(saved: ModelConfig, configured: ModelConfig) -> list[str]:
+    """`model.key: checkpoint X, configured Y` for each key whose difference changes the trainable tensors."""
+    ours, theirs = trainable_layout(configured), trainable_layout(saved)
+    return [f"model.{key}: checkpoint {theirs.get(key, '-')!r}, configured {ours.get(key, '-')!r}"
+            for key in dict.fromkeys([*theirs, *ours]) if theirs.get(key) != ours.get(key)]
 
 
 def load_trainable_weights(model: EPALM, state: dict[str, torch.Tensor], source: str) -> None:
@@ -76,14 +104,14 @@ def load_trainable_weights(model: EPALM, state: dict[str, torch.Tensor], source:
         if expected.get(key) != found.get(key):
             problems.append(f"  {key}: expected {expected.get(key, 'absent')}, found {found.get(key, 'absent')}")
     if problems:
-        raise ValueError(f"{source} does not fit the configured model:\n" + "\n".join(problems))
+        raise DataFormatError(f"{source} does not fit the configured model:\n" + "\n".join(problems))
     model.load_state_dict(state, strict=False)  # strictness over the trainable keys is checked just above
 
 
 def load_checkpoint_weights(model: EPALM, folder: str | Path) -> None:
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trainable weights here")
+        raise MissingFileError(f"{path}: no trainable weights here")
     load_trainable_weights(model, load_file(str(path)), source=str(path))
 
 
@@ -105,12 +133,22 @@ def read_reference_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     """The `model` tensors and the `config` dict of a reference checkpoint (pickle, read with weights_only)."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: no such file") from None
     except Exception as error:  # a pickle needing arbitrary classes is refused, never executed
-        raise ValueError(f"{path}: cannot read as a reference eP-ALM checkpoint with weights_only=True ({error})")
-    if not isinstance(blob, dict) or "model" not in blob:
-        raise ValueError(f"{path}: expected a dict with a 'model' entry (the reference's format)")
+        raise DataFormatError(f"{path}: cannot read as a reference eP-ALM checkpoint with weights_only=True "
+                              f"({error})") from error
+    if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
+        found = f"a dict with keys {sorted(map(str, blob))[:8]}" if isinstance(blob, dict) else type(blob).__name__
+        raise DataFormatError(f"{path}: expected a dict with a 'model' dict of tensors (the reference's format), "
+                              f"found {found}")
     config = blob.get("config") if isinstance(blob.get("config"), dict) else {}
     return blob["model"], config
+
+
+def unknown_reference_keys(state: dict[str, Any]) -> list[str]:
+    """Keys of a reference checkpoint's `model` dict that are neither a connection nor a soft prompt tensor."""
+    return sorted(k for k in state if not (_CONNECTOR_KEY.match(k) or _PROMPT_KEY.match(k)))
 
 
 def reference_facts(state: dict[str, torch.Tensor], config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -137,9 +175,9 @@ def load_reference_checkpoint(model: EPALM, path: str | Path) -> dict[str, Any]:
     """Load released eP-ALM weights into a configured model; any mismatch fails listing the shapes."""
     state, config = read_reference_state(path)
     facts = reference_facts(state, config)
-    unknown = sorted(k for k in state if not (_CONNECTOR_KEY.match(k) or _PROMPT_KEY.match(k)))
+    unknown = unknown_reference_keys(state)
     if unknown:
-        raise ValueError(f"{path}: keys this project does not know how to load: {unknown}")
+        raise DataFormatError(f"{path}: keys this project does not know how to load: {unknown}")
     cfg = model.config
     mismatches = []
     for key in ("injected_hidden_states", "shared_connector", "prompt_len", "mlp"):
@@ -148,7 +186,7 @@ def load_reference_checkpoint(model: EPALM, path: str | Path) -> dict[str, Any]:
     state = {k: v.float() for k, v in state.items()}
     try:
         load_trainable_weights(model, state, source=str(path))
-    except ValueError as error:
+    except DataFormatError as error:
         detail = ("\n" + "\n".join(mismatches)) if mismatches else ""
-        raise ValueError(f"{error}{detail}") from None
+        raise DataFormatError(f"{error}{detail}") from None
     return facts

@@ -14,7 +14,7 @@ import yaml
 
 from models.user_errors import ConfigError, did_you_mean
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "set_dotted", "parse_override", "merge"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "set_dotted", "parse_override", "merge", "yaml_problem"]
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -99,12 +99,22 @@ def set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """'expected ',' or ']' (line 3, column 1)': PyYAML's message without its multi-line excerpt."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(error, 'problem', None) or error}{where}"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`train.lr=1e-3` -> ("train.lr", 0.001); the value is read as YAML (numbers, booleans, lists)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' is not of the form key.path=value")
+        raise ConfigError(f"--set {text}: not of the form key.path=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {text}: the value is not valid YAML: {yaml_problem(error)}") from None
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

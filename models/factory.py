@@ -12,16 +12,17 @@ from models.injection import plan_injection
 from models.language_model import build_language_model, load_tokenizer
 from models.modalities import load_plugins
 from models.soft_prompt import SoftPrompt
-from models.user_errors import ConfigError
+from models.user_errors import ConfigError, check_choice
+
+PROMPT_INITS = ("random", "vocab")
 
 
 def _prompt_init(cfg: ModelConfig, embeddings: torch.Tensor) -> torch.Tensor | None:
+    check_choice("model.prompt_init", cfg.prompt_init, PROMPT_INITS)
     if cfg.prompt_init == "random":
         return None
-    if cfg.prompt_init == "vocab":
-        rows = torch.randint(0, embeddings.shape[0], (cfg.prompt_len,))
-        return embeddings[rows].detach().float().clone()
-    raise ConfigError(f"model.prompt_init '{cfg.prompt_init}' is not one of: random, vocab")
+    rows = torch.randint(0, embeddings.shape[0], (cfg.prompt_len,))
+    return embeddings[rows].detach().float().clone()
 
 
 def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, name: str, modality: str | None = None) -> None:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from models.language_model import FrozenLanguageModel
+from models.user_errors import ConfigError, did_you_mean
 
 MODES = ("causal", "epalm")
 
@@ -45,7 +46,7 @@ def resolve_layer_index(value: int | float, num_layers: int, name: str) -> int:
     """Absolute index from an absolute (>= 0), negative (from the end, clamped at 0) or fractional one."""
     if isinstance(value, float) and not value.is_integer():
         if not 0.0 < value < 1.0:
-            raise ValueError(f"{name}={value}: a fractional layer index must lie in (0, 1)")
+            raise ConfigError(f"{name}={value}: a fractional layer index must lie in (0, 1)")
         return round(value * num_layers)
     index = int(value)
     return max(0, num_layers + index) if index < 0 else index
@@ -79,18 +80,18 @@ def plan_injection(
     s = resolve_layer_index(start, num_layers, "start_layer_idx")
     e = resolve_layer_index(end, num_layers, "end_layer_idx")
     if not 0 <= s < e <= num_layers:
-        raise ValueError(
+        raise ConfigError(
             f"injection layers [{start}, {end}) resolve to [{s}, {e}), which is not a non-empty range "
             f"inside the LM's {num_layers} layers"
         )
     if num_tokens < 1:
-        raise ValueError(f"injected_hidden_states must be >= 1, got {num_tokens}")
+        raise ConfigError(f"injected_hidden_states must be >= 1, got {num_tokens}")
     step = max(1, (e - s) // num_tokens)
     if select_higher_step:
         text_step = max(step, text_step)
     layer_tokens = {i: min((i - s) // step, num_tokens - 1) for i in range(s, e) if i % text_step == 0}
     if not layer_tokens:
-        raise ValueError(f"no layer in [{s}, {e}) is a multiple of text_step={text_step}: nothing would be injected")
+        raise ConfigError(f"no layer in [{s}, {e}) is a multiple of text_step={text_step}: nothing would be injected")
     return InjectionPlan(s, e, num_tokens, text_step, layer_tokens)
 
 
@@ -174,7 +175,7 @@ class VisualInjector:
 
     def __init__(self, lm: FrozenLanguageModel, plan: InjectionPlan | None, mode: str):
         if mode not in MODES:
-            raise ValueError(f"injection mode '{mode}' is not one of {MODES}")
+            raise ConfigError(f"model.injection_mode '{mode}' is not one of {MODES}{did_you_mean(mode, MODES)}")
         self.lm = lm
         self.plan = plan
         self.mode = mode

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from models.user_errors import ConfigError, loading
+
 QA_SEPARATOR = "</a>"
 
 
@@ -58,7 +60,7 @@ def locate_layout(model: PreTrainedModel) -> DecoderLayout:
         name for name, module in model.named_modules() if isinstance(module, nn.ModuleList) and len(module) == n_layers
     ]
     if len(candidates) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"cannot locate the decoder layer stack of model_type '{model_type}': ModuleLists of length "
             f"{n_layers} found at {candidates or 'none'}; add an entry to DECODER_LAYOUTS in models/language_model.py"
         )
@@ -96,7 +98,7 @@ class FrozenLanguageModel(nn.Module):
     def __init__(self, model: PreTrainedModel):
         super().__init__()
         if model.config.is_encoder_decoder:
-            raise ValueError(f"{model.config.model_type} is an encoder-decoder model; eP-ALM needs a decoder-only LM")
+            raise ConfigError(f"{model.config.model_type} is an encoder-decoder model; eP-ALM needs a decoder-only LM")
         self.model = model
         self.layout = locate_layout(model)
         self.model.requires_grad_(False)
@@ -137,7 +139,8 @@ class FrozenLanguageModel(nn.Module):
 
 def load_tokenizer(name: str):
     """The LM's tokenizer with the QA separator `</a>` and a pad token (eos where the LM has none)."""
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    with loading("tokenizer", name):
+        tokenizer = AutoTokenizer.from_pretrained(name)
     if QA_SEPARATOR not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [QA_SEPARATOR]})
     if tokenizer.pad_token is None:
@@ -154,7 +157,8 @@ def load_lm_config(name: str, overrides: dict[str, Any] | None = None):
         fields = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}  # _notes
         fields.update(overrides or {})
         return AutoConfig.for_model(**fields)
-    return AutoConfig.from_pretrained(name, **(overrides or {}))
+    with loading("LM config", name):
+        return AutoConfig.from_pretrained(name, **(overrides or {}))
 
 
 def build_language_model(cfg: LanguageModelConfig, tokenizer=None) -> FrozenLanguageModel:
@@ -165,9 +169,10 @@ def build_language_model(cfg: LanguageModelConfig, tokenizer=None) -> FrozenLang
         config._attn_implementation = cfg.attn_implementation
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.name, dtype=dtype, attn_implementation=cfg.attn_implementation, **cfg.config_overrides
-        )
+        with loading("LM", cfg.name):
+            model = AutoModelForCausalLM.from_pretrained(
+                cfg.name, dtype=dtype, attn_implementation=cfg.attn_implementation, **cfg.config_overrides
+            )
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # `</a>` is new to this vocabulary and has no spare row (OPT has spare rows, so the reference
         # never resizes). The new row is random and frozen, as every other LM weight.

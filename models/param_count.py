@@ -1,19 +1,25 @@
 """Parameter accounting: trainable / total, checkable for any size without downloading weights.
 
-`python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector --prompt_len 10`
-builds the model on PyTorch's meta device from the architecture facts shipped in models/architectures/
-(no weights, no memory) and prints the same report a training run prints at start.
+`python -m models.param_count` builds the model on PyTorch's meta device from the architecture facts shipped
+in models/architectures/ (no weights, no memory) and prints the same report a training run prints at start.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from models.user_errors import UnknownNameError, did_you_mean
+
 ARCHITECTURES = Path(__file__).parent / "architectures"
+EXAMPLES = """examples:
+  # eP-ALM (OPT-2.7B + ViT-B/16, 6 Linears, MLP prompt) and eP-ALM_pt-L (OPT-6.7B + ViT-L/16)
+  python -m models.param_count --lm opt-2.7b --encoder vit_base_patch16_224 --mlp
+  python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector"""
 
 
 @dataclass(frozen=True)
@@ -44,9 +50,16 @@ def parameter_report(model: nn.Module) -> str:
 
 
 def architecture_path(name: str) -> str:
-    """`opt-6.7b` -> the shipped config facts; anything else is passed through (hub id or folder)."""
+    """`opt-6.7b` -> the shipped config facts; anything else is passed through (hub id or folder), except a
+    near miss of a shipped name (`opt-2.7`), which would otherwise be looked up on the hub."""
     path = ARCHITECTURES / f"{name}.json"
-    return str(path) if path.is_file() else name
+    if path.is_file():
+        return str(path)
+    shipped = sorted(p.stem for p in ARCHITECTURES.glob("*.json"))
+    hint = did_you_mean(name, shipped)
+    if hint and "/" not in name and not Path(name).exists():
+        raise UnknownNameError(f"LM '{name}' is not a shipped architecture{hint}; shipped: {', '.join(shipped)}")
+    return name
 
 
 def build_on_meta(cfg) -> nn.Module:
@@ -58,19 +71,29 @@ def build_on_meta(cfg) -> nn.Module:
     return model
 
 
+def argument_parser() -> argparse.ArgumentParser:
+    from training.command_line import add_debug_flag, command_parser  # training imports models, not the reverse
+
+    parser = command_parser("python -m models.param_count", __doc__, EXAMPLES)
+    parser.add_argument("--lm", default="opt-6.7b", metavar="NAME",
+                        help="a models/architectures/ name (opt-125m ... llama-3-8b), hub id or folder")
+    parser.add_argument("--encoder", default="vit_large_patch16_224", metavar="NAME", help="a timm ViT name")
+    parser.add_argument("--injected_hidden_states", type=int, default=6, metavar="K",
+                        help="K, the visual tokens (default 6)")
+    parser.add_argument("--shared_connector", action="store_true", help="one Linear for the K tokens (pt-L)")
+    parser.add_argument("--prompt_len", type=int, default=10, metavar="N",
+                        help="soft prompt vectors (default 10; 0: none)")
+    parser.add_argument("--mlp", action="store_true", help="the prompt's MLP reparameterisation")
+    add_debug_flag(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> ParameterCount:
     from models.config import ModelConfig
     from models.encoders.config import EncoderConfig
     from models.language_model import LanguageModelConfig
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lm", default="opt-6.7b", help=f"one of {sorted(p.stem for p in ARCHITECTURES.glob('*.json'))}")
-    parser.add_argument("--encoder", default="vit_large_patch16_224", help="a timm ViT name")
-    parser.add_argument("--injected_hidden_states", type=int, default=6)
-    parser.add_argument("--shared_connector", action="store_true")
-    parser.add_argument("--prompt_len", type=int, default=10)
-    parser.add_argument("--mlp", action="store_true")
-    args = parser.parse_args(argv)
+    args = argument_parser().parse_args(argv)
     cfg = ModelConfig(
         lm=LanguageModelConfig(name=architecture_path(args.lm), random_init=True),
         encoder=EncoderConfig(type="timm_vit", name=args.encoder),
@@ -88,4 +111,6 @@ def main(argv: list[str] | None = None) -> ParameterCount:
 
 
 if __name__ == "__main__":
-    main()
+    from training.command_line import run_command
+
+    sys.exit(run_command(main))

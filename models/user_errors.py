@@ -6,8 +6,9 @@ tests already expect (ValueError, FileNotFoundError, KeyError), so `except Value
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class UserError(Exception):
@@ -37,7 +38,27 @@ class LaunchError(UserError, RuntimeError):
     """A launch that does not match the machine (process counts, devices, precision)."""
 
 
+@contextlib.contextmanager
+def loading(what: str, name: str) -> Iterator[None]:
+    """A library's OSError while loading `name` (a hub id or folder that is not there, no connection to the hub)
+    becomes a MissingFileError naming what was being loaded, with the library's own message."""
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as error:
+        raise MissingFileError(f"{what} '{name}': {error}") from error
+
+
 def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
     """' (did you mean `<prefix>x`?)' for the closest known name x, or '' when none is close."""
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    others = [str(k) for k in known if str(k) != str(name)]
+    match = difflib.get_close_matches(str(name), others, n=1, cutoff=0.6)
     return f" (did you mean `{prefix}{match[0]}`?)" if match else ""
+
+
+def check_choice(key: str, value: object, choices: Iterable[str]) -> None:
+    """ConfigError unless `value` is one of `choices`: "key 'x' is not one of a, b (did you mean `a`?)"."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{key} {value!r} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}")

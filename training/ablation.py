@@ -1,10 +1,6 @@
 """LM-size ablation: the same eP-ALM recipe on one task with decoder LMs of several sizes.
 
-    python -m training.ablation --config configs/ablation/opt_sizes_vqa.yaml \
-        --lms opt-125m opt-350m opt-1.3b opt-2.7b opt-6.7b --output_dir outputs/ablation/vqa --data_dir data
-    python -m training.ablation --config BASE.yaml --sizes configs/ablation/demo_sizes --output_dir ...
-
-Each size trains with `main.main` in `<output_dir>/<size>/` (in this process, or through `--launcher`,
+Each size trains with `training.run.main` in `<output_dir>/<size>/` (in this process, or through `--launcher`,
 e.g. "accelerate launch --multi_gpu --num_processes 8"); a size whose test metrics file already exists
 is skipped, an interrupted one resumes. Then `ablation.csv`, `ablation.md` and `ablation.png` (metric vs
 LM parameters, log x) are written. An `--lms` entry is a shipped architecture (`opt-2.7b`: its hub id
@@ -34,10 +30,22 @@ import torch
 import yaml
 
 from models.param_count import ARCHITECTURES, build_on_meta, count_parameters
+from models.user_errors import ConfigError, MissingFileError, UserError
+from training.command_line import add_debug_flag, command_parser, run_command
 from training.run_config import RunConfig, load_yaml, resolve_config
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = """examples:
+  # OPT-125m ... OPT-6.7B on VQA v2 (docs/ablations.md; run_scripts/ablation/*.sh on GPUs)
+  python -m training.ablation --config configs/ablation/lm_sizes_vqa.yaml --data_dir data \\
+      --lms opt-125m opt-350m opt-1.3b opt-2.7b opt-6.7b --output_dir outputs/ablation/vqa
+  # each size on 8 GPUs
+  python -m training.ablation ... --launcher "accelerate launch --multi_gpu --num_processes 8"
+  # the demo's three LM sizes on the CPU (after run_scripts/demo.sh built the data)
+  python -m training.ablation --config configs/demo/image_vqa.yaml \\
+      --sizes configs/ablation/demo_pretrained --output_dir outputs/ablation/demo \\
+      --data_dir outputs/demo/data/image"""
 
 
 @dataclass(frozen=True)
@@ -70,10 +78,10 @@ def resolve_sizes(entries: list[str], sizes_dir: Path | None, random_init: bool)
     """One LMSize per `--lms` entry (every overlay of `sizes_dir` when no entry is given)."""
     defined = {path.stem: path for path in sorted(sizes_dir.glob("*.yaml"))} if sizes_dir is not None else {}
     if sizes_dir is not None and not defined:
-        raise ValueError(f"--sizes {sizes_dir}: no size overlay (*.yaml) in that folder")
+        raise MissingFileError(f"--sizes {sizes_dir}: no size overlay (*.yaml) in that folder")
     entries = entries or list(defined)
     if not entries:
-        raise ValueError("no LM sizes: give --lms and/or --sizes")
+        raise ConfigError("no LM sizes: give --lms and/or --sizes")
     architectures = shipped_architectures()
     sizes = []
     for entry in entries:
@@ -88,7 +96,7 @@ def resolve_sizes(entries: list[str], sizes_dir: Path | None, random_init: bool)
             sizes.append(LMSize(entry, {"model": {"lm": {"name": entry}}}, "hub id or folder"))
     names = [s.name for s in sizes]
     if len(set(names)) != len(names):
-        raise ValueError(f"an LM size is listed twice: {names}")
+        raise ConfigError(f"an LM size is listed twice: {names}")
     return sizes
 
 
@@ -128,14 +136,14 @@ def describe(size: LMSize, cfg: RunConfig, run_dir: Path) -> SizeResult:
     """Parameter counts on the meta device; also checks the injection layers fit this LM's depth."""
     split = cfg.task.test_split or cfg.task.val_split
     if not split:
-        raise ValueError(f"LM size '{size.name}': the config has neither a test nor a validation split to compare on")
+        raise ConfigError(f"LM size '{size.name}': the config has neither a test nor a validation split to compare on")
     try:
         model = build_on_meta(_counting_config(cfg))
     except OSError as error:  # a hub id whose config is not available offline
         logger.warning("%s: parameters not counted (%s)", size.name, error)
         return SizeResult(size, run_dir, cfg.model.lm.name, None, None, None, split)
-    except ValueError as error:
-        raise ValueError(f"LM size '{size.name}' ({cfg.model.lm.name}): {error}") from error
+    except UserError as error:  # e.g. injection layers beyond this LM's depth
+        raise ConfigError(f"LM size '{size.name}' ({cfg.model.lm.name}): {error}") from error
     whole = count_parameters(model)
     return SizeResult(size, run_dir, cfg.model.lm.name, count_parameters(model.lm).total, whole.total,
                       whole.trainable, split)
@@ -228,21 +236,29 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", required=True, help="the base config (repeatable)")
-    parser.add_argument("--lms", nargs="+", default=[], help="LM sizes: opt-125m ..., sizes-file names, hub ids")
-    parser.add_argument("--sizes", type=Path, default=None,
-                        help="a folder of size overlays, one YAML per size (configs/ablation/demo_sizes)")
-    parser.add_argument("--output_dir", type=Path, required=True)
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every size's run")
-    parser.add_argument("--launcher", default=None,
-                        help='run each size as `LAUNCHER main.py ...`, '
-                             'e.g. "accelerate launch --multi_gpu --num_processes 8"')
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m training.ablation", __doc__, EXAMPLES)
+    parser.add_argument("--config", action="append", required=True, metavar="FILE",
+                        help="the base config (repeatable)")
+    parser.add_argument("--lms", nargs="+", default=[], metavar="LM",
+                        help="opt-125m ..., overlay files or names, hub ids")
+    parser.add_argument("--sizes", type=Path, default=None, metavar="DIR",
+                        help="a folder of size overlays, one YAML per size")
+    parser.add_argument("--output_dir", type=Path, required=True, metavar="DIR",
+                        help="one run folder per size, the table, the plot")
+    parser.add_argument("--data_dir", default=None, metavar="DIR", help="the dataset root of every size's run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every size's run")
+    parser.add_argument("--launcher", default=None, metavar="COMMAND",
+                        help='run each size as `COMMAND main.py ...`')
     parser.add_argument("--random_init", action="store_true",
-                        help="shipped architectures with random weights (no download): rehearse a sweep")
-    args, forwarded = parser.parse_known_args(argv)
+                        help="shipped architectures, random weights: a rehearsal")
+    add_debug_flag(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args, forwarded = argument_parser().parse_known_args(argv)
     args.forwarded = forwarded
     return args
 
@@ -288,4 +304,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_command(main))

@@ -7,6 +7,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, parse_flag_from_env
 
+from models.user_errors import ConfigError, LaunchError, did_you_mean
 from training.run_config import RunConfig
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -15,12 +16,13 @@ LM_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "no": "float32"}
 
 def resolve_precision(requested: str, on_gpu: bool) -> str:
     if requested not in PRECISIONS:
-        raise ValueError(f"mixed_precision '{requested}' is not one of {PRECISIONS}")
+        raise ConfigError(f"mixed_precision '{requested}' is not one of {PRECISIONS}"
+                          f"{did_you_mean(requested, PRECISIONS)}")
     if requested == "auto":
         return "fp16" if on_gpu else "no"
     if requested == "fp16" and not on_gpu:
         # accelerate would silently stay in fp32 on the CPU; say so instead.
-        raise ValueError("mixed_precision fp16 needs a GPU; on the CPU use bf16 or no")
+        raise LaunchError("mixed_precision fp16 needs a GPU; on the CPU use bf16 or no")
     return requested
 
 
@@ -38,7 +40,7 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
-        raise RuntimeError(
+        raise LaunchError(
             f"{launched} processes were launched but accelerate formed a group of {accelerator.num_processes}; "
             "on a CPU machine launch with `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
             "--num_processes N ...` or `torchrun --nproc_per_node N main.py ...`"

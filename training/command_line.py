@@ -7,6 +7,7 @@ process of rank 0), without a traceback. Any other exception is a bug and keeps 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable, Sequence
@@ -15,6 +16,22 @@ from models.user_errors import UserError
 
 DEBUG_ENV = "EPALM_DEBUG"
 USER_ERROR_STATUS = 2
+EXIT_STATUSES = ("exit status: 0 done; 2 a mistake in the command line, a config or a named file,\n"
+                 f"  printed as one `error: ...` line (--debug or {DEBUG_ENV}=1: with traceback);\n"
+                 "  1 a bug (printed with its traceback); 130 interrupted")
+
+
+def command_parser(prog: str, description: str, examples: str = "") -> argparse.ArgumentParser:
+    """The parser of every command: description and examples printed as written, then the exit statuses.
+    Finish it with `add_debug_flag` so that `--debug` is listed last."""
+    epilog = f"{examples.strip()}\n\n{EXIT_STATUSES}" if examples.strip() else EXIT_STATUSES
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """`--debug` is taken out of argv by `run_command` before parsing; it is declared only to be documented."""
+    parser.add_argument("--debug", action="store_true", help=f"show the traceback of user errors too ({DEBUG_ENV}=1)")
 
 
 def is_main_process() -> bool:

@@ -12,6 +12,7 @@ from dataset.media_dataset import MediaTextDataset
 from dataset.tasks import TASK_READERS, TaskSplit
 from models.epalm import EPALM
 from models.modalities import get_modality
+from models.user_errors import DataFormatError
 from training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
     if limit is not None:
         task_split.samples = task_split.samples[:limit]
     if not task_split.samples:
-        raise ValueError(f"{task_split.annotation_file}: split '{split}' has no usable sample")
+        raise DataFormatError(f"{task_split.annotation_file}: split '{split}' has no usable sample")
     return task_split
 
 

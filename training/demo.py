@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +32,18 @@ from dataset.synthetic.build_audio import build_audio_dataset
 from dataset.synthetic.build_video import build_video_dataset
 from dataset.synthetic.image_pairs import build_image_pairs
 from models.atomic_io import write_text_atomic
+from training.command_line import add_debug_flag, command_parser, run_command
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
 BLIND = ("blind", ("model.visual=false",))
 EPALM = ("epalm", ())
 PREFIX = ("prefix", ("model.connector=prefix", "model.injected_hidden_states=1", "model.connector_options={tokens: 2}"))
+EXAMPLES = """examples:
+  bash run_scripts/demo.sh                  # the same as python -m training.demo: the main table
+  python -m training.demo --all             # every group
+  python -m training.demo --groups pairs joint
+  python -m training.demo --tasks video_qa --set train.max_steps=50   # a quick look
+  # docs/demo_data.md and docs/demo_models.md describe the data and the tiny models"""
 
 
 @dataclass(frozen=True)
@@ -255,18 +263,24 @@ def run_demo(groups: list[str], out: Path, extra: list[str], tasks: list[str] | 
     return rows
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--groups", nargs="+", default=["main"], choices=list(GROUPS),
-                        help="which groups of runs (default: main, the README's table)")
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m training.demo", __doc__, EXAMPLES)
+    parser.add_argument("--groups", nargs="+", default=["main"], choices=list(GROUPS), metavar="GROUP",
+                        help=f"{' '.join(GROUPS)} (default: main, the README's table)")
     parser.add_argument("--all", action="store_true", help="every group (about 35 minutes on 2 CPU cores)")
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), help="only these tasks of the chosen groups")
-    parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), metavar="TASK",
+                        help=f"only these tasks of the chosen groups: {' '.join(TASKS)}")
+    parser.add_argument("--out", default="outputs/demo", metavar="DIR",
+                        help="data, runs and the summary (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny data and 3 steps a run: checks the plumbing only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override passed to every run, e.g. --set train.max_steps=50")
-    args = parser.parse_args(argv)
+                        help="a config override for every run (repeatable)")
+    add_debug_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = argument_parser().parse_args(argv)
     start = time.time()
     extra = [item for pair in (("--set", s) for s in args.set) for item in pair]
     groups = list(GROUPS) if args.all else args.groups
@@ -277,4 +291,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

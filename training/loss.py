@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.user_errors import check_choice
+
 REDUCTIONS = ("token_mean", "sample_sum")
 
 
@@ -22,8 +24,7 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token_
     token_mean: mean over every supervised token of the batch.
     sample_sum: the reference's: each sample's token losses summed, averaged over the batch.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"loss_reduction '{reduction}' is not one of {REDUCTIONS}")
+    check_choice("train.loss_reduction", reduction, REDUCTIONS)
     if positions is None:
         targets, logits = labels[:, 1:], logits[:, :-1]
     else:

@@ -5,6 +5,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
 
 from models.epalm import EPALM
+from models.user_errors import ConfigError
 from training.run_config import TrainConfig
 
 
@@ -30,7 +31,7 @@ def parameter_groups(model: EPALM, cfg: TrainConfig) -> list[dict]:
 def build_optimizer(model: EPALM, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = parameter_groups(model, cfg)
     if not groups:
-        raise ValueError("the model has no trainable parameter")
+        raise ConfigError("the model has no trainable parameter (model.visual and model.prompt_tuning both false?)")
     return torch.optim.AdamW(groups)
 
 

@@ -1,29 +1,148 @@
-"""Cheap checks of every path a run names, before anything slow (weights, encoders) is built."""
+"""Cheap checks of everything a run names, before anything slow (weights, encoders, annotation files) is
+read: the values chosen from a fixed list (mixed_precision, loss_tokens, injection_mode, the task reader ...),
+the models named (a local folder that is not there, a timm name timm does not know) and the paths (data_dir,
+media_root, --checkpoint and what it holds, the encoder's checkpoint).
+
+Each failure is a user error (models.user_errors) naming the key or the path, so a typo costs seconds.
+"""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
-from models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-from models.user_errors import MissingFileError
+import torch
+from transformers import CONFIG_MAPPING
+
+from dataset.collate import LOSS_TOKENS
+from dataset.metrics.vqa_accuracy import VQA_VERSIONS
+from dataset.tasks import TASK_READERS
+from models.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, layout_mismatches, read_checkpoint_config,
+                               read_reference_state, unknown_reference_keys)
+from models.config import ModelConfig
+from models.connectors import CONNECTORS
+from models.encoders import ENCODERS
+from models.encoders.config import EncoderConfig
+from models.encoders.timm_vit import check_timm_name
+from models.factory import PROMPT_INITS
+from models.injection import MODES
+from models.registry import Registry
+from models.user_errors import (ConfigError, DataFormatError, MissingFileError, UnknownNameError, check_choice,
+                                did_you_mean)
+from training.accelerator_setup import PRECISIONS, resolve_precision
+from training.loss import REDUCTIONS
 from training.run_config import RunConfig
+from training.scoring import METRICS
 
-REFERENCE_SUFFIXES = (".pth", ".pt", ".bin")
+# Where a folder given as --checkpoint may hold the checkpoint meant: a run folder, a resumable state.
+CHECKPOINT_SUBFOLDERS = ("best", "trainable", "checkpoints/last/trainable")
+REFERENCE_SUFFIXES = (".pth", ".pt", ".bin")  # the reference's torch.save files
 
 
-def check_checkpoint_path(checkpoint: str) -> None:
-    """Our checkpoint folder (model.safetensors + epalm_config.json, e.g. a run's best/), a folder holding
-    one (`trainable/`, a run's `checkpoints/last/`), or a reference `.pth` file."""
+def check_registered(key: str, registry: Registry, name: str) -> None:
+    try:
+        registry.get(name)
+    except UnknownNameError as error:
+        raise UnknownNameError(f"{key}: {error}") from None
+
+
+def check_reader_options(cfg: RunConfig) -> None:
+    """Every `task.reader_options` key is an argument of the reader (a typo would be a TypeError later)."""
+    parameters = inspect.signature(TASK_READERS.get(cfg.task.reader)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [name for name in parameters if name not in ("data_dir", "split")]
+    for option in cfg.task.reader_options:
+        if option not in known:
+            raise ConfigError(f"task.reader_options: reader '{cfg.task.reader}' has no option '{option}'"
+                              f"{did_you_mean(option, known)}; its options: {', '.join(known)}")
+
+
+def check_choices(cfg: RunConfig) -> None:
+    check_choice("mixed_precision", cfg.mixed_precision, PRECISIONS)
+    resolve_precision(cfg.mixed_precision, torch.cuda.is_available())  # e.g. fp16 on a CPU machine
+    check_choice("train.loss_tokens", cfg.train.loss_tokens, LOSS_TOKENS)
+    check_choice("train.loss_reduction", cfg.train.loss_reduction, REDUCTIONS)
+    check_choice("model.injection_mode", cfg.model.injection_mode, MODES)
+    check_choice("model.prompt_init", cfg.model.prompt_init, PROMPT_INITS)
+    check_choice("task.vqa_eval_version", cfg.task.vqa_eval_version, VQA_VERSIONS)
+    if cfg.task.metric:
+        check_choice("task.metric", cfg.task.metric, METRICS)
+    check_registered("task.reader", TASK_READERS, cfg.task.reader)
+    check_reader_options(cfg)
+    if cfg.model.visual:
+        check_registered("model.connector", CONNECTORS, cfg.model.connector)
+        for key, encoder in encoder_sections(cfg):
+            check_registered(f"{key}.type", ENCODERS, encoder.type)
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id (`org/name`): absolute, relative with ./ or ../, deeper, or a file."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".json")
+
+
+def check_model_source(key: str, name: str | None) -> None:
+    """A model named by a local path must be there (transformers would call it a malformed hub id)."""
+    if not name or name in CONFIG_MAPPING or not looks_local(name) or Path(name).expanduser().exists():
+        return
+    parent = Path(name).expanduser().parent
+    siblings = [str(parent / p.name) for p in parent.iterdir()] if parent.is_dir() else []
+    raise MissingFileError(f"{key} {name}: no such file or folder{did_you_mean(name.rstrip('/'), siblings)}")
+
+
+def encoder_sections(cfg: RunConfig) -> list[tuple[str, EncoderConfig]]:
+    """(config key, section) of the main encoder and of every extra one."""
+    return [("model.encoder", cfg.model.encoder),
+            *((f"model.extra_encoders.{m}", enc) for m, enc in cfg.model.extra_encoders.items())]
+
+
+def check_models(cfg: RunConfig) -> None:
+    check_model_source("model.lm.name", cfg.model.lm.name)
+    check_model_source("model.lm.tokenizer", cfg.model.lm.tokenizer)
+    if not cfg.model.visual:
+        return
+    for key, encoder in encoder_sections(cfg):
+        if encoder.type == "timm_vit":
+            check_timm_name(encoder.name)
+        else:
+            check_model_source(f"{key}.name", encoder.name)
+
+
+def check_checkpoint_folder(path: Path, model: ModelConfig) -> None:
+    """Our format (model.safetensors + epalm_config.json) saved from a model with the configured layout."""
+    if not (path / WEIGHTS_FILE).is_file():
+        inside = [path / sub for sub in CHECKPOINT_SUBFOLDERS if (path / sub / WEIGHTS_FILE).is_file()]
+        hint = f" (did you mean `{inside[0]}`?)" if inside else ""
+        raise MissingFileError(f"--checkpoint {path}: a folder without {WEIGHTS_FILE}{hint}; expected our checkpoint "
+                               f"folder (a run's best/ or checkpoints/last/trainable/) or a reference .pth file")
+    if not (path / CONFIG_FILE).is_file():
+        raise MissingFileError(f"--checkpoint {path}: no {CONFIG_FILE} beside {WEIGHTS_FILE}; our checkpoint folders "
+                               f"hold both (a run's best/ or checkpoints/last/trainable/)")
+    mismatches = layout_mismatches(read_checkpoint_config(path), model)
+    if mismatches:
+        raise ConfigError(f"--checkpoint {path} was saved from a model with other trainable tensors; set these as "
+                          f"the checkpoint has them (--set model.KEY=VALUE):\n" + "\n".join(mismatches))
+
+
+def check_reference_file(path: Path) -> None:
+    """A reference eP-ALM `.pth`: readable with weights_only, a `model` dict of connection and prompt tensors.
+    (The shapes are checked against the model once it is built.)"""
+    if path.name == WEIGHTS_FILE or path.suffix == ".safetensors":
+        raise DataFormatError(f"--checkpoint {path}: give the folder that holds it ({path.parent}), not the file")
+    state, _ = read_reference_state(path)
+    unknown = unknown_reference_keys(state)
+    if unknown:
+        raise DataFormatError(f"--checkpoint {path}: not an eP-ALM checkpoint: it holds tensors other than the "
+                              f"connection and the soft prompt, e.g. {unknown[:5]}")
+
+
+def check_checkpoint(checkpoint: str, model: ModelConfig) -> None:
     path = Path(checkpoint)
     if path.is_dir():
-        if not (path / WEIGHTS_FILE).is_file():
-            raise MissingFileError(f"--checkpoint {path}: a folder without {WEIGHTS_FILE}; expected our checkpoint "
-                                   f"folder (a run's best/ or checkpoints/last/trainable/)")
-        return
-    if not path.exists():
+        check_checkpoint_folder(path, model)
+    elif path.is_file():
+        check_reference_file(path)
+    else:
         raise MissingFileError(f"--checkpoint {path}: no such file or folder")
-    if path.suffix not in REFERENCE_SUFFIXES:
-        raise MissingFileError(f"--checkpoint {path}: neither a checkpoint folder (with {WEIGHTS_FILE} and "
-                               f"{CONFIG_FILE}) nor a reference eP-ALM file ({', '.join(REFERENCE_SUFFIXES)})")
 
 
 def check_paths(cfg: RunConfig) -> None:
@@ -32,7 +151,14 @@ def check_paths(cfg: RunConfig) -> None:
     if cfg.task.media_root and not Path(cfg.task.media_root).is_dir():
         raise MissingFileError(f"task.media_root {cfg.task.media_root}: no such folder")
     if cfg.checkpoint:
-        check_checkpoint_path(cfg.checkpoint)
-    encoder_checkpoint = cfg.model.encoder.checkpoint if cfg.model.visual else None
-    if encoder_checkpoint and not Path(encoder_checkpoint).is_file():
-        raise MissingFileError(f"model.encoder.checkpoint {encoder_checkpoint}: no such file")
+        check_checkpoint(cfg.checkpoint, cfg.model)
+    for key, encoder in encoder_sections(cfg) if cfg.model.visual else []:
+        if encoder.checkpoint and not Path(encoder.checkpoint).is_file():
+            raise MissingFileError(f"{key}.checkpoint {encoder.checkpoint}: no such file")
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Everything that can be checked without loading a model or reading a data set."""
+    check_choices(cfg)
+    check_models(cfg)
+    check_paths(cfg)

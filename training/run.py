@@ -27,7 +27,7 @@ from training.data import build_dataset, build_loader, make_collator, read_split
 from training.evaluator import evaluate_split
 from training.feature_store import encoder_features
 from training.mixture import mixture_loader
-from training.preflight import check_paths
+from training.preflight import preflight
 from training.run_config import RunConfig, dump_config, resolve_config
 from training.trainer import Trainer
 
@@ -123,7 +123,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     load_plugins(cfg.model.plugins)  # before the data: a plugin's modality names its placeholder and data key
     tasks = task_runs(cfg)
     for task_cfg in tasks.values():
-        check_paths(task_cfg)
+        preflight(task_cfg)
     splits, train_splits = {}, {}
     for name, task_cfg in tasks.items():
         train_splits[name], splits[name] = read_splits(task_cfg)

@@ -16,7 +16,9 @@ from dataset.collate import PADDING_SIDES
 from dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from models.atomic_io import write_text_atomic
 from models.config import ModelConfig
-from models.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict
+from models.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict, yaml_problem
+from models.user_errors import MissingFileError, did_you_mean
+from training.command_line import add_debug_flag, command_parser
 
 
 @dataclass
@@ -151,26 +153,61 @@ FLAGS = {
     "seed": "seed",
 }
 SWITCHES = {"evaluate": "evaluate", "resume": "resume", "save_best": "save_best"}
+FLAG_HELP = {  # flag: (metavar, help); one line each in --help
+    "output_dir": ("DIR", "run folder: logs, checkpoints, predictions, metrics"),
+    "data_dir": ("DIR", "dataset root, laid out as docs/datasets.md says"),
+    "text_model": ("NAME", "frozen LM: hub id (facebook/opt-2.7b) or folder"),
+    "vision_model": ("NAME", "frozen encoder: timm name, hub id or folder"),
+    "checkpoint": ("PATH", "initial weights: a run's best/ or an eP-ALM .pth"),
+    "seed": ("N", "seed of shuffling, sampling, augmentation (42)"),
+    "evaluate": (None, "only evaluate, on the test split (val if none)"),
+    "resume": (None, "continue from <output_dir>/checkpoints/last"),
+    "save_best": (None, "keep the best validation checkpoint, test with it"),
+}
+MAIN_EXAMPLES = """examples:
+  # train on VQA v2 (data layout: docs/datasets.md), keep the best checkpoint
+  python main.py --config configs/image/epalm_vqa.yaml --data_dir data \\
+      --output_dir outputs/vqa --save_best
+  # evaluate that run's best checkpoint on the test split
+  python main.py --config configs/image/epalm_vqa.yaml --data_dir data \\
+      --output_dir outputs/vqa_test --evaluate --checkpoint outputs/vqa/best
+  # evaluate a released eP-ALM .pth, in the reference's injection mode
+  python main.py --config configs/image/epalm_pt_l_vqa.yaml --data_dir data \\
+      --output_dir outputs/pt_l --evaluate --checkpoint ePALM_pt_L_vqa.pth \\
+      --set model.injection_mode=epalm
+  # on N GPUs: accelerate launch --multi_gpu --num_processes N main.py ...
+  # run_scripts/<modality>/<task>/*.sh: these per task (docs/training.md)"""
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train or evaluate eP-ALM (see docs/configuration.md).")
-    parser.add_argument("--config", action="append", default=[], help="YAML file; repeat to layer several")
+    parser = command_parser("main.py", "Train eP-ALM on one task (validate each epoch, then test), or only evaluate "
+                            "it.\nDefaults < --config files < flags < --set; every key: "
+                            "docs/configuration.md.", MAIN_EXAMPLES)
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="YAML config file; repeat to layer several")
     for flag in FLAGS:
-        parser.add_argument(f"--{flag}", default=None)
+        metavar, text = FLAG_HELP[flag]
+        parser.add_argument(f"--{flag}", default=None, metavar=metavar, help=text)
     for switch in SWITCHES:
-        parser.add_argument(f"--{switch}", action="store_true", default=None)
+        parser.add_argument(f"--{switch}", action="store_true", default=None, help=FLAG_HELP[switch][1])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any key, e.g. --set train.lr=1e-3 --set model.prompt_len=20")
+                        help="any config key, e.g. train.lr=1e-3 (repeatable)")
+    add_debug_flag(parser)
     return parser
+
+
+def existing_yaml(folder: Path) -> list[str]:
+    return [str(p) for p in folder.glob("*.yaml")] if folder.is_dir() else []
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    with open(path) as handle:
-        values = yaml.safe_load(handle) or {}
+        raise MissingFileError(f"config file not found: {path}{did_you_mean(str(path), existing_yaml(path.parent))}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     include = values.pop("include", None)
@@ -185,11 +222,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def resolve_config(argv: list[str] | None = None) -> RunConfig:
     args = argument_parser().parse_args(argv)
     values: dict[str, Any] = {}
-    for path in args.config:
-        try:
-            values = merge(values, load_yaml(path))
-        except ConfigError as error:
-            raise ConfigError(f"{path}: {error}") from None
+    for path in args.config:  # load_yaml's errors name the file (an included one too)
+        values = merge(values, load_yaml(path))
     for flag, dotted in {**FLAGS, **SWITCHES}.items():
         value = getattr(args, flag)
         if value is not None:

@@ -10,6 +10,7 @@ from dataset.metrics.caption_metrics import caption_metrics
 from dataset.metrics.exact_match import exact_match_accuracy
 from dataset.metrics.vqa_accuracy import vqa_accuracy
 from dataset.tasks.task_split import TaskSplit
+from models.user_errors import check_choice
 
 DEFAULT_METRIC = {"vqa_v2": "vqa", "gqa": "exact_match", "video_qa": "exact_match"}
 METRICS = ("vqa", "exact_match", "caption")
@@ -17,8 +18,7 @@ METRICS = ("vqa", "exact_match", "caption")
 
 def metric_name(reader: str, kind: str, configured: str) -> str:
     name = configured or DEFAULT_METRIC.get(reader, "caption" if kind == "caption" else "exact_match")
-    if name not in METRICS:
-        raise ValueError(f"task.metric '{name}' is not one of {METRICS}")
+    check_choice("task.metric", name, METRICS)
     return name
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Mapping
 
+from models.user_errors import DataFormatError
+
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -36,7 +38,8 @@ def parse_attributes(caption: str, vocabulary: Mapping[str, Mapping[str, list[st
             for phrase in phrases:
                 target = _words(phrase)
                 if not target:
-                    raise ValueError(f"attribute vocabulary: {attribute}={value} has a phrase with no word: {phrase!r}")
+                    raise DataFormatError(f"attribute vocabulary: {attribute}={value} has a phrase with no word: "
+                                          f"{phrase!r}")
                 for start in range(len(words) - len(target) + 1):
                     if words[start:start + len(target)] == target:
                         matches.append((len(target), start, value))
@@ -63,18 +66,19 @@ def attribute_accuracy(predictions: Mapping[Hashable, str],
     "num_captions": int, "num_attributes": int (pairs scored)}.
     """
     if not predictions:
-        raise ValueError("attribute_accuracy: no predictions to score")
+        raise DataFormatError("attribute_accuracy: no predictions to score")
     correct: dict[str, int] = {}
     total: dict[str, int] = {}
     for uid, caption in predictions.items():
         if uid not in attributes:
-            raise ValueError(f"attribute_accuracy: prediction {uid!r} ({type(uid).__name__}) has no ground-truth "
-                             f"attributes")
+            raise DataFormatError(f"attribute_accuracy: prediction {uid!r} ({type(uid).__name__}) has no ground-truth "
+                                  f"attributes")
         stated = parse_attributes(caption, vocabulary)
         for attribute, value in attributes[uid].items():
             if attribute not in vocabulary or value not in vocabulary[attribute]:
-                raise ValueError(f"attribute_accuracy: uid {uid!r} has {attribute}={value!r}, which the vocabulary "
-                                 f"does not list (known: { {a: sorted(v) for a, v in vocabulary.items()} })")
+                raise DataFormatError(f"attribute_accuracy: uid {uid!r} has {attribute}={value!r}, which the "
+                                      f"vocabulary does not list "
+                                      f"(known: { {a: sorted(v) for a, v in vocabulary.items()} })")
             total[attribute] = total.get(attribute, 0) + 1
             correct[attribute] = correct.get(attribute, 0) + (stated[attribute] == {value})
     pairs = sum(total.values())

@@ -21,6 +21,7 @@ from typing import Any
 
 from dataset.metrics.prediction_alignment import MissingPolicy, align, predictions_by_id
 from dataset.tasks.annotation_file import entry_list, load_json, location, require
+from models.user_errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,10 @@ def caption_metrics(
     """
     unknown = [name for name in metrics if name not in CAPTION_METRICS]
     if unknown:
-        raise ValueError(f"unknown caption metrics {unknown}; expected a subset of {CAPTION_METRICS}")
+        raise ConfigError(f"unknown caption metrics {unknown}; expected a subset of {CAPTION_METRICS}")
     for uid, refs in references.items():
         if not isinstance(refs, (list, tuple)) or not refs or not all(isinstance(ref, str) for ref in refs):
-            raise ValueError(f"references of {uid!r}: expected a non-empty list of strings, got {refs!r:.80}")
+            raise DataFormatError(f"references of {uid!r}: expected a non-empty list of strings, got {refs!r:.80}")
     alignment = align(predictions_by_id(predictions, source, "image_id", "caption"), references.keys(),
                       missing, source)
     # The toolkit's scorers want plain, sortable keys: number the items, map back at the end.
@@ -180,11 +181,11 @@ def load_coco_references(annotations_path: str | Path) -> dict[Any, list[str]]:
         image_id = require(entry, "image_id", (int, str), where)
         caption = require(entry, "caption", str, where)
         if listed and image_id not in references:
-            raise ValueError(f"{where}: image_id {image_id!r} is not in the file's 'images'")
+            raise DataFormatError(f"{where}: image_id {image_id!r} is not in the file's 'images'")
         references.setdefault(image_id, []).append(caption)
     empty = [image_id for image_id, captions in references.items() if not captions]
     if empty:
-        raise ValueError(f"{annotations_path}: {len(empty)} image(s) have no caption, e.g. {empty[:10]}")
+        raise DataFormatError(f"{annotations_path}: {len(empty)} image(s) have no caption, e.g. {empty[:10]}")
     return references
 
 

@@ -16,6 +16,7 @@ from dataset.metrics.answer_normalization import normalize_answer
 from dataset.metrics.prediction_alignment import MissingPolicy, align, predictions_by_id
 from dataset.metrics.qa_result import QAResult, summarize
 from dataset.metrics.vqa_accuracy import human_answer_strings
+from models.user_errors import DataFormatError
 
 
 def gold_answers(truth: Mapping[str, Any], where: str) -> dict[str, float]:
@@ -26,13 +27,13 @@ def gold_answers(truth: Mapping[str, Any], where: str) -> dict[str, float]:
             isinstance(answer, str) and isinstance(score, (int, float)) and not isinstance(score, bool)
             for answer, score in label.items()
         ):
-            raise ValueError(f"{where}: 'label' must be an object {{answer: score}}, got {label!r:.80}")
+            raise DataFormatError(f"{where}: 'label' must be an object {{answer: score}}, got {label!r:.80}")
         return {answer: float(score) for answer, score in label.items()}
     if isinstance(truth.get("answer"), str):
         return {truth["answer"]: 1.0}
     if truth.get("answers") is not None:
         return {answer: 1.0 for answer in human_answer_strings(truth["answers"], where)}
-    raise ValueError(f"{where}: needs a 'label' object, an 'answer' string or an 'answers' list")
+    raise DataFormatError(f"{where}: needs a 'label' object, an 'answer' string or an 'answers' list")
 
 
 def answer_credit(prediction: str, gold: Mapping[str, float]) -> float:

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from models.user_errors import ConfigError, DataFormatError
+
 MissingPolicy = Literal["ignore", "zero", "error"]
 MISSING_POLICIES = ("ignore", "zero", "error")
 _SHOWN_IDS = 10
@@ -44,16 +46,17 @@ def predictions_by_id(
     for index, entry in enumerate(entries):
         where = f"{source}: entry {index}"
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{where}: expected an object with '{id_key}' and '{text_key}', got {type(entry).__name__}")
+            raise DataFormatError(f"{where}: expected an object with '{id_key}' and '{text_key}', "
+                                  f"got {type(entry).__name__}")
         for key in (id_key, text_key):
             if key not in entry:
-                raise ValueError(f"{where}: missing field '{key}'")
+                raise DataFormatError(f"{where}: missing field '{key}'")
         if not isinstance(entry[text_key], str):
-            raise ValueError(f"{where} ({id_key}={entry[id_key]!r}): '{text_key}' must be a string, "
-                             f"got {type(entry[text_key]).__name__}")
+            raise DataFormatError(f"{where} ({id_key}={entry[id_key]!r}): '{text_key}' must be a string, "
+                                  f"got {type(entry[text_key]).__name__}")
         key = str(entry[id_key])
         if key in by_id:
-            raise ValueError(f"{where}: duplicate prediction for {id_key}={entry[id_key]!r}")
+            raise DataFormatError(f"{where}: duplicate prediction for {id_key}={entry[id_key]!r}")
         by_id[key] = entry[text_key]
     return by_id
 
@@ -66,22 +69,22 @@ def align(
 ) -> Alignment:
     """Check ids both ways and apply the missing policy (see the module docstring)."""
     if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+        raise ConfigError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
     gt_ids = list(ground_truth_ids)
     known = {str(gt_id) for gt_id in gt_ids}
     unknown = [key for key in predictions if key not in known]
     if unknown:
-        raise ValueError(f"{source}: {len(unknown)} prediction(s) for ids absent from the ground truth "
-                         f"(wrong annotation file or split?), e.g. {unknown[:_SHOWN_IDS]}")
+        raise DataFormatError(f"{source}: {len(unknown)} prediction(s) for ids absent from the ground truth "
+                              f"(wrong annotation file or split?), e.g. {unknown[:_SHOWN_IDS]}")
     missing_ids = [gt_id for gt_id in gt_ids if str(gt_id) not in predictions]
     if missing_ids:
         message = (f"{source}: {len(missing_ids)} of {len(gt_ids)} ground-truth ids have no prediction, "
                    f"e.g. {missing_ids[:_SHOWN_IDS]}")
         if missing == "error":
-            raise ValueError(message)
+            raise DataFormatError(message)
         warnings.warn(message + (" (scored as wrong)" if missing == "zero" else " (left out of the score)"),
                       stacklevel=3)
     ids = gt_ids if missing == "zero" else [gt_id for gt_id in gt_ids if str(gt_id) in predictions]
     if not ids:
-        raise ValueError(f"{source}: nothing to score (no predictions, or an empty ground truth)")
+        raise DataFormatError(f"{source}: nothing to score (no predictions, or an empty ground truth)")
     return Alignment(ids=ids, predictions={str(i): predictions.get(str(i)) for i in ids}, missing_ids=missing_ids)

@@ -1,7 +1,7 @@
 """Score a predictions file: `python -m dataset.metrics.score {vqa,caption,exact-match} ...`.
 
 Prints the metrics as JSON on stdout; warnings (missing predictions, skipped metrics) go to stderr.
-A bad file exits with status 2 and a message naming the file and the entry.
+A bad file is one `error: ...` line naming the file and the entry, with exit status 2.
 """
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ from dataset.metrics.exact_match import exact_match_accuracy
 from dataset.metrics.prediction_alignment import MISSING_POLICIES, predictions_by_id
 from dataset.metrics.vqa_accuracy import VQA_VERSIONS, load_vqa_ground_truth, vqa_accuracy
 from dataset.tasks.annotation_file import entry_list, load_json, location, require
+from models.user_errors import DataFormatError
+from training.command_line import add_debug_flag, command_parser, run_command
+
+EXAMPLES = """examples:
+  # official VQA v2 accuracy of a run's predictions (the questions file selects the questions scored)
+  python -m dataset.metrics.score vqa --predictions outputs/vqa/eval/karpathy_test_predictions.json \\
+      --questions data/vqa/karpathy_test_questions.json --annotations data/vqa/karpathy_test_annotations.json
+  # COCO caption metrics
+  python -m dataset.metrics.score caption --predictions results.json \\
+      --annotations data/COCO/coco_karpathy_test_gt.json --metrics BLEU CIDEr
+  # exact match (GQA, MSRVTT-QA, MSVD-QA); every item's score too
+  python -m dataset.metrics.score exact-match --predictions answers.json --annotations testdev.json --per-item
+  # each task's own flags: python -m dataset.metrics.score vqa --help (docs/evaluation.md)"""
 
 
 def _qa_predictions(path: Path) -> dict[str, str]:
@@ -38,34 +51,48 @@ def load_qa_ground_truth(path: Path) -> dict[Any, dict]:
         else:
             require(entry, "answer", str, where)
         if qid in ground_truth:
-            raise ValueError(f"{where}: question_id {qid!r} appears twice")
+            raise DataFormatError(f"{where}: question_id {qid!r} appears twice")
         ground_truth[qid] = entry
     return ground_truth
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dataset.metrics.score", description=__doc__.splitlines()[0])
-    tasks = parser.add_subparsers(dest="task", required=True)
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m dataset.metrics.score", "Score a predictions file; the metrics are printed as "
+                            "JSON on stdout.", EXAMPLES)
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,caption,exact-match}",
+                                  help="what to score (each has its own --help)")
 
-    vqa = tasks.add_parser("vqa", help="official VQA v2 accuracy")
-    vqa.add_argument("--predictions", type=Path, required=True, help='[{"question_id", "answer"}] JSON')
-    vqa.add_argument("--annotations", type=Path, required=True, help="official v2_mscoco_*_annotations.json")
-    vqa.add_argument("--questions", type=Path, help="official questions file: the questions to score")
+    def task(name: str, summary: str) -> argparse.ArgumentParser:
+        return tasks.add_parser(name, help=summary, description=summary,
+                                prog=f"python -m dataset.metrics.score {name}")
+
+    vqa = task("vqa", "official VQA v2 accuracy (overall, per answer type and question type)")
+    vqa.add_argument("--predictions", type=Path, required=True, metavar="FILE",
+                     help='[{"question_id", "answer"}] JSON')
+    vqa.add_argument("--annotations", type=Path, required=True, metavar="FILE",
+                     help="official v2_mscoco_*_annotations.json")
+    vqa.add_argument("--questions", type=Path, metavar="FILE", help="official questions file: the questions scored")
     vqa.add_argument("--version", choices=VQA_VERSIONS, default="2021", help="evaluator version (default 2021)")
 
-    caption = tasks.add_parser("caption", help="COCO caption metrics (BLEU, METEOR, ROUGE-L, CIDEr, SPICE)")
-    caption.add_argument("--predictions", type=Path, required=True, help='[{"image_id", "caption"}] JSON')
-    caption.add_argument("--annotations", type=Path, required=True, help="COCO-format caption annotations")
-    caption.add_argument("--metrics", nargs="+", choices=CAPTION_METRICS, default=list(CAPTION_METRICS))
+    caption = task("caption", "COCO caption metrics (BLEU, METEOR, ROUGE-L, CIDEr, SPICE)")
+    caption.add_argument("--predictions", type=Path, required=True, metavar="FILE",
+                         help='[{"image_id", "caption"}] JSON')
+    caption.add_argument("--annotations", type=Path, required=True, metavar="FILE",
+                         help="COCO-format caption annotations")
+    caption.add_argument("--metrics", nargs="+", choices=CAPTION_METRICS, default=list(CAPTION_METRICS),
+                         metavar="NAME", help=f"some of {' '.join(CAPTION_METRICS)} (default: all)")
 
-    exact = tasks.add_parser("exact-match", help="exact match after VQA normalisation (GQA, video QA)")
-    exact.add_argument("--predictions", type=Path, required=True, help='[{"question_id", "answer"}] JSON')
-    exact.add_argument("--annotations", type=Path, required=True, help="entries with question_id and label/answer")
+    exact = task("exact-match", "exact match after VQA normalisation (GQA, MSRVTT-QA, MSVD-QA)")
+    exact.add_argument("--predictions", type=Path, required=True, metavar="FILE",
+                       help='[{"question_id", "answer"}] JSON')
+    exact.add_argument("--annotations", type=Path, required=True, metavar="FILE",
+                       help="entries with a question_id and a label or answer")
 
     for sub in (vqa, caption, exact):
         sub.add_argument("--missing", choices=MISSING_POLICIES, default="ignore",
-                         help="ground-truth items without a prediction: leave out (default), score 0, or fail")
+                         help="items without a prediction: leave out, score 0, fail")
         sub.add_argument("--per-item", action="store_true", help="also print the score of every item")
+    add_debug_flag(parser)
     return parser
 
 
@@ -84,17 +111,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result.to_dict(per_item=args.per_item)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def score(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = argument_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        output = run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    output = run(args)
     print(json.dumps(output, indent=2))
-    return 0
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The exit status: 0, or 2 after one `error: ...` line for a bad file or option (models.user_errors)."""
+    return run_command(score, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(score))

@@ -28,6 +28,7 @@ from dataset.metrics.answer_normalization import (
 from dataset.metrics.prediction_alignment import MissingPolicy, align, predictions_by_id
 from dataset.metrics.qa_result import QAResult, summarize
 from dataset.tasks.annotation_file import entry_list, load_json, location, require
+from models.user_errors import ConfigError, DataFormatError
 
 VQA_VERSIONS = ("2021", "2017")
 
@@ -48,7 +49,7 @@ def question_accuracy(prediction: str, human_answers: Sequence[str], version: st
             answers = [process_digits_articles(process_punctuation(answer)) for answer in answers]
             predicted = normalize_answer(predicted)
     else:
-        raise ValueError(f"unknown VQA evaluator version {version!r}; expected one of {VQA_VERSIONS}")
+        raise ConfigError(f"unknown VQA evaluator version {version!r}; expected one of {VQA_VERSIONS}")
     matches = answers.count(predicted)
     # Summed answer by answer, in order, as the official code does (same floating-point result).
     left_out_scores = [min(1.0, (matches - (answer == predicted)) / 3) for answer in answers]
@@ -58,14 +59,14 @@ def question_accuracy(prediction: str, human_answers: Sequence[str], version: st
 def human_answer_strings(answers: Any, where: str) -> list[str]:
     """Accept official answer dicts (`{"answer": ...}`) or plain strings; return the strings."""
     if not isinstance(answers, list) or not answers:
-        raise ValueError(f"{where}: 'answers' must be a non-empty list of human answers (the official VQA "
-                         "accuracy needs them: see docs/datasets.md, VQA v2)")
+        raise DataFormatError(f"{where}: 'answers' must be a non-empty list of human answers (the official VQA "
+                              "accuracy needs them: see docs/datasets.md, VQA v2)")
     out = []
     for answer in answers:
         text = answer.get("answer") if isinstance(answer, dict) else answer
         if not isinstance(text, str):
-            raise ValueError(f"{where}: each human answer must be a string or an object with an 'answer' "
-                             f"string, got {answer!r:.80}")
+            raise DataFormatError(f"{where}: each human answer must be a string or an object with an 'answer' "
+                                  f"string, got {answer!r:.80}")
         out.append(text)
     return out
 
@@ -86,7 +87,7 @@ def vqa_accuracy(
     missing: what a ground-truth question with no prediction does (see prediction_alignment).
     """
     if version not in VQA_VERSIONS:
-        raise ValueError(f"unknown VQA evaluator version {version!r}; expected one of {VQA_VERSIONS}")
+        raise ConfigError(f"unknown VQA evaluator version {version!r}; expected one of {VQA_VERSIONS}")
     alignment = align(predictions_by_id(predictions, source), ground_truth.keys(), missing, source)
     scores, answer_types, question_types = {}, {}, {}
     for qid in tqdm(alignment.ids, desc=f"VQA accuracy ({version})", disable=len(alignment.ids) < 50_000):
@@ -110,7 +111,7 @@ def load_vqa_ground_truth(annotations_path: str | Path, questions_path: str | Pa
         where = location(annotations_path, index, entry, "question_id")
         qid = require(entry, "question_id", (int, str), where)
         if qid in annotations:
-            raise ValueError(f"{where}: question_id {qid!r} is annotated twice")
+            raise DataFormatError(f"{where}: question_id {qid!r} is annotated twice")
         annotations[qid] = {
             "answers": human_answer_strings(require(entry, "answers", list, where), where),
             "answer_type": require(entry, "answer_type", str, where),
@@ -124,10 +125,10 @@ def load_vqa_ground_truth(annotations_path: str | Path, questions_path: str | Pa
         where = location(questions_path, index, entry, "question_id")
         qid = require(entry, "question_id", (int, str), where)
         if qid not in annotations:
-            raise ValueError(f"{where}: no annotation for this question in {annotations_path}")
+            raise DataFormatError(f"{where}: no annotation for this question in {annotations_path}")
         image_id = entry.get("image_id")
         if image_id is not None and annotations[qid]["image_id"] not in (None, image_id):
-            raise ValueError(f"{where}: image_id {image_id!r} differs from the annotation's "
-                             f"{annotations[qid]['image_id']!r} in {annotations_path}")
+            raise DataFormatError(f"{where}: image_id {image_id!r} differs from the annotation's "
+                                  f"{annotations[qid]['image_id']!r} in {annotations_path}")
         ground_truth[qid] = {**annotations[qid], "question": entry.get("question")}
     return ground_truth

@@ -1,7 +1,5 @@
 """Build the synthetic image data set (images, VQA v2 and COCO caption files) deterministically from a seed.
 
-    python -m dataset.synthetic.build --out data/demo_images --seed 0
-
 The layout is the real data sets' (docs/demo_data.md), so the real VQA v2 and COCO readers load it unchanged.
 """
 from __future__ import annotations
@@ -9,12 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from models.atomic_io import atomic_path, write_json_atomic
+from models.user_errors import ConfigError
+from training.command_line import run_command
+from dataset.synthetic.build_command import build_parser
 from dataset.synthetic.coco_format import caption_ground_truth, karpathy_coco
 from dataset.synthetic.image_world import ImageWorld
 from dataset.synthetic.items import SceneItem
@@ -94,11 +96,11 @@ def build_image_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 6000,
 def _check(config: ImageBuildConfig, world: ImageWorld) -> None:
     for name in ("n_train", "n_val", "n_test"):
         if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
     available = len(world.questions(world.sample_scene(random.Random(0)), random.Random(0)))
     if not 1 <= config.questions_per_image <= available:
-        raise ValueError(f"questions_per_image must be between 1 and {available} (the questions the image world "
-                         f"asks per scene), got {config.questions_per_image}")
+        raise ConfigError(f"questions_per_image must be between 1 and {available} (the questions the image world "
+                          f"asks per scene), got {config.questions_per_image}")
 
 
 def _write_annotations(root: Path, items: list[SceneItem], world: ImageWorld) -> None:
@@ -123,17 +125,21 @@ def _write_annotations(root: Path, items: list[SceneItem], world: ImageWorld) ->
         write_json_atomic(coco / f"coco_karpathy_{split}_gt.json", caption_ground_truth(by_split[split], split))
 
 
+EXAMPLES = """examples:
+  python -m dataset.synthetic.build --out data/demo_images      # the demo builds outputs/demo/data/image
+  python -m dataset.synthetic.build --out /tmp/tiny --n-train 48 --n-val 12 --n-test 12"""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    return build_parser("dataset.synthetic.build", __doc__, ImageBuildConfig, EXAMPLES)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the synthetic image data set of the offline demo.")
-    parser.add_argument("--out", required=True, help="output folder")
-    defaults = ImageBuildConfig()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
-    args = parser.parse_args(argv)
+    args = argument_parser().parse_args(argv)
     built = build_image_dataset(args.out, args.seed, args.n_train, args.n_val, args.n_test,
                                 args.questions_per_image)
     print(f"{'reused' if built.reused else 'built'} {built.root}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

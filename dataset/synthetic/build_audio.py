@@ -1,7 +1,5 @@
 """Build the synthetic audio data set (clips and AudioCaps caption files) deterministically from a seed.
 
-    python -m dataset.synthetic.build_audio --out data/demo --seed 0
-
 The layout is AudioCaps' (docs/datasets.md, docs/demo_data.md), so the `audiocaps` reader loads it unchanged.
 Everything goes under `<out>/audiocaps/`, so the image and video data sets can share `<out>`. No QA files:
 no audio QA task is read by the trainer (the world's questions still feed the LM's text corpus).
@@ -11,13 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from models.atomic_io import atomic_path, write_json_atomic
+from models.user_errors import ConfigError
+from training.command_line import run_command
 from dataset.synthetic.audio_world import AudioWorld
+from dataset.synthetic.build_command import build_parser
 
 FORMAT_VERSION = 1  # bump when the files written change, so old builds are not reused
 DATASET_DIR = "audiocaps"
@@ -67,7 +69,7 @@ def build_audio_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
 
     for name in ("n_train", "n_val", "n_test"):
         if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
     world = AudioWorld()
     marker.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
     captions: dict[str, list[dict]] = {split: [] for split in CAPTION_FILES}
@@ -93,15 +95,19 @@ def build_audio_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
     return SyntheticAudioDataset(root, reused=False)
 
 
+EXAMPLES = """examples:
+  python -m dataset.synthetic.build_audio --out data/demo      # the demo builds outputs/demo/data/audio"""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    return build_parser("dataset.synthetic.build_audio", __doc__, AudioBuildConfig, EXAMPLES)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the synthetic audio data set of the offline demo.")
-    parser.add_argument("--out", required=True, help="output folder (the reader's data_dir)")
-    for name, value in asdict(AudioBuildConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
-    args = parser.parse_args(argv)
+    args = argument_parser().parse_args(argv)
     built = build_audio_dataset(args.out, args.seed, args.n_train, args.n_val, args.n_test)
     print(f"{'reused' if built.reused else 'built'} {built.root / DATASET_DIR}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -1,7 +1,5 @@
 """Build the synthetic video data set (clips, MSR-VTT caption and MSRVTT-QA files) deterministically from a seed.
 
-    python -m dataset.synthetic.build_video --out data/demo --seed 0
-
 The layout is the real data sets' (docs/datasets.md, docs/demo_data.md), so the `msrvtt_caption` and
 `video_qa` readers load it unchanged. Everything goes under `<out>/MSRVTT/`, so the image and audio data
 sets can share `<out>`.
@@ -11,12 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from models.atomic_io import atomic_path, write_json_atomic
+from models.user_errors import ConfigError
+from training.command_line import run_command
+from dataset.synthetic.build_command import build_parser
 from dataset.synthetic.video_world import VideoWorld
 
 FORMAT_VERSION = 1  # bump when the files written change, so old builds are not reused
@@ -107,22 +109,26 @@ def build_video_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 4000,
 def _check(config: VideoBuildConfig, world: VideoWorld) -> None:
     for name in ("n_train", "n_val", "n_test"):
         if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
     available = len(world.questions(world.sample_scene(random.Random(0)), random.Random(0)))
     if not 1 <= config.questions_per_video <= available:
-        raise ValueError(f"questions_per_video must be between 1 and {available} (the questions the video world "
-                         f"asks per clip), got {config.questions_per_video}")
+        raise ConfigError(f"questions_per_video must be between 1 and {available} (the questions the video world "
+                          f"asks per clip), got {config.questions_per_video}")
+
+
+EXAMPLES = """examples:
+  python -m dataset.synthetic.build_video --out data/demo      # the demo builds outputs/demo/data/video"""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    return build_parser("dataset.synthetic.build_video", __doc__, VideoBuildConfig, EXAMPLES)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the synthetic video data set of the offline demo.")
-    parser.add_argument("--out", required=True, help="output folder (the readers' data_dir)")
-    for name, value in asdict(VideoBuildConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
-    args = parser.parse_args(argv)
+    args = argument_parser().parse_args(argv)
     built = build_video_dataset(args.out, args.seed, args.n_train, args.n_val, args.n_test, args.questions_per_video)
     print(f"{'reused' if built.reused else 'built'} {built.root / DATASET_DIR}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -13,6 +13,7 @@ from dataset.records import Sample
 from dataset.tasks.annotation_file import entry_list, load_json, location, require
 from dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
 from dataset.tasks.vqa_v2 import coco_image_path
+from models.user_errors import ConfigError, DataFormatError, did_you_mean
 
 COCO_SPLITS = ("train", "val", "test")
 _KARPATHY_SPLIT = {"train": "train", "restval": "train", "val": "val", "test": "test"}
@@ -24,7 +25,7 @@ def _image_samples(image: dict, where: str, per_caption: bool) -> list[Sample]:
     uid = require(image, "cocoid" if "cocoid" in image else "imgid", (int, str), where)
     sentences = require(image, "sentences", list, where)
     if not sentences:
-        raise ValueError(f"{where}: field 'sentences' is empty (expected at least one caption)")
+        raise DataFormatError(f"{where}: field 'sentences' is empty (expected at least one caption)")
     captions = [require(sentence, "raw", str, f"{where}: sentence {k}").strip() for k, sentence in enumerate(sentences)]
     meta = {key: value for key, value in image.items() if key != "sentences"} | {"image_id": uid}
     if not per_caption:
@@ -44,7 +45,8 @@ def read_coco_caption(data_dir: str | Path, split: str, media_root: str | Path |
     data_dir = Path(data_dir)
     wanted = split.rsplit("_", 1)[-1]
     if wanted not in COCO_SPLITS:
-        raise ValueError(f"coco_caption: unknown split {split!r}; expected one of {COCO_SPLITS}")
+        raise ConfigError(f"coco_caption: unknown split {split!r}{did_you_mean(split, COCO_SPLITS)}; expected one of "
+                          f"{COCO_SPLITS} (or karpathy_train, karpathy_val, karpathy_test)")
     per_caption = wanted == "train" if per_caption is None else per_caption
     path = annotation_path(data_dir / "COCO" / "dataset_coco.json", split, COCO_SPLITS)
     samples = []
@@ -52,7 +54,8 @@ def read_coco_caption(data_dir: str | Path, split: str, media_root: str | Path |
         where = location(path, index, image, "cocoid")
         image_split = require(image, "split", str, where)
         if image_split not in _KARPATHY_SPLIT:
-            raise ValueError(f"{where}: field 'split' is {image_split!r}; expected one of {tuple(_KARPATHY_SPLIT)}")
+            raise DataFormatError(f"{where}: field 'split' is {image_split!r}; expected one of "
+                                  f"{tuple(_KARPATHY_SPLIT)}")
         if _KARPATHY_SPLIT[image_split] == wanted:
             samples.extend(_image_samples(image, where, per_caption))
     return TaskSplit(task="coco_caption", split=wanted, kind="caption", modality="image",

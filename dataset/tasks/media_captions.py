@@ -13,13 +13,14 @@ from pathlib import Path, PurePosixPath
 from dataset.records import Sample
 from dataset.tasks.annotation_file import entry_list, load_json, location, require
 from dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
+from models.user_errors import DataFormatError
 
 
 def _captions(entry: dict, where: str) -> list[str]:
     caption = require(entry, "caption", (str, list), where)
     captions = [caption] if isinstance(caption, str) else caption
     if not captions or not all(isinstance(text, str) for text in captions):
-        raise ValueError(f"{where}: field 'caption' must be a string or a non-empty list of strings")
+        raise DataFormatError(f"{where}: field 'caption' must be a string or a non-empty list of strings")
     return [text.strip() for text in captions]
 
 

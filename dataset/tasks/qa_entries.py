@@ -11,6 +11,7 @@ from typing import Any
 
 from dataset.records import Sample
 from dataset.tasks.annotation_file import require
+from models.user_errors import DataFormatError
 
 
 def _answers(entry: dict, where: str) -> tuple[list[str], list[float] | None]:
@@ -19,8 +20,8 @@ def _answers(entry: dict, where: str) -> tuple[list[str], list[float] | None]:
         label = require(entry, "label", dict, where)
         for answer, score in label.items():
             if isinstance(score, bool) or not isinstance(score, (int, float)):
-                raise ValueError(f"{where}: field 'label' must map answers to numbers; "
-                                 f"{answer!r} has {type(score).__name__} {score!r:.40}")
+                raise DataFormatError(f"{where}: field 'label' must map answers to numbers; "
+                                      f"{answer!r} has {type(score).__name__} {score!r:.40}")
         ranked = sorted(label.items(), key=lambda item: -item[1])
         return [answer for answer, _ in ranked], [float(score) for _, score in ranked]
     if "answer" in entry:
@@ -32,7 +33,7 @@ def qa_sample(entry: Any, where: str, media: str, extra_meta: dict[str, Any] | N
     """Check one QA entry and turn it into a Sample whose uid is its question_id."""
     question_id = require(entry, "question_id", (int, str), where)
     if "sent" not in entry and "question" not in entry:
-        raise ValueError(f"{where}: missing the question: field 'sent' or 'question' (a string)")
+        raise DataFormatError(f"{where}: missing the question: field 'sent' or 'question' (a string)")
     question = require(entry, "sent" if "sent" in entry else "question", str, where)
     targets, weights = _answers(entry, where)
     meta = {key: value for key, value in entry.items() if key not in ("sent", "question")}

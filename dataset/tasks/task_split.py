@@ -13,6 +13,7 @@ from typing import Literal
 
 from dataset.records import Sample
 from models.registry import Registry
+from models.user_errors import MissingFileError, did_you_mean
 
 
 @dataclass
@@ -44,8 +45,9 @@ TASK_READERS: Registry[TaskSplit] = Registry("task reader")
 
 
 def annotation_path(path: Path, split: str, known_splits: tuple[str, ...]) -> Path:
-    """The annotation file of a split, or FileNotFoundError naming it and the splits the dataset has."""
+    """The annotation file of a split, or MissingFileError naming it and the splits the dataset has."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file of split '{split}' not found "
-                                f"(this dataset's splits: {', '.join(known_splits)})")
+        raise MissingFileError(f"{path}: annotation file of split '{split}' not found"
+                               f"{did_you_mean(split, known_splits)} "
+                               f"(this dataset's splits: {', '.join(known_splits)})")
     return path

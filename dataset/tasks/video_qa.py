@@ -9,6 +9,7 @@ from typing import Literal
 from dataset.tasks.annotation_file import entry_list, load_json, location, require
 from dataset.tasks.qa_entries import qa_sample
 from dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
+from models.user_errors import ConfigError, did_you_mean
 
 VIDEO_QA_SPLITS = ("train", "val", "test")
 VIDEO_QA_FOLDERS = {"msrvtt": "MSRVTT", "msvd": "MSVD"}
@@ -19,7 +20,8 @@ def read_video_qa(data_dir: str | Path, split: str, dataset: Literal["msrvtt", "
                   media_root: str | Path | None = None) -> TaskSplit:
     """Questions about videos; uid = question_id, answers from `label` or `answer`."""
     if dataset not in VIDEO_QA_FOLDERS:
-        raise ValueError(f"video_qa: unknown dataset {dataset!r}; expected one of {tuple(VIDEO_QA_FOLDERS)}")
+        raise ConfigError(f"video_qa: unknown dataset {dataset!r}{did_you_mean(dataset, VIDEO_QA_FOLDERS)}; "
+                          f"expected one of {tuple(VIDEO_QA_FOLDERS)}")
     root = Path(data_dir) / VIDEO_QA_FOLDERS[dataset]
     path = annotation_path(root / "annotation" / f"{dataset}_vqa_{split}.json", split, VIDEO_QA_SPLITS)
     samples = []

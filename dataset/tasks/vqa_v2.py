@@ -17,6 +17,7 @@ from dataset.records import Sample
 from dataset.tasks.annotation_file import entry_list, load_json, location, require
 from dataset.tasks.qa_entries import qa_sample
 from dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
+from models.user_errors import DataFormatError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -51,21 +52,21 @@ def attach_human_answers(samples: list[Sample], vqa_dir: Path, required: bool | 
     for folder, group in by_folder.items():
         if folder not in OFFICIAL_ANNOTATIONS:
             if required:
-                raise ValueError(f"{len(group)} question(s) on non-COCO images (e.g. question_id "
-                                 f"{group[0].uid!r}) have no 'answers' field and no official annotation file")
+                raise DataFormatError(f"{len(group)} question(s) on non-COCO images (e.g. question_id "
+                                      f"{group[0].uid!r}) have no 'answers' field and no official annotation file")
             continue
         path = vqa_dir / OFFICIAL_ANNOTATIONS[folder]
         if not path.is_file():
             if required:
-                raise FileNotFoundError(f"{path}: official annotations needed for the human answers of "
-                                        f"{len(group)} question(s) on {folder} images")
+                raise MissingFileError(f"{path}: official annotations needed for the human answers of "
+                                       f"{len(group)} question(s) on {folder} images")
             logger.info("%s absent: %d question(s) get no human answers (no official VQA accuracy)",
                         path, len(group))
             continue
         answers = {str(qid): truth["answers"] for qid, truth in load_vqa_ground_truth(path).items()}
         for sample in group:
             if str(sample.uid) not in answers:
-                raise ValueError(f"{path}: no annotation for question_id {sample.uid!r}")
+                raise DataFormatError(f"{path}: no annotation for question_id {sample.uid!r}")
             sample.meta["answers"] = answers[str(sample.uid)]
 
 

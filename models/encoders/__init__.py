@@ -8,6 +8,7 @@ import torch
 from models.encoders import ast, timesformer, timm_vit  # noqa: F401  (each registers its builder)
 from models.encoders.base import ENCODERS, PerceptionEncoder
 from models.encoders.config import EncoderConfig
+from models.user_errors import MissingFileError
 
 __all__ = ["ENCODERS", "EncoderConfig", "PerceptionEncoder", "build_encoder"]
 
@@ -15,7 +16,7 @@ __all__ = ["ENCODERS", "EncoderConfig", "PerceptionEncoder", "build_encoder"]
 def build_encoder(cfg: EncoderConfig) -> PerceptionEncoder:
     """Build the encoder `cfg.type` names, frozen (no gradients) and in eval mode (no dropout)."""
     if cfg.checkpoint and not os.path.isfile(cfg.checkpoint):
-        raise FileNotFoundError(f"encoder checkpoint not found: {cfg.checkpoint}")
+        raise MissingFileError(f"encoder checkpoint not found: {cfg.checkpoint}")
     encoder = ENCODERS.build(cfg.type, cfg)
     encoder.requires_grad_(False)
     if cfg.dtype not in ("auto", "float32"):  # "auto" unresolved (no accelerator): float32

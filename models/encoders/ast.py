@@ -11,6 +11,7 @@ from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from models.encoders.original_checkpoints import load_original_ast
 from models.modalities.audio import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures
+from models.user_errors import ConfigError, loading
 
 
 class ASTEncoder(LibraryEncoder):
@@ -52,21 +53,23 @@ class ASTEncoder(LibraryEncoder):
 @ENCODERS.register("ast")
 def build_ast(cfg: EncoderConfig) -> ASTEncoder:
     if cfg.normalization != "encoder":
-        raise ValueError(
+        raise ConfigError(
             "encoder type 'ast' has one normalisation (AudioSet fbank statistics): use normalization: encoder"
         )
     for key in ("max_length", "num_mel_bins"):
         if key in cfg.model_kwargs:
-            raise ValueError(f"set the fbank size with the encoder's audio_frames / mel_bins, not model_kwargs.{key}")
+            raise ConfigError(f"set the fbank size with the encoder's audio_frames / mel_bins, not model_kwargs.{key}")
     overrides = {"max_length": cfg.audio_frames, "num_mel_bins": cfg.mel_bins, **cfg.model_kwargs}
     if cfg.checkpoint:
         model, _ = load_original_ast(cfg.checkpoint, overrides)
     elif cfg.pretrained:
         if not cfg.name:
-            raise ValueError("encoder type 'ast' with pretrained: true needs `name` (hub id or folder)")
-        model = ASTModel.from_pretrained(cfg.name, **overrides)
+            raise ConfigError("encoder type 'ast' with pretrained: true needs `name` (hub id or folder)")
+        with loading("AST", cfg.name):
+            model = ASTModel.from_pretrained(cfg.name, **overrides)
     else:
-        config = ASTConfig.from_pretrained(cfg.name, **overrides) if cfg.name else ASTConfig(**overrides)
+        with loading("AST config", cfg.name):
+            config = ASTConfig.from_pretrained(cfg.name, **overrides) if cfg.name else ASTConfig(**overrides)
         model = ASTModel(config)
 
     folder = read_preprocessor_config(cfg.name) if cfg.name and not cfg.checkpoint else {}

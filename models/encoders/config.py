@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from models.user_errors import ConfigError, did_you_mean
+
 NORMALIZATIONS = ("encoder", "clip")
 ENCODER_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -42,20 +44,22 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"encoder normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+            raise ConfigError(f"encoder normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+                              f"{did_you_mean(self.normalization, NORMALIZATIONS)}")
         if self.checkpoint and self.pretrained:
-            raise ValueError(
+            raise ConfigError(
                 "encoder: set either `checkpoint` (a local weight file) or `pretrained: true` "
                 "(the library's own weights), not both"
             )
         for key in ("num_frames", "audio_frames", "sample_rate", "mel_bins"):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"encoder {key} must be a positive integer, got {value!r}")
+                raise ConfigError(f"encoder {key} must be a positive integer, got {value!r}")
         if self.dtype not in ENCODER_DTYPES:
-            raise ValueError(f"encoder dtype must be one of {sorted(ENCODER_DTYPES)}, got {self.dtype!r}")
+            raise ConfigError(f"encoder dtype must be one of {sorted(ENCODER_DTYPES)}, got {self.dtype!r}"
+                              f"{did_you_mean(self.dtype, ENCODER_DTYPES)}")
         if not isinstance(self.model_kwargs, dict):
-            raise ValueError(f"encoder model_kwargs must be a mapping, got {type(self.model_kwargs).__name__}")
+            raise ConfigError(f"encoder model_kwargs must be a mapping, got {type(self.model_kwargs).__name__}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EncoderConfig:
@@ -63,5 +67,6 @@ class EncoderConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown encoder config key(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown encoder config key(s) {unknown}{did_you_mean(unknown[0], known)}; "
+                              f"known: {sorted(known)}")
         return cls(**values)

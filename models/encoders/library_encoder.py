@@ -9,6 +9,7 @@ from torch import nn
 from transformers.utils import cached_file
 
 from models.encoders.base import READOUTS, PerceptionEncoder
+from models.user_errors import ConfigError
 
 
 class LibraryEncoder(PerceptionEncoder):
@@ -25,7 +26,7 @@ class LibraryEncoder(PerceptionEncoder):
 
     def check_num_tokens(self, num_tokens: int) -> None:
         if not 1 <= num_tokens <= self.num_layers:
-            raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
+            raise ConfigError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
 
     def last_block_tokens(
         self, hidden_states: Sequence[torch.Tensor], num_tokens: int, final_norm: nn.Module, readout: str,

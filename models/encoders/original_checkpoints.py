@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from transformers import ASTConfig, ASTModel, TimesformerConfig, TimesformerModel
 
+from models.user_errors import DataFormatError
+
 logger = logging.getLogger(__name__)
 
 # A rule: source-key pattern (matched in full) -> list of (target key template, tensor transform).
@@ -109,14 +111,16 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         # weights_only: a weight file must never run code; both original formats are plain dicts of tensors
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise ValueError(f"{path}: cannot be read as a torch checkpoint with weights_only=True ({error})") from error
+        raise DataFormatError(f"{path}: cannot be read as a torch checkpoint with weights_only=True "
+                              f"({error})") from error
     state: Any = raw
     for wrapper in ("model_state", "model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (optionally under 'model_state'), got {type(raw)}")
+        raise DataFormatError(f"{path}: expected a state dict of tensors (optionally under 'model_state'), "
+                              f"got {type(raw)}")
     return dict(state)
 
 
@@ -173,7 +177,7 @@ def load_mapped_weights(model: nn.Module, mapped: dict[str, torch.Tensor], repor
             problems.append(f"shape mismatches: {wrong_shape}")
         if extra:
             problems.append(f"mapped keys the model does not have: {extra}")
-        raise ValueError(f"{report.path}: cannot load into {type(model).__name__}: " + "; ".join(problems))
+        raise DataFormatError(f"{report.path}: cannot load into {type(model).__name__}: " + "; ".join(problems))
     report.unused.extend(extra)
     if report.dropped_heads:
         logger.info("%s: classifier-head weights not used by the encoder: %s", report.path, report.dropped_heads)
@@ -189,14 +193,14 @@ def load_mapped_weights(model: nn.Module, mapped: dict[str, torch.Tensor], repor
 def _num_blocks(state: dict[str, torch.Tensor], pattern: str) -> int:
     indices = {int(m.group(1)) for key in state if (m := re.match(pattern, key))}
     if not indices:
-        raise ValueError("checkpoint has no transformer blocks")
+        raise DataFormatError("checkpoint has no transformer blocks")
     return max(indices) + 1
 
 
 def _require(state: dict[str, torch.Tensor], keys: list[str], path: str) -> None:
     absent = [key for key in keys if key not in state]
     if absent:
-        raise ValueError(f"{path}: not an original checkpoint of this encoder; missing {absent}")
+        raise DataFormatError(f"{path}: not an original checkpoint of this encoder; missing {absent}")
 
 
 def timesformer_config_from_state(
@@ -263,7 +267,7 @@ def ast_config_from_state(state: dict[str, torch.Tensor], overrides: dict[str, A
     time = (config.max_length - config.patch_size) // config.time_stride + 1
     positions = state["v.pos_embed"].shape[1]
     if positions != freq * time + 2:
-        raise ValueError(
+        raise DataFormatError(
             f"{path}: pos_embed has {positions} positions but mel_bins={config.num_mel_bins}, "
             f"audio_frames={config.max_length}, frequency/time stride={config.frequency_stride}/{config.time_stride} "
             f"give {freq} x {time} + 2 = {freq * time + 2}; set the values the checkpoint was trained with"

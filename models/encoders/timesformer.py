@@ -14,6 +14,7 @@ from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from models.encoders.original_checkpoints import load_original_timesformer
 from models.modalities.video import VideoTransform
+from models.user_errors import ConfigError, loading
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +80,18 @@ def match_num_frames(model: TimesformerModel, num_frames: int) -> None:
 def build_timesformer(cfg: EncoderConfig) -> TimesformerEncoder:
     overrides = dict(cfg.model_kwargs)
     if "num_frames" in overrides:
-        raise ValueError("set the clip length with the encoder's `num_frames`, not model_kwargs.num_frames")
+        raise ConfigError("set the clip length with the encoder's `num_frames`, not model_kwargs.num_frames")
     if cfg.checkpoint:
         model, _ = load_original_timesformer(cfg.checkpoint, overrides)
     elif cfg.pretrained:
         if not cfg.name:
-            raise ValueError("encoder type 'timesformer' with pretrained: true needs `name` (hub id or folder)")
-        model = TimesformerModel.from_pretrained(cfg.name, **overrides)
+            raise ConfigError("encoder type 'timesformer' with pretrained: true needs `name` (hub id or folder)")
+        with loading("TimeSformer", cfg.name):
+            model = TimesformerModel.from_pretrained(cfg.name, **overrides)
     else:
         if cfg.name:
-            config = TimesformerConfig.from_pretrained(cfg.name, **overrides)
+            with loading("TimeSformer config", cfg.name):
+                config = TimesformerConfig.from_pretrained(cfg.name, **overrides)
         else:
             config = TimesformerConfig(**overrides)
         config.num_frames = cfg.num_frames

@@ -13,6 +13,7 @@ from models.encoders.base import ENCODERS
 from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder
 from models.modalities.image import image_transform
+from models.user_errors import ConfigError, did_you_mean
 
 
 class TimmViTEncoder(LibraryEncoder):
@@ -20,7 +21,7 @@ class TimmViTEncoder(LibraryEncoder):
 
     def __init__(self, model: nn.Module, cfg: EncoderConfig):
         if getattr(model, "cls_token", None) is None:
-            raise ValueError(f"timm model '{cfg.name}' has no class token; eP-ALM reads the CLS token of each block")
+            raise ConfigError(f"timm model '{cfg.name}' has no class token; eP-ALM reads the CLS token of each block")
         super().__init__(model)
         self.name = cfg.name
         self.hidden_size = model.embed_dim
@@ -66,10 +67,18 @@ class TimmViTEncoder(LibraryEncoder):
 
 
 
+def check_timm_name(name: str) -> None:
+    """A name timm knows (tags allowed); `hf-hub:` and other prefixed sources are left to timm."""
+    if not name:
+        raise ConfigError("encoder type 'timm_vit' needs `name`, a timm model name such as vit_base_patch16_224")
+    if ":" not in name and not timm.is_model(name):
+        raise ConfigError(f"model.encoder.name '{name}' is not a timm model"
+                          f"{did_you_mean(name.split('.')[0], timm.list_models())} (see timm.list_models())")
+
+
 @ENCODERS.register("timm_vit")
 def build_timm_vit(cfg: EncoderConfig) -> TimmViTEncoder:
-    if not cfg.name:
-        raise ValueError("encoder type 'timm_vit' needs `name`, a timm model name such as vit_base_patch16_224")
+    check_timm_name(cfg.name)
     kwargs: dict[str, Any] = {"num_classes": 0, **cfg.model_kwargs}  # the classifier head is never used
     if cfg.checkpoint:
         # timm's own loader reads the file, unwraps `state_dict`/`model` and drops a mismatched head

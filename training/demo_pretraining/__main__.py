@@ -1,23 +1,42 @@
-"""python -m training.demo_pretraining [--only tokenizer lm vit timesformer ast] [--seed N] [--out DIR] [--force]"""
+"""Build the offline demo's tiny unimodal models (models/demo_weights/), deterministically from a seed.
+
+tokenizer: BPE over the synthetic worlds' text; lm: a small OPT pretrained on that text only; vit: a timm ViT,
+timesformer and ast: a TimeSformer and an AST, each pretrained on its world's attribute classification.
+Models already present are kept (--force rebuilds them); the LM also builds a missing tokenizer.
+See docs/demo_models.md.
+"""
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
+from training.command_line import add_debug_flag, command_parser, run_command
 from training.demo_pretraining.build import COMPONENTS, FOLDERS, ensure_demo_models
 from training.demo_pretraining.settings import REPORT_FILE
 from training.demo_pretraining.shipped import DEFAULT_OUT
 from training.demo_pretraining.summary import summary_lines
 
+EXAMPLES = """examples:
+  python -m training.demo_pretraining                     # whatever is missing (the demo does this too)
+  python -m training.demo_pretraining --only vit --force  # rebuild the ViT
+  python -m training.demo_pretraining --out /tmp/demo_weights --seed 1"""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m training.demo_pretraining", __doc__, EXAMPLES)
+    parser.add_argument("--only", nargs="+", choices=COMPONENTS, default=list(COMPONENTS), metavar="MODEL",
+                        help=f"some of: {' '.join(COMPONENTS)} (default: all)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="the seed of every build (default 0)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR",
+                        help="folder of the models (default: models/demo_weights)")
+    parser.add_argument("--force", action="store_true", help="rebuild the chosen models even when present")
+    add_debug_flag(parser)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.demo_pretraining", description=__doc__)
-    parser.add_argument("--only", nargs="+", choices=COMPONENTS, default=list(COMPONENTS),
-                        help="which models to build (the LM also builds a missing tokenizer)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder of the models (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="rebuild the chosen models even when present")
-    args = parser.parse_args(argv)
+    args = argument_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     models = ensure_demo_models(args.out, only=args.only, seed=args.seed, force=args.force)
     for component in COMPONENTS:
@@ -31,4 +50,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

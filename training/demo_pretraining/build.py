@@ -17,6 +17,7 @@ from dataset.synthetic.text_corpus import build_text_corpus, tokenizer_training_
 from dataset.synthetic.worlds import discover_worlds
 from models.encoders import build_encoder
 from models.language_model import build_language_model, load_tokenizer
+from models.user_errors import ConfigError, did_you_mean
 from training.demo_pretraining.audio_encoder import AUDIO_DIR, build_ast_demo
 from training.demo_pretraining.folders import atomic_folder, read_json, write_json
 from training.demo_pretraining.images import render_pool, sample_images
@@ -186,7 +187,8 @@ def ensure_demo_models(out_dir: str | Path = DEFAULT_OUT, only: Sequence[str] = 
     """Build the requested models that are missing (all of them with `force`); the LM needs the tokenizer."""
     unknown = set(only) - set(COMPONENTS)
     if unknown:
-        raise ValueError(f"unknown demo model(s) {sorted(unknown)}; choose from {COMPONENTS}")
+        raise ConfigError(f"unknown demo model(s) {sorted(unknown)}{did_you_mean(min(unknown), COMPONENTS)}; "
+                          f"choose from {COMPONENTS}")
     out_dir = Path(out_dir)
     wanted = [c for c in COMPONENTS if c in only or (c == "tokenizer" and "lm" in only)]
     built = []

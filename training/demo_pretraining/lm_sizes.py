@@ -1,7 +1,5 @@
 """Smaller siblings of the demo LM, for the LM-size ablation on the demo data (docs/ablations.md).
 
-    python -m training.demo_pretraining.lm_sizes [--force]
-
 Each is pretrained exactly as `opt-demo` (same text-only corpus, seed, steps and learning rate, the shipped
 tokenizer), only narrower and shallower, into `models/demo_weights/<name>`; the sizes already there are
 skipped. `configs/ablation/demo_sizes/*.yaml` point at them and at `opt-demo` (the largest).
@@ -10,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from dataclasses import replace
 
+from training.command_line import add_debug_flag, command_parser, run_command
 from training.demo_pretraining.build import build_lm
 from training.demo_pretraining.settings import LMSettings
 from training.demo_pretraining.shipped import DEFAULT_OUT
@@ -22,12 +22,22 @@ SIZES = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.demo_pretraining.lm_sizes", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=list(SIZES), default=list(SIZES))
+EXAMPLES = """examples:
+  python -m training.demo_pretraining.lm_sizes                                # the sizes not yet there
+  python -m training.demo_pretraining.lm_sizes --only opt-demo-h32-l2 --force  # rebuild one"""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m training.demo_pretraining.lm_sizes", __doc__, EXAMPLES)
+    parser.add_argument("--only", nargs="+", choices=list(SIZES), default=list(SIZES), metavar="SIZE",
+                        help=f"some of: {' '.join(SIZES)} (default: both)")
     parser.add_argument("--force", action="store_true", help="rebuild sizes that are already there")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argument_parser().parse_args(argv)
     for name in args.only:
         target = DEFAULT_OUT / name
         if target.exists() and not args.force:
@@ -39,4 +49,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))
