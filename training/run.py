@@ -21,6 +21,7 @@ from training.evaluator import evaluate_split
 from training.feature_store import encoder_features
 from training.preflight import check_paths
 from training.run_config import RunConfig, dump_config, resolve_config
+from training.trackers import check_tracker
 from training.trainer import Trainer
 
 
@@ -64,6 +65,7 @@ def read_splits(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
 
 def run(cfg: RunConfig) -> dict[str, Any]:
     check_paths(cfg)
+    check_tracker(cfg)
     train_split, eval_splits = read_splits(cfg)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
