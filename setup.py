@@ -27,6 +27,10 @@ setup(
         "pycocoevalcap",
         "matplotlib",
     ],
-    # DeepSpeed is in the test extra so that its engine's checkpoints are tested (one CPU process).
-    extras_require={"test": ["pytest", "deepspeed"], "deepspeed": ["deepspeed"]},
+    # DeepSpeed is in the test extra so that its engine's checkpoints are tested (one CPU process), and so is
+    # tensorboardX (90 kB and protobuf): the TensorBoard tracker's event files are read back by the tests.
+    # `trackers` is what train.log_with needs (TensorBoard itself to view the logs; wandb, a 26 MB wheel,
+    # whose offline-run test skips where it is not installed).
+    extras_require={"test": ["pytest", "deepspeed", "tensorboardX"], "deepspeed": ["deepspeed"],
+                    "trackers": ["tensorboard", "wandb"]},
 )

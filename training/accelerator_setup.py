@@ -9,6 +9,7 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, parse_fla
 
 from models.user_errors import ConfigError, LaunchError, did_you_mean
 from training.run_config import RunConfig
+from training.trackers import tracker_arguments
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 LM_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "no": "float32"}
@@ -37,6 +38,7 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
         cpu=not on_gpu and not deepspeed,
         gradient_accumulation_steps=cfg.train.grad_accum_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        **tracker_arguments(cfg),
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:

@@ -3,7 +3,8 @@
 User errors (models.user_errors.UserError: a config key, a path, a file's content, a launch) are
 printed as one line (plus indented detail lines where the message has them), once per launch (by the
 process of rank 0), without a traceback. Any other exception is a bug and keeps its traceback. With
-`--debug` on the command line or EPALM_DEBUG=1 in the environment, user errors keep theirs too.
+`--debug` on the command line or EPALM_DEBUG=1 in the environment, user errors keep theirs too. A run
+stopped by a preemption signal after saving its state exits with 75 (training/preemption.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from models.user_errors import UserError
+from training.preemption import PREEMPTED_EXIT_STATUS, TrainingPreempted
 
 DEBUG_ENV = "EPALM_DEBUG"
 USER_ERROR_STATUS = 2
@@ -57,6 +59,10 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
         if is_main_process():
             print(format_user_error(error), file=sys.stderr)
         return USER_ERROR_STATUS
+    except TrainingPreempted as stop:
+        if is_main_process():
+            print(f"stopped: {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT_STATUS
     except KeyboardInterrupt:
         if is_main_process():
             print("interrupted", file=sys.stderr)

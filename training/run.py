@@ -29,6 +29,7 @@ from training.feature_store import encoder_features
 from training.mixture import mixture_loader
 from training.preflight import preflight
 from training.run_config import RunConfig, dump_config, resolve_config
+from training.trackers import check_tracker
 from training.trainer import Trainer
 
 
@@ -124,6 +125,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     tasks = task_runs(cfg)
     for task_cfg in tasks.values():
         preflight(task_cfg)
+    check_tracker(cfg)
     splits, train_splits = {}, {}
     for name, task_cfg in tasks.items():
         train_splits[name], splits[name] = read_splits(task_cfg)

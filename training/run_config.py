@@ -64,7 +64,10 @@ class TrainConfig:
     augment: training-time media augmentation (random crops, flips, RandAugment, random frames, SpecAugment);
     off, training sees the deterministic test-time preprocessing. feature_cache: encode every media item
     once with the test-time preprocessing and train/evaluate from the stored encoder outputs (implies no
-    augmentation; see docs/feature_cache.md)."""
+    augmentation; see docs/feature_cache.md).
+
+    log_with: an experiment tracker through accelerate (none, tensorboard, wandb), beside train_log.jsonl;
+    tracker_project: its project name (empty: the output folder's name; see training/trackers.py)."""
 
     epochs: int = 1
     max_steps: int | None = None
@@ -86,6 +89,8 @@ class TrainConfig:
     feature_cache_dir: str = ".cache/features"
     log_every: int = 20
     checkpoint_every_steps: int | None = None
+    log_with: str = "none"
+    tracker_project: str = ""
 
 
 BEAM_SCORE_LENGTHS = ("generated", "sequence")

@@ -1,4 +1,5 @@
-"""The training loop: accumulation, clipping, the schedule, per-epoch checkpoints and validation, resume."""
+"""The training loop: accumulation, clipping, the schedule, per-epoch checkpoints and validation, resume,
+stopping on preemption signals (training/preemption.py), experiment trackers (training/trackers.py)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 from models.checkpoint import save_checkpoint
 from training.loss import training_loss
 from training.optim import build_optimizer, build_scheduler
+from training.preemption import PreemptionWatch, TrainingPreempted, clear_preempted_marker, write_preempted_marker
 from training.run_config import RunConfig
 from training.run_state import (
     TrainingProgress,
@@ -24,6 +26,7 @@ from training.run_state import (
     state_kwargs,
     trainable_state,
 )
+from training.trackers import start_trackers, tracker_values
 from training.training_curves import plot_training_curves
 
 # Set by tests to kill the process (SIGKILL, no clean-up) right after this optimizer step.
@@ -59,6 +62,7 @@ class Trainer:
         accelerator.register_for_checkpointing(self.scheduler, self.progress)
         register_trainable_only_checkpointing(accelerator)
         self.log_path = run_dir / "train_log.jsonl"
+        start_trackers(cfg, accelerator, run_dir)
 
     # --- state --------------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -101,8 +105,33 @@ class Trainer:
         if self.accelerator.is_main_process:
             with open(self.log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+        self.accelerator.log(tracker_values(record), step=record["step"])  # main process only (accelerate)
+
+    def _stop_preempted(self) -> None:
+        """Every process, at the step boundary all agreed on: save the resumable state (unless this step's
+        periodic save just did), mark the run as preempted, close the trackers, and stop."""
+        acc, step = self.accelerator, self.progress.step
+        every = self.cfg.train.checkpoint_every_steps
+        checkpoint = self.checkpoints / "last"
+        if not (every and step % every == 0):
+            checkpoint = save_progress(acc, self.checkpoints, self.model)
+        name = self.preemption.signal_name
+        self._log({"step": step, "epoch": self.progress.epoch, "preempted": name})
+        if acc.is_local_main_process:
+            write_preempted_marker(self.run_dir, acc.process_index, step, name, checkpoint)
+        acc.wait_for_everyone()  # no process exits (and has its launcher stop the others) before the markers exist
+        acc.print(f"preempted ({name}): state saved at step {step} in {checkpoint}")
+        acc.end_training()
+        raise TrainingPreempted(step, name, checkpoint)
 
     def fit(self) -> TrainingProgress:
+        """Train; on SIGTERM / SIGUSR1 save at the next step boundary and raise TrainingPreempted."""
+        if self.accelerator.is_main_process:
+            clear_preempted_marker(self.run_dir)
+        with PreemptionWatch(self.accelerator) as self.preemption:
+            return self._fit()
+
+    def _fit(self) -> TrainingProgress:
         acc, cfg, progress = self.accelerator, self.cfg.train, self.progress
         skipped_media: set[str] = set()
         bar = tqdm(total=self.total_steps, initial=progress.step, desc="train", disable=not acc.is_local_main_process)
@@ -141,6 +170,9 @@ class Trainer:
                     save_progress(acc, self.checkpoints, self.model)
                 if os.environ.get(KILL_AT_STEP_ENV) == str(progress.step):
                     os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume tests
+                # Not at the last step: the run is about to validate, save and end anyway.
+                if progress.step < self.total_steps and self.preemption.stop_requested(progress.step):
+                    self._stop_preempted()
                 if progress.step >= self.total_steps:
                     break
             epoch_done = progress.step < self.total_steps or progress.batches_in_epoch >= len(self.loader)
