@@ -18,7 +18,7 @@ from training.probe_classifier import ProbeBudget, cross_validated_accuracy, maj
 from training.probe_labels import media_labels
 from tests.tiny_run import build_tiny_setup, tiny_config
 
-BUDGET = ProbeBudget(steps=150, width=32, folds=4, seed=0)
+BUDGET = ProbeBudget(steps=60, width=32, folds=4, seed=0)
 
 
 def _informative_features(n: int = 240, classes: int = 4, dim: int = 24, seed: int = 0):
@@ -89,13 +89,14 @@ def test_labels_from_caption_attributes_and_a_value_too_rare_to_hold_out():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A tiny model trained 3 steps on the synthetic image captions (which carry every image's attributes)."""
+    """A tiny model trained 2 steps on the synthetic image captions (which carry every image's attributes), not
+    evaluated (no val or test split)."""
     root = tmp_path_factory.mktemp("probes")
     setup = build_tiny_setup(root)
-    config = tiny_config(setup, root / "c.yaml", task="caption", max_steps=3)
+    config = tiny_config(setup, root / "c.yaml", task="caption", max_steps=2)
     run = root / "run"
     entry.main(["--config", str(config), "--output_dir", str(run), "--set", "task.val_split=",
-                "--set", "task.max_eval_samples=2"])
+                "--set", "task.test_split="])
     return run
 
 

@@ -1,7 +1,9 @@
 """Small MLP probes with a fixed budget, scored on held-out items by k-fold cross-validation.
 
 Each item is predicted once, by the probe trained on the other folds; the folds are stratified by label and
-fixed by the seed, so every representation probed for one attribute sees exactly the same splits. Features
+fixed by the seed, so every representation probed for one attribute sees exactly the same splits. The k probes
+of one cross-validation train together, as one batched model (FoldProbes), which is several times faster on a CPU
+than k small models one after the other. Features
 are standardised per dimension with the training folds' mean and standard deviation, so a representation's
 overall scale (which a connector may change) does not change what the probe can learn in its budget.
 """
@@ -20,8 +22,8 @@ class ProbeBudget:
     """steps: full-batch AdamW steps per probe; width: the hidden layer (Linear, ReLU, Linear);
     folds: k of the cross-validation; seed: the folds and the probes' initialisation."""
 
-    steps: int = 300
-    width: int = 64
+    steps: int = 200
+    width: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-2
     folds: int = 5
@@ -56,45 +58,61 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tenso
     return fold
 
 
-def _standardised(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = train.mean(0), train.std(0, unbiased=False).clamp_min(1e-6)
-    return (train - mean) / std, (test - mean) / std
+class FoldProbes(nn.Module):
+    """k independent MLPs (Linear, ReLU, Linear), one per fold, held as batched weights so that one step trains
+    all of them: the loss is their sum and AdamW acts elementwise, so each learns exactly as it would alone."""
+
+    def __init__(self, folds: int, width_in: int, width: int, num_classes: int, generator: torch.Generator):
+        super().__init__()
+
+        def uniform(*shape: int, fan_in: int) -> nn.Parameter:  # nn.Linear's default initialisation
+            bound = fan_in ** -0.5
+            return nn.Parameter((torch.rand(*shape, generator=generator) * 2 - 1) * bound)
+
+        self.w1, self.b1 = uniform(folds, width_in, width, fan_in=width_in), uniform(folds, 1, width, fan_in=width_in)
+        self.w2, self.b2 = uniform(folds, width, num_classes, fan_in=width), uniform(folds, 1, num_classes,
+                                                                                    fan_in=width)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """`(k, N, D)` -> logits `(k, N, C)`: probe i reads its own copy of the features."""
+        return torch.relu(features @ self.w1 + self.b1) @ self.w2 + self.b2
 
 
-def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, budget: ProbeBudget,
-                seed: int) -> nn.Module:
-    """An MLP fitted to `(N, D)` float features and `(N,)` class indices, full batch."""
-    with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG state untouched
-        torch.manual_seed(seed)
-        probe = nn.Sequential(nn.Linear(features.shape[1], budget.width), nn.ReLU(),
-                              nn.Linear(budget.width, num_classes))
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
-    for _ in range(budget.steps):
-        loss = nn.functional.cross_entropy(probe(features), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return probe.eval()
+def _standardised_per_fold(features: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """`(N, D)` features and a `(k, N)` training mask -> `(k, N, D)`, each copy standardised with the mean and
+    standard deviation of its fold's training items."""
+    weights = train.float() / train.float().sum(1, keepdim=True)
+    mean = weights @ features  # (k, D)
+    variance = weights @ features.square() - mean.square()
+    std = variance.clamp_min(0).sqrt().clamp_min(1e-6)
+    return (features.unsqueeze(0) - mean.unsqueeze(1)) / std.unsqueeze(1)
 
 
 def cross_validated_accuracy(features: torch.Tensor, labels: torch.Tensor, budget: ProbeBudget) -> ProbeScore:
     """Held-out accuracy of MLP probes on `(N, D)` features for `(N,)` integer labels."""
     if features.shape[0] != labels.shape[0]:
         raise ValueError(f"{features.shape[0]} feature rows but {labels.shape[0]} labels")
-    features = features.float()
-    num_classes = int(labels.max()) + 1
     fold = stratified_folds(labels, budget.folds, budget.seed)
-    correct = torch.zeros(len(labels), dtype=torch.bool)
-    fold_accuracies = []
-    for k in range(budget.folds):
-        test = fold == k
-        if not test.any():
-            continue
-        train_x, test_x = _standardised(features[~test], features[test])
-        probe = train_probe(train_x, labels[~test], num_classes, budget, budget.seed + k)
-        with torch.no_grad():
-            correct[test] = probe(test_x).argmax(1) == labels[test]
-        fold_accuracies.append(correct[test].float().mean().item())
+    folds = torch.arange(budget.folds)[torch.bincount(fold, minlength=budget.folds) > 0]
+    train = fold.unsqueeze(0) != folds.unsqueeze(1)  # (k, N): the items each probe learns from
+    inputs = _standardised_per_fold(features.float(), train)
+    num_classes = int(labels.max()) + 1
+    probes = FoldProbes(len(folds), features.shape[1], budget.width, num_classes,
+                        torch.Generator().manual_seed(budget.seed))
+    optimizer = torch.optim.AdamW(probes.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
+    targets = labels.expand(len(folds), -1)
+    share = train.float() / train.float().sum(1, keepdim=True)  # each probe's loss: the mean over its own items
+    for _ in range(budget.steps):
+        losses = nn.functional.cross_entropy(probes(inputs).transpose(1, 2), targets, reduction="none")
+        loss = (losses * share).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        right = probes(inputs).argmax(2) == targets  # (k, N)
+    held_out = ~train
+    correct = (right & held_out).any(0)  # each item is held out by exactly one probe
+    fold_accuracies = [right[i][held_out[i]].float().mean().item() for i in range(len(folds))]
     return ProbeScore(correct.float().mean().item(), fold_accuracies)
 
 

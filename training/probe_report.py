@@ -48,13 +48,13 @@ def markdown_report(report: dict[str, Any], rows: list[ProbeRow]) -> str:
     lines = [
         f"# Projection probes: {report['checkpoint']}",
         "",
-        f"Split `{report['split']}` of `{report['task']}` ({report['modality']}, {report['items']} media items, "
-        f"labels from {report['label_source']}); connector `{report['connector']}` (placement "
-        f"`{report['placement']}`).",
+        (f"Split `{report['split']}` of `{report['task']}` ({report['modality']}, {report['items']} media items, "
+         f"labels from {report['label_source']}); connector `{report['connector']}` (placement "
+         f"`{report['placement']}`)."),
         f"Probed representations (flattened): before {shapes['before']}, after {shapes['after']} per item.",
-        f"Probe: MLP (Linear, ReLU, Linear) of width {budget['width']}, {budget['steps']} full-batch AdamW steps, "
-        f"lr {budget['lr']}, weight decay {budget['weight_decay']}, {budget['folds']}-fold stratified "
-        f"cross-validation, seed {budget['seed']}. Held-out accuracy in %.",
+        (f"Probe: MLP (Linear, ReLU, Linear) of width {budget['width']}, {budget['steps']} full-batch AdamW steps, "
+         f"lr {budget['lr']}, weight decay {budget['weight_decay']}, {budget['folds']}-fold stratified "
+         f"cross-validation, seed {budget['seed']}. Held-out accuracy in %."),
         "",
         markdown_table(rows),
     ]
@@ -74,7 +74,7 @@ def plot_rows(rows: list[ProbeRow], title: str, path: Path) -> None:
 
     x = np.arange(len(rows))
     width = 0.26
-    figure, axes = plt.subplots(figsize=(max(4.5, 1.6 * len(rows) + 1.5), 3.6))
+    figure, axes = plt.subplots(figsize=(max(6.5, 1.6 * len(rows) + 1.5), 3.8))
     for offset, (key, label) in zip((-width, 0.0, width), REPRESENTATIONS.items()):
         axes.bar(x + offset, [100 * getattr(row, key) for row in rows], width, label=label)
     for position, row in zip(x, rows):  # the majority rate of each attribute as a dashed line across its bars
@@ -84,7 +84,7 @@ def plot_rows(rows: list[ProbeRow], title: str, path: Path) -> None:
     axes.set_ylim(0, 105)
     axes.set_ylabel("held-out probe accuracy (%)")
     axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=100)

@@ -72,15 +72,20 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_items", type=int, default=None,
                         help="probe at most this many media items (the first ones of the split)")
     defaults = ProbeBudget()
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="full-batch AdamW steps per probe (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=defaults.width, help="hidden width of the MLP probe (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="full-batch AdamW steps per probe (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=defaults.width,
+                        help="hidden width of the MLP probe (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="probe learning rate (default: %(default)s)")
-    parser.add_argument("--weight_decay", type=float, default=defaults.weight_decay, help="probe AdamW weight decay (default: %(default)s)")
+    parser.add_argument("--weight_decay", type=float, default=defaults.weight_decay,
+                        help="probe AdamW weight decay (default: %(default)s)")
     parser.add_argument("--folds", type=int, default=defaults.folds,
-                        help="k of the stratified k-fold cross-validation (each item is held out once)")
+                        help="k of the stratified k-fold cross-validation: each item is held out once "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the folds, the probes and the untrained connector (default: %(default)s)")
-    parser.add_argument("--batch_size", type=int, default=64, help="media items encoded per batch (default: %(default)s)")
+    parser.add_argument("--batch_size", type=int, default=64,
+                        help="media items encoded per batch (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     return parser
@@ -95,7 +100,8 @@ def locate_checkpoint(path: str) -> tuple[Path, Path | None]:
     """(checkpoint folder, the run folder it belongs to or None)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise MissingFileError(f"--checkpoint {folder}: no such folder (expected our checkpoint folder or a run folder)")
+        raise MissingFileError(f"--checkpoint {folder}: no such folder "
+                               f"(expected our checkpoint folder or a run folder)")
     if _is_checkpoint(folder):
         if folder.name == "best":
             return folder, folder.parent
@@ -191,7 +197,7 @@ def probe_rows(labels: MediaLabels, index: dict[str, int], reps: dict[str, torch
     rows = []
     jobs = [(name, key) for name in labels.labels for key in reps]
     bar = tqdm(total=len(jobs), desc="probes", unit="probe")
-    for name, by_media in labels.labels.items():
+    for name, by_media in sorted(labels.labels.items()):
         items = [media for media in by_media if media in index]
         values = sorted({by_media[media] for media in items})
         y = torch.tensor([values.index(by_media[media]) for media in items])
