@@ -104,6 +104,7 @@ def test_command_writes_table_json_and_plot_for_a_tiny_checkpoint(tiny_run, tmp_
     out = tmp_path / "probes"
     result = probes.main(["--checkpoint", str(tiny_run), "--split", "train", "--out", str(out),
                           "--steps", "40", "--width", "16", "--folds", "3"])
+    assert result["checkpoint"] == str(tiny_run / "checkpoints" / "last" / "trainable")  # found in the run folder
     assert result["items"] == 48 and result["label_source"] == "attributes"
     assert result["shapes"] == {"before": [2, 48], "after": [2, 32]}  # K=2 x ViT width 48 -> K x OPT width 32
     report = json.loads((out / "probes.json").read_text())

@@ -167,7 +167,7 @@ def encode_media(model: EPALM, split: TaskSplit, media: list[str], batch_size: i
                                                      train=False)
     return encode_items(media, split.media_root, load=preprocess,
                         encode=lambda batch: model.encode(batch.to(device), modality),
-                        batch_size=batch_size, show_progress=True)
+                        batch_size=batch_size, show_progress=True, desc=f"encoding {modality} for the probes")
 
 
 def untrained_connector(model: EPALM, modality: str, seed: int, device: torch.device) -> torch.nn.Module:
