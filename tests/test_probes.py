@@ -3,6 +3,8 @@ from QA and caption splits, and the command end to end on a tiny trained checkpo
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -118,13 +120,25 @@ def test_command_writes_table_json_and_plot_for_a_tiny_checkpoint(tiny_run, tmp_
     assert "| side | 2 | 48 | 50.0 |" in table and "after (untrained connector)" in table
     assert (out / "probes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    # The same weights named as a checkpoint folder with the run's config give the same table.
+    again = probes.main(["--checkpoint", str(tiny_run / "checkpoints" / "last" / "trainable"), "--config",
+                         str(tiny_run / "config.yaml"), "--split", "train", "--out", str(tmp_path / "again"),
+                         "--steps", "40", "--width", "16", "--folds", "3"])
+    assert [asdict(row) for row in again["rows"]] == report["rows"]
 
 
 def test_user_errors_are_one_line(tiny_run, tmp_path, capsys):
-    assert run_command(probes.main, ["--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: --checkpoint {tmp_path / 'nowhere'}: no such folder (expected our checkpoint folder or a run folder)"]
-    status = run_command(probes.main, ["--checkpoint", str(tiny_run), "--split", "nosuch", "--out", str(tmp_path)])
-    assert status == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("error: ") and "nosuch" in error[0]
+    def error_lines(argv: list[str]) -> list[str]:
+        assert run_command(probes.main, [*argv, "--out", str(tmp_path / "out")]) == 2
+        return capsys.readouterr().err.strip().splitlines()
+
+    assert error_lines(["--checkpoint", str(tmp_path / "nowhere")]) == [
+        f"error: --checkpoint {tmp_path / 'nowhere'}: no such file or folder"]
+    bad_split = error_lines(["--checkpoint", str(tiny_run), "--split", "nosuch"])
+    assert len(bad_split) == 1 and bad_split[0].startswith("error: ") and "nosuch" in bad_split[0]
+    # A checkpoint folder outside its run has no config.yaml above it: the task must be named.
+    alone = tmp_path / "alone"
+    shutil.copytree(tiny_run / "checkpoints" / "last" / "trainable", alone)
+    no_task = error_lines(["--checkpoint", str(alone)])
+    assert len(no_task) == 1 and "--config" in no_task[0]
+    assert not (tmp_path / "out").exists()

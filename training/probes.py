@@ -6,7 +6,14 @@ trained and scored on held-out items (k-fold) on three representations of each m
   before           the frozen encoder's features, `model.encode(media)` (K, d_enc), flattened;
   after (trained)  the checkpoint's connector outputs, `model.connect(features)`, flattened;
   after (untrained) the same connector type freshly initialised with a fixed seed (a control).
+Each item is held out once (stratified k-fold); the three representations share folds and probe seed.
 Writes probes.json, probes.md and probes.png into --out.
+
+--checkpoint: a run folder (its best/ when present, else checkpoints/last/trainable/; its config.yaml names
+the task), a checkpoint folder of ours (model.safetensors + epalm_config.json; give --config unless it lies
+in a run folder), or a released eP-ALM .pth file with the --config files that build its model and name the
+task. Of the run configuration only the task section is read (reader, data folder, media root); the model is
+the checkpoint's own.
 """
 from __future__ import annotations
 
@@ -20,50 +27,43 @@ import torch
 from tqdm.auto import tqdm
 
 from dataset.feature_cache import encode_items
+from dataset.tasks import TASK_READERS
 from dataset.tasks.task_split import TaskSplit
-from models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from models.connectors import build_connector
 from models.epalm import EPALM
 from models.modalities import get_modality
-from models.user_errors import ConfigError, DataFormatError, MissingFileError, UserError
-from training.command_line import run_command
+from models.user_errors import ConfigError, DataFormatError, MissingFileError
+from training.checkpoint_source import CheckpointSource, find_source, load_model, pick_device
+from training.command_line import add_debug_flag, command_parser, run_command
 from training.data import read_split
+from training.preflight import check_reader_options, check_registered
 from training.probe_classifier import ProbeBudget, cross_validated_accuracy, majority_accuracy
 from training.probe_labels import MediaLabels, media_labels
 from training.probe_report import ProbeRow, markdown_table, write_report
 from training.run_config import RunConfig, resolve_config
-from training.run_state import TRAINABLE_DIR
-
-RUN_CONFIG = "config.yaml"  # what a run folder keeps of its resolved configuration (training/run.py)
 
 EPILOG = """examples:
   # a demo run folder: its best/ (or checkpoints/last/trainable/) and its config.yaml are found
-  python -m training.probes --checkpoint outputs/demo/image_vqa/epalm --out outputs/probes/image_vqa
+  python main.py probe --checkpoint outputs/demo/image_vqa/epalm --out outputs/probes/image_vqa
 
-  # a checkpoint folder with the run's config, another data folder and split
-  python -m training.probes --checkpoint outputs/vqa/best --config configs/demo/image_vqa.yaml \\
+  # a checkpoint folder outside a run, the config naming the task, another data folder and split
+  python main.py probe --checkpoint ckpt/vqa_best --config configs/demo/image_vqa.yaml \\
       --data_dir outputs/demo/data/image --split karpathy_val --out outputs/probes/vqa_val
 
-  # a bigger budget, two attributes only
+  # a bigger budget, two attributes only (python -m training.probes is the same command)
   python -m training.probes --checkpoint outputs/demo/audio_caption/epalm --attributes pitch timbre \\
-      --steps 600 --width 128 --out outputs/probes/audio
-"""
+      --steps 600 --width 64 --out outputs/probes/audio"""
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.probes", description=__doc__, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True,
-                        help="our checkpoint folder (a run's best/ or checkpoints/last/trainable/), or a run folder "
-                             "(its best/ when present, else checkpoints/last/trainable/)")
-    parser.add_argument("--config", action="append", default=[],
-                        help="run config YAML naming the task (reader, splits); repeat to layer several. Default: "
-                             "the run folder's config.yaml. Its model section is not used: the checkpoint has its own")
+    parser = command_parser("python main.py probe", __doc__, EPILOG)
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a run folder, a checkpoint folder or a reference .pth (see above)")
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="run config naming the task (default: the run's config.yaml); repeatable")
     parser.add_argument("--data_dir", default=None, help="the task's data folder (overrides task.data_dir)")
     parser.add_argument("--split", default=None,
-                        help="the split whose media are probed (default: the config's task.test_split, "
-                             "else task.val_split)")
+                        help="the split probed (default: task.test_split, else task.val_split)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set task.media_root=/data/images")
     parser.add_argument("--out", required=True, help="folder for probes.json, probes.md and probes.png")
@@ -80,51 +80,30 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight_decay", type=float, default=defaults.weight_decay,
                         help="probe AdamW weight decay (default: %(default)s)")
     parser.add_argument("--folds", type=int, default=defaults.folds,
-                        help="k of the stratified k-fold cross-validation: each item is held out once "
-                             "(default: %(default)s)")
+                        help="k of the stratified k-fold cross-validation (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the folds, the probes and the untrained connector (default: %(default)s)")
     parser.add_argument("--batch_size", type=int, default=64,
                         help="media items encoded per batch (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_debug_flag(parser)
     return parser
 
 
 # --- inputs ------------------------------------------------------------------------------------------------
-def _is_checkpoint(folder: Path) -> bool:
-    return (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
-
-
-def locate_checkpoint(path: str) -> tuple[Path, Path | None]:
-    """(checkpoint folder, the run folder it belongs to or None)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise MissingFileError(f"--checkpoint {folder}: no such folder "
-                               f"(expected our checkpoint folder or a run folder)")
-    if _is_checkpoint(folder):
-        if folder.name == "best":
-            return folder, folder.parent
-        if folder.name == TRAINABLE_DIR and folder.parent.parent.name == "checkpoints":
-            return folder, folder.parent.parent.parent
-        return folder, None
-    for candidate in (folder / "best", folder / "checkpoints" / "last" / TRAINABLE_DIR):
-        if _is_checkpoint(candidate):
-            return candidate, folder
-    raise MissingFileError(f"--checkpoint {folder}: neither a checkpoint folder ({WEIGHTS_FILE} and {CONFIG_FILE}) "
-                           f"nor a run folder with best/ or checkpoints/last/{TRAINABLE_DIR}/")
-
-
-def run_config(args: argparse.Namespace, run_dir: Path | None) -> RunConfig:
-    configs = args.config
+def task_config(args: argparse.Namespace, source: CheckpointSource) -> RunConfig:
+    """The run configuration whose task section names the data: --config, else the run's config.yaml."""
+    configs = args.config or ([str(source.run_config)] if source.run_config else [])
     if not configs:
-        if run_dir is None or not (run_dir / RUN_CONFIG).is_file():
-            raise ConfigError(f"--config is needed: {args.checkpoint} is not inside a run folder with a {RUN_CONFIG}")
-        configs = [str(run_dir / RUN_CONFIG)]
+        raise ConfigError(f"--checkpoint {args.checkpoint} is not part of a run folder with a config.yaml: give "
+                          f"the run config that names the task, e.g. --config configs/demo/image_vqa.yaml")
     argv = [item for path in configs for item in ("--config", path)]
     argv += ["--data_dir", args.data_dir] if args.data_dir else []
     argv += [item for text in args.set for item in ("--set", text)]
-    return resolve_config(argv)
+    cfg = resolve_config(argv)
+    check_registered("task.reader", TASK_READERS, cfg.task.reader)
+    check_reader_options(cfg)
+    return cfg
 
 
 def read_probe_split(cfg: RunConfig, split: str | None) -> TaskSplit:
@@ -134,14 +113,11 @@ def read_probe_split(cfg: RunConfig, split: str | None) -> TaskSplit:
     if not Path(cfg.task.data_dir).is_dir():
         raise MissingFileError(f"data_dir {cfg.task.data_dir}: no such folder (set it with --data_dir)")
     cfg.task.max_eval_samples = None  # an evaluation cap of the run does not shrink the probes' data: --max_items
-    try:
-        return read_split(cfg, name, train=False)
-    except UserError:
-        raise
-    except FileNotFoundError as error:  # the readers' messages name the file and the splits the task has
-        raise MissingFileError(str(error)) from None
-    except ValueError as error:
-        raise DataFormatError(str(error)) from None
+    task_split = read_split(cfg, name, train=False)
+    if task_split.kind == "chat":
+        raise ConfigError(f"{task_split.annotation_file}: chat rows (several media per sample) cannot be probed; "
+                          f"give a QA or caption split (one media item per sample)")
+    return task_split
 
 
 # --- representations ----------------------------------------------------------------------------------------
@@ -150,6 +126,7 @@ def encoder_config(model: EPALM, modality: str):
 
 
 def checked_modality(model: EPALM, modality: str, checkpoint: Path) -> str:
+    """The split's modality, if the model has an encoder and a connector for it."""
     if model.connector is None:
         raise ConfigError(f"{checkpoint}: a blind model (visual: false) has no encoder or connector to probe")
     if modality not in model.encoders():
@@ -217,8 +194,11 @@ def run_probes(args: argparse.Namespace) -> dict[str, Any]:
     budget = ProbeBudget(args.steps, args.width, args.lr, args.weight_decay, args.folds, args.seed)
     if args.max_items is not None and args.max_items < 2:
         raise ConfigError(f"--max_items must be >= 2, got {args.max_items}")
-    checkpoint, run_dir = locate_checkpoint(args.checkpoint)
-    cfg = run_config(args, run_dir)
+    # Cheap checks and the labels first; the model is built only when there is something to probe.
+    reference = Path(args.checkpoint).is_file()
+    source = find_source(args.checkpoint, args.config if reference else [])
+    pick_device(args.device)
+    cfg = task_config(args, source)
     split = read_probe_split(cfg, args.split)
     if args.max_items is not None:
         kept = set(list(dict.fromkeys(s.media for s in split))[: args.max_items])
@@ -227,11 +207,10 @@ def run_probes(args: argparse.Namespace) -> dict[str, Any]:
     if not labels.labels:
         raise DataFormatError(f"{split.annotation_file}: no attribute can be probed: "
                               + "; ".join(f"{k}: {v}" for k, v in labels.dropped.items()))
-    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
 
-    model, _ = load_checkpoint(checkpoint)
-    modality = checked_modality(model, split.modality, checkpoint)
-    model = model.to(device).eval()
+    loaded = load_model(args.checkpoint, args.config if reference else [], args.device)
+    model, device = loaded.model, loaded.device
+    modality = checked_modality(model, split.modality, source.weights)
     labelled = [m for m in labels.media if any(m in by_media for by_media in labels.labels.values())]
     computed, errors = encode_media(model, split, labelled, args.batch_size, device)
     if not computed:
@@ -242,7 +221,7 @@ def run_probes(args: argparse.Namespace) -> dict[str, Any]:
     rows = probe_rows(labels, {m: i for i, m in enumerate(media)}, reps, budget)
 
     report = {
-        "checkpoint": str(checkpoint), "task": split.task, "split": split.split, "modality": modality,
+        "checkpoint": str(source.weights), "task": split.task, "split": split.split, "modality": modality,
         "annotation_file": str(split.annotation_file), "label_source": labels.source, "items": len(media),
         "unreadable": len(errors), "connector": model.config.connector, "placement": model.placement,
         "shapes": {"before": list(reps["before"].shape[1:]), "after": list(reps["after_trained"].shape[1:])},
