@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dataset.tasks.task_split import TaskSplit
-from models.user_errors import DataFormatError
+from models.user_errors import DataFormatError, did_you_mean
 
 
 @dataclass
@@ -83,8 +83,8 @@ def media_labels(split: TaskSplit, attributes: list[str] | None = None, min_per_
     if attributes:
         unknown = [name for name in attributes if name not in found.labels]
         if unknown:
-            raise DataFormatError(f"{split.annotation_file}: no labels for attribute(s) {unknown}; "
-                                  f"this split has {sorted(found.labels)}"
+            raise DataFormatError(f"{split.annotation_file}: no labels for attribute(s) {unknown}"
+                                  f"{did_you_mean(unknown[0], found.labels)}; this split has {sorted(found.labels)}"
                                   + (f" (left out: {sorted(found.dropped)})" if found.dropped else ""))
         found.labels = {name: found.labels[name] for name in attributes}
     for name in list(found.labels):
