@@ -1,5 +1,6 @@
 """Train eP-ALM (or, with --evaluate, only evaluate it) on one task: `python main.py --help`.
 Talk to a trained model: `python main.py chat --help`, `python main.py predict --help` (docs/chat.md).
+Probe what its connector carries: `python main.py probe --help` (docs/probes.md).
 
 The run itself is `training.run`; this file is the command line around it (help, one-line errors).
 """
@@ -12,12 +13,13 @@ from training.command_line import run_command
 from training.run import main
 
 # The first argument picks a command; anything else (`--config ...`) is a training run, as always.
-COMMANDS = {"chat": "training.chat", "predict": "training.predict"}
+COMMANDS = {"chat": "training.chat", "predict": "training.predict", "probe": "training.probes"}
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if argv and argv[0] in COMMANDS:
         sys.exit(run_command(importlib.import_module(COMMANDS[argv[0]]).main, argv[1:]))
     if argv[:1] in (["-h"], ["--help"]):
-        print("commands: python main.py chat --help | python main.py predict --help (talk to a trained model)\n")
+        print("commands: python main.py chat --help | python main.py predict --help (talk to a trained model)\n"
+              "          python main.py probe --help (projection probes, docs/probes.md)\n")
     sys.exit(run_command(main))

@@ -94,6 +94,7 @@ def encode_items(
     encode: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
     show_progress: bool = True,
+    desc: str = "encoding media for the feature cache",
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Decode + preprocess each item with `load(path)`, encode in batches; failures are collected."""
     computed: dict[str, torch.Tensor] = {}
@@ -107,7 +108,7 @@ def encode_items(
                 computed[name] = row.clone()
             pending.clear()
 
-    for name in tqdm(media, desc="encoding media for the feature cache", disable=not show_progress):
+    for name in tqdm(media, desc=desc, disable=not show_progress):
         try:
             pending.append((name, load(str(media_root / name))))
         except MediaDecodeError as error:

@@ -34,6 +34,7 @@ COMMANDS = {
     "dataset.synthetic.build_video": ("dataset.synthetic.build_video", "dataset.synthetic.build_video"),
     "training.demo": ("training.demo", "training.demo"),
     "training.ablation": ("training.ablation", "training.ablation"),
+    "training.probes": ("training.probes", "training.probes"),
     "training.demo_pretraining": ("training.demo_pretraining.__main__", "training.demo_pretraining.__main__"),
     "training.demo_pretraining.lm_sizes": ("training.demo_pretraining.lm_sizes", "training.demo_pretraining.lm_sizes"),
     "models.param_count": ("models.param_count", "models.param_count"),
