@@ -81,7 +81,7 @@ class LanguageModelConfig:
     attn_implementation: "sdpa" or "eager" (the injection passes its own additive masks to every layer).
     compile: `torch.compile` the frozen LM (its forward with the injection hooks; training and generation):
         false, true (torch's default backend, inductor) or a backend name ("aot_eager" traces without
-        generating code). The first steps of each new text length pay the compilation.
+        generating code). A new text length can trigger a recompilation: the first steps are slow.
     """
 
     name: str = "facebook/opt-2.7b"
