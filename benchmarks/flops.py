@@ -51,12 +51,15 @@ class StepFlops:
         return self.lm + (0.0 if cached else self.encoder)
 
 
-def training_step_flops(model: EPALM, batch: int, text_len: int) -> StepFlops:
+def training_step_flops(model: EPALM, batch: int, text_len: int, head_positions: int | None = None) -> StepFlops:
+    """head_positions: the text positions per sample the LM head runs at (all `text_len` by default; the
+    answer-only loss runs it where a label follows only, `training.loss.predicting_positions`)."""
     head = model.lm.model.get_output_embeddings()
     head_weights = head.weight.numel() if head is not None else 0
     body = matmul_weights(model.lm) - head_weights
     positions = batch * (model.prefix_len + text_len)
-    lm = 4.0 * (body * positions + head_weights * batch * text_len)
+    head_positions = text_len if head_positions is None else head_positions
+    lm = 4.0 * (body * positions + head_weights * batch * head_positions)
     encoder = 0.0
     if model.encoder is not None:
         vit = model.encoder.model

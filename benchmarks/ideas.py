@@ -9,8 +9,14 @@ Ideas (docs/benchmarks.md discusses the results):
   cpu_bf16        LM weights in bfloat16 and bf16 autocast on the CPU (mixed_precision: bf16) vs fp32;
                   generation also under autocast (the encoder in bf16 too)
   workers         data-loader workers (0 vs 2) for on-the-fly decoding + augmentation
+  frozen_autocast training steps with the frozen LM and encoder run natively in --dtype vs under autocast
+  fused_adamw     training steps with AdamW's default implementation vs the fused kernel
+  compile_lm      model.lm.compile (torch.compile of the frozen LM, hooks included) vs eager: training steps
+                  and KV-cached beam search; only when named (compilation takes minutes)
+The last three hold the frozen weights in --dtype under autocast, as mixed-precision training does.
 Nothing here changes the project's code: each variant is set up from outside (config fields, thread
-count, optimizer options, context managers).
+count, optimizer options, context managers; frozen_autocast's earlier behaviour by replacing one function
+for the duration of its step).
 """
 from __future__ import annotations
 
@@ -134,7 +140,7 @@ def adamw(shape, device, args) -> list[Variant]:
         p.grad = torch.randn_like(p) * 1e-3
     variants = []
     for name, options in (("default", {}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
-        optimizer = workloads.make_optimizer(model, **options)
+        optimizer = workloads.make_optimizer(model, fused_adamw=False, **options)
         variants.append(("adamw_step", name, optimizer.step))
     return variants
 
@@ -162,10 +168,78 @@ def workers(shape, device, args) -> list[Variant]:
              pipeline.pipeline_step(model, optimizer, split, inputs, None, device, n)) for n in (0, 2)]
 
 
+def _recipe(shape: BenchShape, device: torch.device, args, **lm_fields):
+    """The model as mixed-precision training holds it (frozen LM and encoder in `--dtype`, connector and prompt
+    fp32), its inputs, and the autocast the trainer runs its steps under."""
+    cfg = copy.deepcopy(shape.model)
+    cfg.lm.dtype = cfg.encoder.dtype = args.dtype
+    for key, value in lm_fields.items():
+        setattr(cfg.lm, key, value)
+    torch.manual_seed(0)
+    model, _ = build_model(cfg, load_tokenizer_if_missing=False)
+    model = model.to(device)
+    inputs = workloads.synthetic_inputs(model, shape.batch_size, shape.text_len, device)
+    return model, inputs, workloads.autocast_for(device, getattr(torch, args.dtype))
+
+
+def _patched(target: Any, name: str, value: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn` run with `target.name` replaced by `value` (the earlier behaviour, as a variant)."""
+    def run():
+        saved = getattr(target, name)
+        setattr(target, name, value)
+        try:
+            return fn()
+        finally:
+            setattr(target, name, saved)
+    return run
+
+
+def frozen_autocast(shape, device, args) -> list[Variant]:
+    """The frozen LM and encoder held in --dtype run natively (models/precision.py) vs under autocast as before
+    (on a GPU autocast casts around every LayerNorm); training steps with and without the encoder."""
+    import models.epalm
+
+    model, inputs, autocast = _recipe(shape, device, args)
+    variants = []
+    for measure, cached in (("train_encode", False), ("train_cached", True)):
+        step = _train(model, inputs, cached, autocast)
+        variants += [(measure, "native", step),
+                     (measure, "under_autocast", _patched(models.epalm, "native_precision",
+                                                          lambda module: contextlib.nullcontext(), step))]
+    return variants
+
+
+def fused_adamw(shape, device, args) -> list[Variant]:
+    """Whole training steps with AdamW's default implementation (foreach on a GPU) vs the fused kernel
+    (`train.fused_adamw`; its `auto` picks fused on a GPU)."""
+    model, inputs, autocast = _recipe(shape, device, args)
+    variants = []
+    for measure, cached in (("train_encode", False), ("train_cached", True)):
+        for name, fused in (("default", False), ("fused", True)):
+            optimizer = workloads.make_optimizer(model, fused_adamw=fused)
+            variants.append((measure, name, workloads.training_step(model, optimizer, inputs, cached, autocast)))
+    return variants
+
+
+def compile_lm(shape, device, args) -> list[Variant]:
+    """`model.lm.compile: true` (torch.compile of the frozen LM with the injection hooks) vs eager: training
+    steps with and without the encoder, and KV-cached beam search (--warmup >= 1 pays the compilation)."""
+    variants = []
+    for name, compiled in (("eager", False), ("compiled", args.compile_backend)):
+        model, inputs, autocast = _recipe(shape, device, args, compile=compiled)
+        variants += [("train_encode", name, _train(model, inputs, False, autocast)),
+                     ("train_cached", name, _train(model, inputs, True, autocast)),
+                     ("generate", name, _generate(model, inputs, shape))]
+    return sorted(variants, key=lambda v: ("train_encode", "train_cached", "generate").index(v[0]))
+
+
 IDEAS: dict[str, Callable[..., list[Variant]]] = {
     "inference_mode": inference_mode, "attention": attention, "backward_stop": backward_stop, "threads": threads,
-    "adamw": adamw, "cpu_bf16": cpu_bf16, "workers": workers,
+    "adamw": adamw, "cpu_bf16": cpu_bf16, "workers": workers, "frozen_autocast": frozen_autocast,
+    "fused_adamw": fused_adamw, "compile_lm": compile_lm,
 }
+# Not run unless named: compilation takes minutes.
+DEFAULT_IDEAS = [name for name in IDEAS if name != "compile_lm"]
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
@@ -183,8 +257,12 @@ def argument_parser() -> argparse.ArgumentParser:
                         help=f"{', '.join(sorted(SHAPES))} (default ref-small)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"),
                         help="default: cuda when a GPU is visible")
-    parser.add_argument("--ideas", nargs="+", default=list(IDEAS), choices=list(IDEAS), metavar="IDEA",
-                        help="only these ideas (listed above; default: all)")
+    parser.add_argument("--ideas", nargs="+", default=DEFAULT_IDEAS, choices=list(IDEAS), metavar="IDEA",
+                        help="only these ideas (listed above; default: all but compile_lm)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="frozen weights and autocast of the precision ideas (auto: fp16 on a GPU)")
+    parser.add_argument("--compile-backend", dest="compile_backend", default="inductor", metavar="NAME",
+                        help="torch.compile backend of compile_lm (default inductor)")
     parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per variant (default 3)")
     parser.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed runs first (default 1)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -202,6 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.dtype == "auto":
+        args.dtype = "float16" if device.type == "cuda" else "float32"
     shape = get_shape(args.shape)
     args.facts = {}
     load_before = os.getloadavg()
@@ -219,8 +299,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 baseline = baselines.setdefault(measure, median)
                 rows.append({"idea": idea, "measure": measure, "variant": variant, "median_s": median,
                              "median_cpu_s": cpu, "baseline": is_baseline, "speedup": baseline / median})
-    result = {"shape": shape.name, "device": device.type, "threads": torch.get_num_threads(), "repeats": args.repeats,
-              "load_before": load_before, "load_after": os.getloadavg(), "rows": rows, "facts": args.facts,
+    result = {"shape": shape.name, "device": device.type, "dtype": args.dtype, "threads": torch.get_num_threads(),
+              "repeats": args.repeats, "load_before": load_before, "load_after": os.getloadavg(), "rows": rows, "facts": args.facts,
               "versions": package_versions(), "git_commit": git_commit(),
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     out = args.out or RESULTS / f"ideas-{shape.name}-{device.type}.json"

@@ -75,3 +75,36 @@ def time_mode(fn: Callable[[], object], device: torch.device, repeats: int, warm
         cpu_times.append(time.process_time() - cpu_start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _cpu_memory_mb()
     return Timing(times, cpu_times, peak, start_memory, scope)
+
+
+def time_modes_interleaved(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+                           warmup: int) -> dict[str, Timing]:
+    """Like `time_mode` for each of `fns`, but round-robin: repetition r of every mode before repetition r + 1
+    of any, so a drift of the machine (GPU clocks under sustained load, other jobs) reaches every mode alike.
+    Peak memory: the highest of the mode's own repetitions, each measured from a reset."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu_times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, float] = {name: 0.0 for name in fns}
+    starts: dict[str, float] = {}
+    scope = "mode"
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                starts.setdefault(name, torch.cuda.memory_allocated(device) / 2**20)
+            else:
+                scope = "mode" if _reset_cpu_peak() and scope == "mode" else "process"
+                starts.setdefault(name, _cpu_memory_mb("VmRSS"))
+            _synchronize(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            fn()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - cpu_start)
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _cpu_memory_mb()
+            peaks[name] = max(peaks[name], peak)
+    return {name: Timing(times[name], cpu_times[name], peaks[name], starts[name], scope) for name in fns}

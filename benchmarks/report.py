@@ -16,22 +16,34 @@ TIME_RATIOS = {
     "epalm_over_causal_train_time": ("train_epalm", "train_encode"),
     "epalm_over_causal_generation_time": ("generate_epalm", "generate_kv_cache"),
 }
-# ratio key -> (reference key, our mode): the reference's seconds over ours.
+# ratio key -> (reference key, our mode): the reference's seconds over ours, at the same precision only.
 REFERENCE_RATIOS = {
     "train_speedup_vs_reference": ("train_step_s", "train_encode"),
     "generate_speedup_vs_reference": ("generate_s", "generate"),
 }
 
 
-def ratios(modes: dict[str, dict[str, Any]], shape: BenchShape) -> dict[str, float]:
+def ratios(modes: dict[str, dict[str, Any]], shape: BenchShape, dtype: str = "float32") -> dict[str, float]:
+    """Time ratios between our modes, and to the reference measured at `dtype` (ours: the run's precision)."""
     out = {}
     for key, (slow, fast) in TIME_RATIOS.items():
         if slow in modes and fast in modes:
             out[key] = modes[slow]["median_s"] / modes[fast]["median_s"]
-    for key, (reference, mode) in REFERENCE_RATIOS.items():
-        if reference in shape.reference and mode in modes:
-            out[key] = shape.reference[reference] / modes[mode]["median_s"]
+    reference = shape.reference.get(dtype, {})
+    for key, (name, mode) in REFERENCE_RATIOS.items():
+        if name in reference and mode in modes:
+            out[key] = reference[name] / modes[mode]["median_s"]
     return out
+
+
+def reference_gaps(modes: dict[str, dict[str, Any]], shape: BenchShape, dtype: str) -> dict[str, str]:
+    """Ratios to the reference left out because it has no number at this precision: key -> why."""
+    if not shape.reference:
+        return {}
+    reference = shape.reference.get(dtype, {})
+    known = ", ".join(sorted(d for d, values in shape.reference.items() if values)) or "none"
+    return {key: f"the reference's {name} at {dtype} is not known (known at: {known}); not compared"
+            for key, (name, mode) in REFERENCE_RATIOS.items() if mode in modes and name not in reference}
 
 
 def target_value(key: str, values: dict[str, float], modes: dict[str, dict[str, Any]]) -> float | None:
@@ -85,9 +97,12 @@ def format_table(result: dict[str, Any]) -> str:
         target = targets.pop(key, None)
         met = "-" if target is None else ("yes" if target["met"] else "NO")
         judged.append([key, f"{value:.2f}x", f"{target['bound']}x" if target else "-", met])
-    for key, target in targets.items():  # targets on one mode's field (MFU, peak memory)
+    gaps = result.get("reference_gaps", {})
+    for key, target in targets.items():  # targets on one mode's field (MFU, peak memory), or a ratio left out
         value, met = target["value"], target["met"]
         why = "not measured" + (f" ({target['device']} only)" if target["device"] else "")
+        if key in gaps:
+            why = f"no reference at {result['machine']['dtype']}: not compared"
         judged.append([key, _number(value), target["bound"], why if met is None else "yes" if met else "NO"])
     machine = result["machine"]
     title = (f"{result['shape']['name']} on {machine['device_name']} ({machine['dtype']}, "

@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from benchmarks import pipeline, workloads
 from benchmarks.flops import device_peak, matmul_weights, training_step_flops, utilisation
-from benchmarks.measure import time_mode
+from benchmarks.measure import time_mode, time_modes_interleaved
 from benchmarks.profiling import format_profile, top_operators
-from benchmarks.report import format_table, ratios, target_results, write_json
+from benchmarks.report import format_table, ratios, reference_gaps, target_results, write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
 from models.config_io import to_dict
 from models.factory import build_model
@@ -79,7 +79,8 @@ def causal_measures(model, shape: BenchShape, args, device, dtype, workdir: Path
     inputs = workloads.synthetic_inputs(model, b, t, device)
     autocast = workloads.autocast_for(device, dtype)
     optimizer = workloads.make_optimizer(model)
-    flops = training_step_flops(model, b, t)
+    flops = training_step_flops(model, b, t, head_positions=workloads.ANSWER_TOKENS)  # the LM head's positions
+    all_tokens = training_step_flops(model, b, t)
     measures = [
         Measure("encode", workloads.encoding(model, inputs, autocast), b, 0, flops.encoder),
         Measure("train_encode", workloads.training_step(model, optimizer, inputs, False, autocast), b, b * t,
@@ -88,7 +89,7 @@ def causal_measures(model, shape: BenchShape, args, device, dtype, workdir: Path
                 flops.total(cached=True)),
         Measure("train_encode_all_tokens",
                 workloads.training_step(model, optimizer, inputs, False, autocast, loss_tokens="all"), b, b * t,
-                flops.total(cached=False)),
+                all_tokens.total(cached=False)),
     ]
     if shape.pipeline and args.pipeline:
         split = pipeline.synthetic_split(args.data_dir, workdir, b * (args.warmup + args.repeats))
@@ -110,7 +111,7 @@ def epalm_measures(model, shape: BenchShape, args, device, dtype) -> list[Measur
     b, t = shape.batch_size, shape.text_len
     inputs = workloads.synthetic_inputs(model, b, t, device)
     optimizer = workloads.make_optimizer(model)
-    flops = training_step_flops(model, b, t)
+    flops = training_step_flops(model, b, t, head_positions=workloads.ANSWER_TOKENS)
     step = workloads.training_step(model, optimizer, inputs, False, workloads.autocast_for(device, dtype))
     gen = workloads.generation(model, inputs, shape.compare_tokens, shape.num_beams, use_cache=False)
     return [Measure("train_epalm", step, b, b * t, flops.total(cached=False)),
@@ -171,6 +172,8 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="data-loader workers of the pipeline modes")
     parser.add_argument("--peak-tflops", dest="peak_tflops", type=float, default=None, metavar="T",
                         help="GPU dense bf16/fp16 peak when flops.py lacks it")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time the modes round-robin, so a drift of the machine reaches all alike")
     parser.add_argument("--profile", action="store_true", help="also list each mode's top operators")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help="the JSON written (default: in benchmarks/results/)")
@@ -217,21 +220,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 measures = causal_measures(model, shape, args, device, dtype, Path(tmp), notes)
             else:
                 measures = epalm_measures(model, shape, args, device, dtype)
-            for measure in tqdm([m for m in measures if m.name in wanted], desc=f"{shape.name} {injection_mode}"):
-                timing = time_mode(measure.fn, device, args.repeats, args.warmup)
+            chosen = [m for m in measures if m.name in wanted]
+            if args.interleave:
+                timings = time_modes_interleaved({m.name: m.fn for m in chosen}, device, args.repeats, args.warmup)
+            for measure in tqdm(chosen, desc=f"{shape.name} {injection_mode}"):
+                if args.interleave:
+                    timing = timings[measure.name]
+                else:
+                    timing = time_mode(measure.fn, device, args.repeats, args.warmup)
                 modes[measure.name] = summarise(measure, timing, peak)
                 if args.profile:
                     modes[measure.name]["profile"] = top_operators(measure.fn, device)
             del model, measures
             gc.collect()
     machine["load_after"] = os.getloadavg()
-    values = ratios(modes, shape)
+    dtype_name = machine["dtype"]
+    values = ratios(modes, shape, dtype_name)
     result = {
         "shape": {"name": shape.name, "description": shape.description, "batch_size": shape.batch_size,
                   "text_len": shape.text_len, "new_tokens": shape.new_tokens, "compare_tokens": shape.compare_tokens,
                   "num_beams": shape.num_beams, "model": to_dict(shape.model), "reference": shape.reference},
         "model": facts, "machine": machine, "repeats": args.repeats, "warmup": args.warmup,
+        "interleaved": args.interleave,
         "workers": args.workers, "modes": modes, "ratios": values,
+        "reference_gaps": reference_gaps(modes, shape, dtype_name),
         "targets": target_results(values, modes, shape, device.type),
         "notes": notes, "versions": package_versions(), "git_commit": git_commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

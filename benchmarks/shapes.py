@@ -63,7 +63,9 @@ class BenchShape:
     new_tokens: int
     compare_tokens: int
     num_beams: int
-    reference: dict[str, float] = field(default_factory=dict)
+    # The reference implementation's seconds per precision ("float32", "bfloat16"): `{dtype: {key: seconds}}`.
+    # A ratio to the reference is only computed at a precision it was measured at (report.REFERENCE_RATIOS).
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
     pipeline: bool = False
     modes: tuple[str, ...] | None = None  # measured unless --modes says otherwise (None: every mode)
@@ -81,13 +83,15 @@ def ref_small() -> BenchShape:
     return BenchShape(
         "ref-small", "OPT-125m + ViT-B/16@224, random init, K=6 into layers 6..11, 10 prompt vectors",
         model, batch_size=4, text_len=20, new_tokens=20, compare_tokens=30, num_beams=3,
-        # The reference implementation on this machine kind (2 threads, fp32), medians of 5 runs.
-        reference={"train_step_s": 2.0, "generate_s": 13.6},
+        # The reference implementation on this machine kind (2 threads), medians of 5 runs: in fp32 (its own
+        # precision), and its training step with its weights cast to bf16 under bf16 autocast (issue 9; its
+        # bf16 generation time was not recorded, so no bf16 generation ratio is computed).
+        reference={"float32": {"train_step_s": 2.0, "generate_s": 13.6}, "bfloat16": {"train_step_s": 0.68}},
         targets=(
-            Target("train_speedup_vs_reference", "training step vs the reference's 2.0 s, no feature cache (x)",
-                   minimum=3.0),
-            Target("generate_speedup_vs_reference", "20-token 3-beam generation vs the reference's 13.6 s (x)",
-                   minimum=5.0),
+            Target("train_speedup_vs_reference", "training step vs the reference at the same precision, "
+                   "no feature cache (x)", minimum=3.0),
+            Target("generate_speedup_vs_reference", "20-token 3-beam generation vs the reference at the same "
+                   "precision (x)", minimum=5.0),
             KV_TARGET,
         ),
     )

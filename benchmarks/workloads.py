@@ -61,9 +61,10 @@ def autocast_for(device: torch.device, dtype: torch.dtype) -> Callable[[], conte
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def make_optimizer(model: EPALM, **adamw_options) -> torch.optim.Optimizer:
-    """The trainer's AdamW parameter groups; `adamw_options` (foreach, fused) for the speed experiments."""
-    optimizer = build_optimizer(model, TrainConfig())
+def make_optimizer(model: EPALM, fused_adamw: str | bool = "auto", **adamw_options) -> torch.optim.Optimizer:
+    """The trainer's AdamW (`train.fused_adamw` as given: fused on a GPU by default); `adamw_options` (foreach,
+    fused) set on its groups afterwards, for the speed experiments."""
+    optimizer = build_optimizer(model, TrainConfig(fused_adamw=fused_adamw))
     for key, value in adamw_options.items():
         for group in optimizer.param_groups:
             group[key] = value

@@ -14,6 +14,7 @@ from models.encoders.base import PerceptionEncoder
 from models.injection import Conditioning, InjectionPlan, VisualInjector
 from models.language_model import FrozenLanguageModel
 from models.media_instances import instance_order
+from models.precision import autocast_dtype, native_precision
 from models.legacy_beam_search import legacy_beam_search
 from models.soft_prompt import SoftPrompt
 
@@ -145,13 +146,16 @@ class EPALM(nn.Module):
         # No graph through the encoder unless some of it trains (unfreeze_vision_layer_norm).
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         weight = next(encoder.parameters())
-        with torch.set_grad_enabled(needs_grad):
+        with torch.set_grad_enabled(needs_grad), native_precision(encoder):
             return encoder(media.to(weight.dtype), self.config.injected_hidden_states, self.config.readout)
 
     def connect(self, features: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         """Connector outputs of encoder features: `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
         connector = self.connector_for(modality)
-        return connector(features.to(next(connector.parameters()).dtype))
+        # Under autocast the connector's matmuls read the autocast dtype: cast there once (fp32 cached features),
+        # or not at all (features of an encoder held in that dtype), rather than to fp32 and back in each Linear.
+        dtype = autocast_dtype(features) or next(connector.parameters()).dtype
+        return connector(features.to(dtype))
 
     def media_tokens(self, media: MediaInput, features: MediaInput, modality: str | None = None) -> torch.Tensor:
         """Connector outputs of the instances of one modality, from media or from cached encoder features."""
@@ -220,7 +224,7 @@ class EPALM(nn.Module):
             logit_positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         # An index tensor, not an int slice: the head then reads a contiguous copy (faster on the CPU, in bf16).
         keep = logit_positions.to(input_ids.device) + prefix_len
-        with self.injector.active(cond):
+        with self.injector.active(cond), native_precision(self.lm):
             out = self.lm.model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep)
         return EPALMOutput(logits=out.logits)
 
@@ -260,7 +264,7 @@ class EPALM(nn.Module):
             raise ValueError(f"beam_score_length {beam_score_length!r} is not 'generated' or 'sequence'")
         cond = self.conditioning(media, features, media_index, tokens)
         ids, mask = self._with_prefix(input_ids, attention_mask, cond.prefix_len)
-        with self.injector.active(cond):
+        with self.injector.active(cond), native_precision(self.lm):
             if num_beams > 1 and beam_score_length == "sequence":
                 return self._legacy_beam_search(ids, mask, num_beams, max_new_tokens, generate_kwargs,
                                                 cond.prefix_len)

@@ -150,6 +150,15 @@ class Conditioning:
         return None
 
 
+def _in_dtype(cond: Conditioning, dtype: torch.dtype) -> Conditioning:
+    """The conditioning's vectors in the LM's dtype (fp32 connector and prompt outputs into a half LM)."""
+    def cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return tensor.to(dtype) if tensor is not None and tensor.is_floating_point() else tensor
+
+    return replace(cond, prompt=cast(cond.prompt), slot=cast(cond.slot), prefix=cast(cond.prefix),
+                   text_tokens=cast(cond.text_tokens))
+
+
 def _per_row(tensor: torch.Tensor | None, batch: int) -> torch.Tensor | None:
     """generate() repeats each sample num_beams times: repeat per-sample tensors to match."""
     if tensor is None or tensor.shape[0] == batch:
@@ -188,7 +197,7 @@ class VisualInjector:
     def active(self, cond: Conditioning):
         if (cond.slot is not None or cond.text_placement == "layers") and self.plan is None:
             raise ValueError("slot tokens need an injection plan (a connector with placement 'layers')")
-        self._cond = cond
+        self._cond = _in_dtype(cond, self.lm.dtype)  # once per forward or generation, not per layer or step
         try:
             yield
         finally:
@@ -266,12 +275,14 @@ class VisualInjector:
         allowed = (keys <= queries)[None] & mask2d[:, None, :]  # (B, q, kv): causal and not padding
         media_index = self._media_index(cond, prefix_len, length)
         slots = torch.zeros(mask2d.shape[0], length, dtype=torch.bool, device=device)  # (B, kv)
+        has_slots = cond.slot is not None  # known without reading the device (no host sync) but for in-text slots
         if cond.slot is not None:
             slots[:, 0] = True
         if media_index is not None and cond.text_placement == "layers":
             slots |= media_index >= 0
+            has_slots = has_slots or bool(slots.any())
         before = after = allowed
-        if bool(slots.any()):
+        if has_slots:
             slot_keys = slots[:, None, :]  # (B, 1, kv)
             slot_queries = slots[:, past:, None]  # (B, q, 1)
             itself = (keys == queries)[None]  # (1, q, kv)

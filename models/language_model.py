@@ -79,6 +79,9 @@ class LanguageModelConfig:
     dtype: "auto", "float32", "float16" or "bfloat16": the dtype the frozen weights are held in ("auto":
         main.py picks float16 under fp16 mixed precision, bfloat16 under bf16, float32 otherwise).
     attn_implementation: "sdpa" or "eager" (the injection passes its own additive masks to every layer).
+    compile: `torch.compile` the frozen LM (its forward with the injection hooks; training and generation):
+        false, true (torch's default backend, inductor) or a backend name ("aot_eager" traces without
+        generating code). A new text length can trigger a recompilation: the first steps are slow.
     """
 
     name: str = "facebook/opt-2.7b"
@@ -87,6 +90,12 @@ class LanguageModelConfig:
     random_init: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
+    compile: bool | str = False
+
+    def __post_init__(self) -> None:
+        if self.compile is not False and (self.compile is not True and not isinstance(self.compile, str)):
+            raise ConfigError(f"model.lm.compile must be false, true or a torch.compile backend name, "
+                              f"got {self.compile!r}")
 
 
 DTYPES = {"auto": torch.float32, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -177,4 +186,9 @@ def build_language_model(cfg: LanguageModelConfig, tokenizer=None) -> FrozenLang
         # `</a>` is new to this vocabulary and has no spare row (OPT has spare rows, so the reference
         # never resizes). The new row is random and frozen, as every other LM weight.
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    return FrozenLanguageModel(model)
+    lm = FrozenLanguageModel(model)
+    if cfg.compile:
+        # In place (nn.Module.compile): the state-dict keys stay the same, and the hooks the injection installs
+        # later are traced with the forward, as they run inside the module's call.
+        model.compile(backend="inductor" if cfg.compile is True else cfg.compile)
+    return lm

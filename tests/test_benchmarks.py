@@ -10,14 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
+import models.epalm
+from benchmarks import ideas
 from benchmarks import run as bench
 from benchmarks import workloads
 from benchmarks.flops import matmul_weights, peak_tflops, training_step_flops
 from benchmarks.ideas import first_layer_in_backward
-from benchmarks.report import target_results
+from benchmarks.report import REFERENCE_RATIOS, format_table, ratios, reference_gaps, target_results
 from benchmarks.shapes import get_shape
 from models.factory import build_model
 from models.param_count import build_on_meta
+from models.precision import native_precision
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +119,46 @@ def test_gpu_check_script_runs_its_shapes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "tiny-cpu-float32.json").read_text())
     assert result["shape"]["name"] == "tiny" and "train_encode" in result["modes"]
+
+
+def test_ratios_to_the_reference_are_only_at_equal_precision():
+    shape = get_shape("ref-small")
+    modes = {name: {"median_s": s, "median_cpu_s": s, "samples_per_s": 1.0, "tokens_per_s": None,
+                    "peak_memory_mb": 1.0, "start_memory_mb": 1.0}
+             for name, s in (("train_encode", 0.5), ("generate", 2.0))}
+    fp32 = ratios(modes, shape, "float32")
+    assert fp32["train_speedup_vs_reference"] == pytest.approx(2.0 / 0.5)
+    assert fp32["generate_speedup_vs_reference"] == pytest.approx(13.6 / 2.0)
+    bf16 = ratios(modes, shape, "bfloat16")  # the reference cast to bf16: its step only was measured
+    assert bf16["train_speedup_vs_reference"] == pytest.approx(0.68 / 0.5)
+    assert "generate_speedup_vs_reference" not in bf16
+    assert not ratios(modes, shape, "float16").keys() & REFERENCE_RATIOS.keys()
+    gaps = reference_gaps(modes, shape, "bfloat16")
+    assert list(gaps) == ["generate_speedup_vs_reference"] and "bfloat16" in gaps["generate_speedup_vs_reference"]
+    result = {"modes": modes, "ratios": bf16, "reference_gaps": gaps, "repeats": 1, "shape": {"name": shape.name},
+              "targets": target_results(bf16, modes, shape, "cpu"),
+              "machine": {"device": "cpu", "device_name": "CPU", "dtype": "bfloat16", "threads": 1,
+                          "load_before": (0.0,), "load_after": (0.0,)}}
+    generate_row = next(line for line in format_table(result).splitlines()
+                        if line.startswith("generate_speedup_vs_reference"))
+    assert "no reference at bfloat16: not compared" in generate_row
+
+
+def test_gpu_speed_ideas_run_beside_their_baselines(tmp_path):
+    result = ideas.main(["--shape", "tiny", "--ideas", "frozen_autocast", "fused_adamw", "--dtype", "bfloat16",
+                         "--repeats", "1", "--warmup", "0", "--out", str(tmp_path / "ideas.json")])
+    rows = {(r["idea"], r["measure"], r["variant"]): r for r in result["rows"]}
+    assert rows[("frozen_autocast", "train_encode", "native")]["baseline"]
+    assert not rows[("frozen_autocast", "train_encode", "under_autocast")]["baseline"]
+    assert {("fused_adamw", m, v) for m in ("train_encode", "train_cached") for v in ("default", "fused")} <= set(rows)
+    assert result["dtype"] == "bfloat16"
+    assert models.epalm.native_precision is native_precision  # the variant's replacement is undone
+
+
+def test_interleaved_timing_gives_every_mode_its_repetitions(tmp_path):
+    result = bench.main(["--shape", "tiny", "--repeats", "2", "--warmup", "0", "--threads", "1", "--interleave",
+                         "--modes", "train_encode", "train_cached", "--out", str(tmp_path / "r.json")])
+    assert result["interleaved"] and list(result["modes"]) == ["train_encode", "train_cached"]
+    for mode in result["modes"].values():
+        assert len(mode["times_s"]) == len(mode["cpu_times_s"]) == 2 and mode["peak_memory_mb"] > 0
+    assert "feature_cache_train_speedup" in result["ratios"]

@@ -51,6 +51,9 @@ class TaskConfig:
         check_prompt_template(self.prompt_template)
 
 
+FUSED_ADAMW = ("auto", True, False)
+
+
 @dataclass
 class TrainConfig:
     """lr is the connector's, prompt_lr the soft prompt's; both follow the same warm-up + cosine schedule
@@ -60,6 +63,10 @@ class TrainConfig:
     loss_tokens: "answer" (the target only: answer or caption) or "all" (every non-pad token, as the
     reference). loss_reduction: "token_mean" or "sample_sum" (per-sample sum averaged over the batch, as
     the reference) times lm_loss_weight (0.1 in the reference).
+
+    fused_adamw: AdamW's fused kernel (one launch for every trainable tensor): "auto" = fused when the
+    trainable weights are on a GPU, the default implementation elsewhere (so CPU runs keep their exact numbers);
+    true or false to choose.
 
     augment: training-time media augmentation (random crops, flips, RandAugment, random frames, SpecAugment);
     off, training sees the deterministic test-time preprocessing. feature_cache: encode every media item
@@ -91,6 +98,11 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None
     log_with: str = "none"
     tracker_project: str = ""
+    fused_adamw: str | bool = "auto"
+
+    def __post_init__(self) -> None:
+        if self.fused_adamw not in FUSED_ADAMW:
+            raise ConfigError(f"train.fused_adamw must be one of auto, true, false; got {self.fused_adamw!r}")
 
 
 BEAM_SCORE_LENGTHS = ("generated", "sequence")

@@ -9,7 +9,7 @@ from timm.data import resolve_data_config
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 
-from models.encoders.base import ENCODERS
+from models.encoders.base import ENCODERS, READOUTS
 from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder
 from models.modalities.image import image_transform
@@ -40,15 +40,17 @@ class TimmViTEncoder(LibraryEncoder):
         per_block = self.model.forward_intermediates(
             media,
             indices=num_tokens,  # an int takes the last `num_tokens` blocks
-            norm=True,  # through the final norm, as eP-ALM reads them
+            norm=False,  # the final norm is applied below to the tokens read only (it works per token)
             return_prefix_tokens=True,
             output_fmt="NLC",
             intermediates_only=True,
         )
         # each entry is (patch tokens, prefix tokens); prefix position 0 is the class token
         if readout == "mean":
-            return torch.stack([patches.mean(1) for patches, _ in per_block], dim=1)
-        return torch.stack([prefix[:, 0] for _, prefix in per_block], dim=1)
+            return torch.stack([self.model.norm(patches).mean(1) for patches, _ in per_block], dim=1)
+        if readout != "cls":
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        return self.model.norm(torch.stack([prefix[:, 0] for _, prefix in per_block], dim=1))
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         """PIL image -> `(3, S, S)`. Test: squash-resize to S x S; train: crop, flip, RandAugment."""

@@ -1,0 +1,430 @@
+"""Operator counts of one training step or generation: how many aten operators run, and how many of them
+cast or copy tensors, with where each cast comes from. Counts do not depend on the machine's load, so they
+are comparable on a shared machine (times are not) and can be asserted in tests.
+
+    python -m benchmarks.op_counts --shape ref-small [--dtypes float32 bfloat16 float16] \
+        [--modes train_encode train_cached generate] [--device cpu|cuda] [--narrow] [--cuda-norms] \
+        [--against REV] [--by-site] [--out FILE]
+
+Every operator that reaches the dispatcher below autograd and autocast is counted (TorchDispatchMode), in
+the forward, the backward and the optimizer step. Training runs as the trainer runs it (frozen weights
+held in the dtype, autocast to it; fp32: no autocast), generation as the evaluator does (no autocast).
+A *cast* is a `_to_copy` or `copy_` whose result has another dtype than its source (autocast's casts are
+`_to_copy` calls too); a *copy* is one that keeps the dtype (`.contiguous()`, a device move, `copy_` into a
+buffer). Forward casts are attributed to a *site*: the innermost frame of this project's code on the Python
+stack (models/, training/, dataset/, benchmarks/), the innermost library frame below it if any, and the
+module that was running with layer indices folded (`layers.*`), so a cast made once per LM layer shows as
+one site with a count of L.
+
+The CPU's autocast (bf16 and fp16) only lowers matmuls and attention; CUDA's also runs LayerNorm, softmax
+and a few others in fp32, which casts around every norm of a half-precision model that runs under it.
+`--device cuda` counts those on a GPU; `--cuda-norms` counts them on the CPU by giving its autocast CUDA's
+rule for norms (`CudaNormPolicy`; training modes only, generation runs without autocast).
+
+`--against REV` counts the same workloads with the models, data, training and benchmark code of git
+revision REV (its files extracted to a temporary folder, counted there by this script in a subprocess) and
+prints both side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+PROJECT_DIRS = ("models", "training", "dataset", "benchmarks")
+MODES = ("train_encode", "train_cached", "generate")
+DTYPES = ("float32", "bfloat16", "float16")
+COPY_OPS = ("_to_copy", "copy_")
+DISPATCH_FRAMES = ("torch/_dynamo/", "torch/_compile.py", "torch/_ops.py", "torch/utils/_python_dispatch.py",
+                   "torch/overrides.py")
+# What a revision needs to be measured (`--against`): the packages the workloads import, and the shapes' configs.
+SOURCE_DIRS = ("models", "training", "dataset", "benchmarks", "configs")
+_ROOT = REPO  # the tree whose frames count as the project's (the revision's tree under --against)
+
+
+@dataclass
+class OpCount:
+    """One workload's counts. phase: forward, backward or optimizer."""
+
+    ops: dict[str, int] = field(default_factory=dict)  # phase -> operators
+    views: dict[str, int] = field(default_factory=dict)  # phase -> of which views (no data touched, no kernel)
+    casts: dict[str, int] = field(default_factory=dict)  # phase -> dtype-changing copies
+    copies: dict[str, int] = field(default_factory=dict)  # phase -> same-dtype copies
+    sites: dict[str, int] = field(default_factory=dict)  # forward cast site -> count
+    operators: dict[str, int] = field(default_factory=dict)  # operator name -> count (all phases)
+
+    @property
+    def total_ops(self) -> int:
+        return sum(self.ops.values())
+
+    @property
+    def total_kernels(self) -> int:
+        """Operators that are not views: about the kernel launches of the step on a GPU."""
+        return self.total_ops - sum(self.views.values())
+
+    @property
+    def total_casts(self) -> int:
+        return sum(self.casts.values())
+
+    @property
+    def total_copies(self) -> int:
+        return sum(self.copies.values())
+
+
+def _folded(path: str) -> str:
+    """`lm.model.model.decoder.layers.7.fc1` -> `lm.model.model.decoder.layers.*.fc1`: one name for the same
+    module of every layer."""
+    parts = ["*" if part.isdigit() else part for part in path.split(".")]
+    return ".".join(parts)
+
+
+def _call_site() -> str:
+    """`ours > theirs`: the innermost frame of this project's code on the stack (models/, training/, dataset/,
+    benchmarks/; this module excluded) and, when the operator was issued deeper down, the innermost library
+    frame (`torch/nn/modules/linear.py:forward` for an autocast cast in a Linear)."""
+    ours = theirs = None
+    for frame in reversed(traceback.extract_stack()):
+        path = Path(frame.filename).resolve()
+        if path.name == "op_counts.py" or any(part in path.as_posix() for part in DISPATCH_FRAMES):
+            continue
+        try:
+            relative = path.relative_to(_ROOT)
+        except ValueError:
+            relative = None
+        if relative is not None and relative.parts and relative.parts[0] in PROJECT_DIRS:
+            ours = f"{relative.as_posix()}:{frame.name}"
+            break
+        if theirs is None:
+            parts = path.parts
+            start = parts.index("site-packages") + 1 if "site-packages" in parts else max(len(parts) - 2, 0)
+            theirs = f"{'/'.join(parts[start:])}:{frame.name}"
+    return f"{ours or '-'}" + (f" > {theirs}" if theirs else "")
+
+
+
+class _Counter(TorchDispatchMode):
+    """Counts every operator dispatched below autograd and autocast while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.phase = "forward"
+        self.count = OpCount()
+        self.stack: list[str] = []  # the names of the modules now running, innermost last
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        c = self.count
+        c.ops[self.phase] = c.ops.get(self.phase, 0) + 1
+        c.operators[name] = c.operators.get(name, 0) + 1
+        if func.is_view:
+            c.views[self.phase] = c.views.get(self.phase, 0) + 1
+        if name in COPY_OPS:
+            source = args[1] if name == "copy_" else args[0]
+            target = args[0] if name == "copy_" else out
+            kind = "casts" if source.dtype != target.dtype else "copies"
+            table = getattr(c, kind)
+            table[self.phase] = table.get(self.phase, 0) + 1
+            if kind == "casts" and self.phase == "forward":
+                module = _folded(self.stack[-1]) if self.stack else "-"
+                site = f"{_call_site()} [{module}] {str(source.dtype)[6:]}->{str(target.dtype)[6:]}"
+                c.sites[site] = c.sites.get(site, 0) + 1
+        return out
+
+
+class CudaNormPolicy(TorchFunctionMode):
+    """On the CPU, the one part of CUDA's autocast policy that the CPU's lacks and that matters here: under
+    autocast, LayerNorm and GroupNorm cast their floating inputs (input, weight, bias) to fp32 and return fp32
+    (CUDA's fp32 list; the CPU's autocast leaves norms alone). The CPU then counts the casts a GPU step makes
+    around norms: these, and the casts back to half of the fp32 output by each matmul that reads it."""
+
+    NORMS = (torch.nn.functional.layer_norm, torch.layer_norm, torch.nn.functional.group_norm, torch.group_norm)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.NORMS and torch.is_autocast_enabled("cpu"):
+            def fp32(value):
+                half = isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float32
+                return value.float() if half else value
+            args, kwargs = tuple(fp32(a) for a in args), {k: fp32(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _module_stack(counter: _Counter, root: torch.nn.Module):
+    """Keeps `counter.stack` at the names of the modules now running (global hooks see every module)."""
+    names = {id(m): name or "model" for name, m in root.named_modules()}
+
+    def push(module, args):
+        counter.stack.append(names.get(id(module), type(module).__name__))
+
+    def pop(module, args, output):
+        if counter.stack:
+            counter.stack.pop()
+
+    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(push),
+             torch.nn.modules.module.register_module_forward_hook(pop, always_call=True)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def count_ops(model: torch.nn.Module, forward: Callable[[], Any], backward: Callable[[Any], None] | None = None,
+              optimizer_step: Callable[[], None] | None = None, cuda_norms: bool = False) -> OpCount:
+    """The operators of `forward()`, then `backward(its result)`, then `optimizer_step()` (`cuda_norms`: under
+    `CudaNormPolicy`)."""
+    counter = _Counter()
+    policy = CudaNormPolicy() if cuda_norms else contextlib.nullcontext()
+    with _module_stack(counter, model), policy, counter:
+        result = forward()
+        if backward is not None:
+            counter.phase = "backward"
+            backward(result)
+        if optimizer_step is not None:
+            counter.phase = "optimizer"
+            optimizer_step()
+    return counter.count
+
+
+def _model(shape, dtype: str, device: torch.device):
+    from models.factory import build_model
+
+    cfg = copy.deepcopy(shape.model)
+    cfg.lm.dtype = cfg.encoder.dtype = dtype  # as training resolves "auto" under that mixed precision
+    torch.manual_seed(0)
+    with device:  # random init where the model runs (seconds for billions of weights on a GPU)
+        model, _ = build_model(cfg, load_tokenizer_if_missing=False)
+    return model.to(device)
+
+
+def _autocast(dtype: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    if dtype == "float32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=getattr(torch, dtype))
+
+
+def measure(shape_name: str, dtype: str, mode: str, layers: int | None = None, device: str = "cpu",
+            narrow: bool = False, cuda_norms: bool = False) -> OpCount:
+    """One step of `mode` (after a warm-up step: the optimizer creates its states there), as the trainer and
+    the evaluator run it: training under autocast to `dtype` (none in fp32), generation without."""
+    from benchmarks import workloads
+    from benchmarks.shapes import get_shape
+    from training.loss import training_loss
+
+    shape = get_shape(shape_name)
+    if layers is not None:
+        shape = _with_lm_layers(shape, layers)
+    if narrow:
+        shape = _narrowed(shape)
+    device = torch.device(device)
+    model = _model(shape, dtype, device)
+    inputs = workloads.synthetic_inputs(model, shape.batch_size, shape.text_len, device)
+    autocast = _autocast(dtype, device)
+    if mode == "generate":  # as the evaluator generates: weights in their dtype, no autocast
+        generate = workloads.generation(model, inputs, shape.new_tokens, shape.num_beams, True)
+        return count_ops(model, generate)
+    if mode not in ("train_encode", "train_cached"):
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    cached = mode == "train_cached"
+    optimizer = workloads.make_optimizer(model)
+    step = workloads.training_step(model, optimizer, inputs, cached, autocast)
+    step()  # warm-up: AdamW builds its states in the first step
+    labels = workloads.training_labels(inputs.input_ids, "answer")
+
+    def forward():
+        with autocast():
+            return training_loss(model, inputs.input_ids, inputs.attention_mask, labels,
+                                 media=None if cached else inputs.media, features=inputs.features if cached else None)
+
+    def optimizer_step():
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return count_ops(model, forward, lambda loss: loss.backward(), optimizer_step, cuda_norms)
+
+
+# Widths of `--narrow` (kept where the architecture has the field): operator counts depend on the layers and
+# the code path, not on widths, so a narrow copy of a shape counts the same operators in a fraction of the time
+# (and fp16, whose matmuls the CPU computes very slowly, becomes countable).
+NARROW_LM = {"hidden_size": 64, "ffn_dim": 128, "intermediate_size": 128, "num_attention_heads": 2,
+             "num_key_value_heads": 2}
+NARROW_VIT = {"embed_dim": 64, "num_heads": 2, "img_size": 32}
+
+
+def _narrowed(shape):
+    """The shape with the same depths, injection plan, prompt and batch, and narrow widths."""
+    from models.language_model import load_lm_config
+
+    model = copy.deepcopy(shape.model)
+    config = load_lm_config(model.lm.name, model.lm.config_overrides)
+    overrides = {key: value for key, value in NARROW_LM.items() if hasattr(config, key)}
+    if getattr(config, "word_embed_proj_dim", None) is not None:  # OPT: keep project_in/out where it had them
+        same = config.word_embed_proj_dim == config.hidden_size
+        overrides["word_embed_proj_dim"] = NARROW_LM["hidden_size"] if same else NARROW_LM["hidden_size"] // 2
+    model.lm.config_overrides = {**model.lm.config_overrides, **overrides}
+    if model.encoder.type != "timm_vit":
+        raise ValueError(f"--narrow knows timm ViT encoders only, not {model.encoder.type!r}")
+    model.encoder.model_kwargs = {**model.encoder.model_kwargs, **NARROW_VIT}
+    return replace(shape, model=model)
+
+
+def _with_lm_layers(shape, layers: int):
+    """The shape with an LM of `layers` decoder layers, injecting into all but the first (for the tests of
+    what grows with depth)."""
+    model = copy.deepcopy(shape.model)
+    model.lm.config_overrides = {**model.lm.config_overrides, "num_hidden_layers": layers}
+    model.start_layer_idx, model.end_layer_idx = 1, layers
+    return replace(shape, model=model)
+
+
+def measure_all(shape: str, dtypes, modes, layers: int | None = None, device: str = "cpu",
+                narrow: bool = False, cuda_norms: bool = False) -> dict[str, dict]:
+    """`{"mode/dtype": counts as a dict}` for every pair."""
+    results = {}
+    for mode in modes:
+        for dtype in dtypes:
+            count = measure(shape, dtype, mode, layers, device, narrow, cuda_norms)
+            results[f"{mode}/{dtype}"] = {**asdict(count), "total_ops": count.total_ops,
+                                          "total_kernels": count.total_kernels,
+                                          "total_casts": count.total_casts, "total_copies": count.total_copies}
+    return results
+
+
+def measure_revision(rev: str, shape: str, dtypes, modes, layers: int | None = None, device: str = "cpu",
+                     narrow: bool = False, cuda_norms: bool = False) -> dict[str, dict[str, Any]]:
+    """The same counts with git revision `rev`'s code: its files extracted, this script run on them."""
+    with tempfile.TemporaryDirectory(prefix="epalm-opcounts-") as tmp:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, *SOURCE_DIRS], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        out = Path(tmp) / "counts.json"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--shape", shape, "--dtypes", *dtypes,
+                "--modes", *modes, "--device", device, "--root", tmp, "--json-only", "--out", str(out)]
+        if layers is not None:
+            argv += ["--layers", str(layers)]
+        if narrow:
+            argv.append("--narrow")
+        if cuda_norms:
+            argv.append("--cuda-norms")
+        env = {**os.environ, "PYTHONPATH": tmp}
+        subprocess.run(argv, check=True, env=env, cwd=tmp)
+        return json.loads(out.read_text())["counts"]
+
+
+def _cells(c: dict[str, Any]) -> list[str]:
+    casts = c["casts"]
+    split = "+".join(str(casts.get(phase, 0)) for phase in ("forward", "backward", "optimizer"))
+    return [str(c["total_ops"]), str(c.get("total_kernels", "-")), f"{c['total_casts']} ({split})",
+            str(c["total_copies"])]
+
+
+def format_counts(counts: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]] | None = None,
+                  label: str = "before") -> str:
+    """One row per mode/dtype: operators, non-view operators (~ kernel launches on a GPU), casts split by phase
+    (forward+backward+optimizer) and same-dtype copies; then the same at `label` when given."""
+    names = ["ops", "non-view", "casts (fwd+bwd+opt)", "copies"]
+    header = ["mode/dtype", *names] + ([f"{name} @{label}" for name in names] if before is not None else [])
+    rows = [header]
+    for key, c in counts.items():
+        row = [key, *_cells(c)]
+        if before is not None:
+            row += _cells(before[key]) if key in before else ["-"] * len(names)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_sites(counts: dict[str, dict[str, Any]], title: str) -> str:
+    lines = [title]
+    for key, c in counts.items():
+        lines.append(f"  {key}:")
+        for site, n in sorted(c["sites"].items(), key=lambda item: -item[1]):
+            lines.append(f"    {n:5d}  {site}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from benchmarks.shapes import SHAPES
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES))
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES,
+                        help="frozen weights held in this dtype, training under autocast to it (float32: no autocast)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: CUDA autocast's casts (LayerNorms in fp32 ...), which the CPU's does not make")
+    parser.add_argument("--layers", type=int, default=None, help="change the LM's depth (injection from layer 1)")
+    parser.add_argument("--narrow", action="store_true",
+                        help="the shape's depths with narrow widths: the same operator counts, far cheaper")
+    parser.add_argument("--cuda-norms", dest="cuda_norms", action="store_true",
+                        help="on the CPU, norms under autocast cast to fp32 as CUDA's autocast does (CudaNormPolicy)")
+    parser.add_argument("--against", default=None, metavar="REV", help="also count with git revision REV's code")
+    parser.add_argument("--by-site", dest="by_site", action="store_true", help="list the forward casts by site")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/op-counts-<shape>.json)")
+    parser.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)  # --against's subprocess
+    parser.add_argument("--json-only", dest="json_only", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    global _ROOT
+    args = parse_args(argv)
+    if args.root is not None:
+        _ROOT = args.root.resolve()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # counts do not depend on threads; one thread disturbs the machine least
+    try:
+        counts = measure_all(args.shape, args.dtypes, args.modes, args.layers, args.device, args.narrow,
+                             args.cuda_norms)
+    finally:
+        torch.set_num_threads(threads)
+    from training.provenance import git_commit, package_versions
+
+    result: dict[str, Any] = {"shape": args.shape, "layers": args.layers, "narrow": args.narrow,
+                              "cuda_norms": args.cuda_norms, "device": args.device, "counts": counts,
+                              "versions": package_versions(), "git_commit": git_commit()}
+    if args.against:
+        result["against"] = args.against
+        result["against_counts"] = measure_revision(args.against, args.shape, args.dtypes, args.modes, args.layers,
+                                                    args.device, args.narrow, args.cuda_norms)
+    variant = ("-narrow" if args.narrow else "") + ("-cuda-norms" if args.cuda_norms else "")
+    out = args.out or RESULTS / f"op-counts-{args.shape}{variant}-{args.device}.json"
+    from benchmarks.report import write_json
+
+    write_json(out, result)
+    if args.json_only:
+        return result
+    print(f"operators per step, {args.shape}" + (" (narrow widths)" if args.narrow else "")
+          + (" (CUDA's autocast policy for norms)" if args.cuda_norms else "")
+          + (f" with {args.layers} LM layers" if args.layers else "")
+          + f" on {args.device} (casts = dtype-changing copies: forward+backward+optimizer)")
+    print(format_counts(counts, result.get("against_counts"), args.against or "before"))
+    if args.by_site:
+        print(format_sites(counts, "forward casts by site (project frame [module] source->target)"))
+        if args.against:
+            print(format_sites(result["against_counts"], f"forward casts by site at {args.against}"))
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
