@@ -361,33 +361,44 @@ def format_sites(counts: dict[str, dict[str, Any]], title: str) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from benchmarks.shapes import SHAPES
+EXAMPLES = """examples:
+  python -m benchmarks.op_counts --shape ref-small --narrow
+  python -m benchmarks.op_counts --shape opt-2.7b --narrow --cuda-norms --against fd61110 --by-site"""
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES))
+
+def argument_parser() -> argparse.ArgumentParser:
+    from benchmarks.shapes import SHAPES
+    from training.command_line import add_debug_flag, command_parser
+
+    parser = command_parser("python -m benchmarks.op_counts", __doc__, EXAMPLES)
+    parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES), metavar="SHAPE",
+                        help="a benchmark shape (default ref-small)")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES,
-                        help="frozen weights held in this dtype, training under autocast to it (float32: no autocast)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+                        help="frozen weights' dtypes, trained under autocast to it (fp32: none)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="workloads counted (default: all)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                        help="cuda: CUDA autocast's casts (LayerNorms in fp32 ...), which the CPU's does not make")
+                        help="cuda: CUDA autocast's casts (norms in fp32), which the CPU's does not make")
     parser.add_argument("--layers", type=int, default=None, help="change the LM's depth (injection from layer 1)")
     parser.add_argument("--narrow", action="store_true",
                         help="the shape's depths with narrow widths: the same operator counts, far cheaper")
     parser.add_argument("--cuda-norms", dest="cuda_norms", action="store_true",
-                        help="on the CPU, norms under autocast cast to fp32 as CUDA's autocast does (CudaNormPolicy)")
+                        help="on the CPU, norms under autocast cast to fp32 as on CUDA (CudaNormPolicy)")
     parser.add_argument("--against", default=None, metavar="REV", help="also count with git revision REV's code")
     parser.add_argument("--by-site", dest="by_site", action="store_true", help="list the forward casts by site")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default benchmarks/results/op-counts-<shape>.json)")
-    parser.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)  # --against's subprocess
-    parser.add_argument("--json-only", dest="json_only", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--root", type=Path, default=None, metavar="DIR",
+                        help="count the code extracted in DIR (what --against runs)")
+    parser.add_argument("--json-only", dest="json_only", action="store_true",
+                        help="write the JSON only, print nothing (what --against runs)")
+    add_debug_flag(parser)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     global _ROOT
-    args = parse_args(argv)
+    args = argument_parser().parse_args(argv)
     if args.root is not None:
         _ROOT = args.root.resolve()
     threads = torch.get_num_threads()
@@ -427,4 +438,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from training.command_line import run_command
+
+    sys.exit(run_command(main))

@@ -40,6 +40,7 @@ COMMANDS = {
     "models.param_count": ("models.param_count", "models.param_count"),
     "benchmarks.run": ("benchmarks.run", "benchmarks.run"),
     "benchmarks.ideas": ("benchmarks.ideas", "benchmarks.ideas"),
+    "benchmarks.op_counts": ("benchmarks.op_counts", "benchmarks.op_counts"),
 }
 
 
