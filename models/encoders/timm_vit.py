@@ -13,6 +13,7 @@ from models.encoders.base import ENCODERS
 from models.encoders.config import EncoderConfig
 from models.encoders.library_encoder import LibraryEncoder
 from models.modalities.image import image_transform
+from models.partitioned_params import gathered
 from models.user_errors import ConfigError, did_you_mean
 
 
@@ -37,14 +38,17 @@ class TimmViTEncoder(LibraryEncoder):
 
     def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         self.check_num_tokens(num_tokens)
-        per_block = self.model.forward_intermediates(
-            media,
-            indices=num_tokens,  # an int takes the last `num_tokens` blocks
-            norm=True,  # through the final norm, as eP-ALM reads them
-            return_prefix_tokens=True,
-            output_fmt="NLC",
-            intermediates_only=True,
-        )
+        # DeepSpeed ZeRO-3 gathers a module's own weights (class token, position table) when the module is called;
+        # forward_intermediates is not the ViT's forward, so they are gathered here (a no-op when not partitioned).
+        with gathered(self.model.parameters(recurse=False)):
+            per_block = self.model.forward_intermediates(
+                media,
+                indices=num_tokens,  # an int takes the last `num_tokens` blocks
+                norm=True,  # through the final norm, as eP-ALM reads them
+                return_prefix_tokens=True,
+                output_fmt="NLC",
+                intermediates_only=True,
+            )
         # each entry is (patch tokens, prefix tokens); prefix position 0 is the class token
         if readout == "mean":
             return torch.stack([patches.mean(1) for patches, _ in per_block], dim=1)
