@@ -209,11 +209,12 @@ def engine(name: str, port: int, args: argparse.Namespace, plan: Sizes, data: Pa
 
 def frozen_bytes() -> int:
     """The demo model's frozen weights in fp16: what a checkpoint that held them would weigh at least."""
-    from models.param_count import count_parameters
-    from models.param_count import build_on_meta
+    from models.param_count import build_on_meta, count_parameters
     from training.run_config import resolve_config
 
-    model = build_on_meta(resolve_config(["--config", str(DEMO_CONFIG)]).model)
+    cfg = resolve_config(["--config", str(DEMO_CONFIG)]).model
+    cfg.lm.random_init, cfg.encoder.checkpoint = True, None  # shapes only, on the meta device
+    model = build_on_meta(cfg)
     count = count_parameters(model)
     return 2 * (count.total - count.trainable)
 
@@ -259,7 +260,8 @@ def cached_generation(args: argparse.Namespace) -> list[Row]:
 # --- the table ---------------------------------------------------------------------------------------------
 def format_table(rows: list[Row]) -> str:
     lines = ["| check | result | seconds | detail |", "|---|---|---|---|"]
-    lines += [f"| {r.check} | {r.status} | {r.seconds:g} | {r.detail.replace('|', '/')} |" for r in rows]
+    cell = lambda text: " ".join(text.replace("|", "/").split())  # noqa: E731 (one line per row)
+    lines += [f"| {r.check} | {r.status} | {r.seconds:g} | {cell(r.detail)} |" for r in rows]
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """One process of the CPU FSDP test (run by tests/test_fsdp.py under torchrun, gloo, 1 or 2 processes).
 
-    torchrun --nproc_per_node 2 -m tests.fsdp_worker OUT.json bf16|fp16 [size_policy]
+    torchrun --nproc_per_node 2 -m tests.fsdp_worker OUT.json bf16|fp16|fp32 [size_policy]
 
 Builds a tiny eP-ALM with the frozen LM and encoder held in the half-precision dtype and wraps it with torch's
 FSDP 1 exactly as training/fsdp_units.py configures accelerate's plugin (or with accelerate's old size-based
@@ -33,7 +33,7 @@ from training.fsdp_units import (
 )
 from training.loss import training_loss
 
-DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def build(precision: str):
@@ -42,15 +42,19 @@ def build(precision: str):
                       encoder=dataclasses.replace(TINY_VIT, dtype=half))
 
 
+def autocast(precision: str):
+    """accelerate's autocast for fp16/bf16; none in fp32."""
+    return torch.autocast("cpu", dtype=getattr(torch, DTYPES[precision]), enabled=precision != "fp32")
+
+
 def train_steps(model, precision: str, parameters, steps: int = 2):
     """AdamW steps under autocast with loss scaling (fp16), as accelerate runs them; two, because with a unit of
     the wrong kind FSDP 1 on one process fails at the second (training/fsdp_units.py says which)."""
-    dtype = getattr(torch, DTYPES[precision])
     optimizer = torch.optim.AdamW(parameters, lr=1e-2)
     scaler = ShardedGradScaler(device="cpu", enabled=precision == "fp16", init_scale=1024.0)
     ids, mask = text_batch()
     for _ in range(steps):
-        with torch.autocast("cpu", dtype=dtype):
+        with autocast(precision):
             loss = training_loss(model, ids, mask, ids.clone(), media=images())
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -78,7 +82,8 @@ def checkpoint_round_trip(fsdp_model, optimizer, trained: dict[str, torch.Tensor
     """accelerate's own save_fsdp_model / load_fsdp_model (SHARDED_STATE_DICT, DCP), as save_state calls them."""
     import torch.distributed.checkpoint as dist_cp
     from accelerate import PartialState
-    from accelerate.utils import FullyShardedDataParallelPlugin, load_fsdp_model, save_fsdp_model
+    from accelerate.utils import (FullyShardedDataParallelPlugin, load_fsdp_model, load_fsdp_optimizer,
+                                  save_fsdp_model, save_fsdp_optimizer)
 
     PartialState(cpu=True)  # accelerate's logging needs its state; it adopts the gloo group started here
     plugin = FullyShardedDataParallelPlugin(state_dict_type="SHARDED_STATE_DICT", sync_module_states=False)
@@ -88,16 +93,23 @@ def checkpoint_round_trip(fsdp_model, optimizer, trained: dict[str, torch.Tensor
     folder = [tempfile.mkdtemp() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(folder)
     save_fsdp_model(plugin, acc, fsdp_model, folder[0])
+    save_fsdp_optimizer(plugin, acc, optimizer, fsdp_model, folder[0])
+    moments = [state["exp_avg"].clone() for state in optimizer.state.values()]
     dist.barrier()
     saved = sorted(dist_cp.FileSystemReader(os.path.join(folder[0], "pytorch_model_fsdp_0")).read_metadata()
                    .state_dict_metadata)
     load_trainable_state(fsdp_model, {k: torch.zeros_like(v) for k, v in trained.items()})
     zeroed = gathered_trainable_state(fsdp_model)
+    for state in optimizer.state.values():
+        state["exp_avg"].zero_()
     load_fsdp_model(plugin, acc, fsdp_model, folder[0])
+    load_fsdp_optimizer(plugin, acc, optimizer, fsdp_model, folder[0])
     restored = gathered_trainable_state(fsdp_model)
     return {"saved_keys": saved,
             "zeroed": all(not v.any() for v in zeroed.values()),
-            "restored": all(torch.equal(restored[k], trained[k]) for k in trained)}
+            "restored": all(torch.equal(restored[k], trained[k]) for k in trained),
+            "optimizer_restored": bool(moments) and all(
+                torch.equal(state["exp_avg"], moment) for state, moment in zip(optimizer.state.values(), moments))}
 
 
 def main(out: str, precision: str, policy: str = "units") -> None:
@@ -138,10 +150,9 @@ def main(out: str, precision: str, policy: str = "units") -> None:
     # generation: the reference gets the FSDP model's trained weights, both generate under the same autocast
     reference.load_state_dict(trained, strict=False)
     ids, mask = text_batch(left_pad=True)
-    dtype = getattr(torch, DTYPES[precision])
-    with torch.autocast("cpu", dtype=dtype):
+    with autocast(precision):
         tokens = fsdp_model.module.generate(ids, mask, media=images(), max_new_tokens=5)
-    with torch.autocast("cpu", dtype=dtype):
+    with autocast(precision):
         ref_tokens = reference.generate(ids, mask, media=images(), max_new_tokens=5)
     facts["generated"], facts["reference_generated"] = tokens.tolist(), ref_tokens.tolist()
     # an evaluation-only run: a fresh wrapped model, set up at its root, given the trained weights, generates
@@ -150,7 +161,7 @@ def main(out: str, precision: str, policy: str = "units") -> None:
                  **fsdp_settings(fresh_model, precision))
     initialise_root(fresh)
     load_trainable_state(fresh, trained)
-    with torch.autocast("cpu", dtype=dtype):
+    with autocast(precision):
         facts["evaluation_only_generated"] = fresh.module.generate(ids, mask, media=images(), max_new_tokens=5).tolist()
     facts.update(checkpoint_round_trip(fsdp_model, optimizer, trained))
     if dist.get_rank() == 0:

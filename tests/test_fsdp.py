@@ -54,9 +54,9 @@ def test_units_keep_trainable_fp32_and_frozen_half_and_train_like_no_fsdp(tmp_pa
     assert facts["loss"] == pytest.approx(facts["reference_loss"], abs=1e-6)
     assert facts["max_update"] > 1e-3 and facts["max_diff_to_reference"] < 1e-6
     assert facts["generated"] == facts["reference_generated"] == facts["evaluation_only_generated"]
-    # accelerate's sharded checkpoint (DCP) of the model holds the trainable tensors only, and loads them back
+    # accelerate's sharded checkpoint (DCP) holds the trainable tensors only; they and AdamW's moments load back
     assert facts["saved_keys"] == [f"model.{name}" for name in TRAINABLE]
-    assert facts["zeroed"] and facts["restored"]
+    assert facts["zeroed"] and facts["restored"] and facts["optimizer_restored"]
 
 
 def test_size_based_policy_of_the_old_config_cannot_flatten_mixed_dtypes(tmp_path):
