@@ -127,7 +127,8 @@ def build_data(folder: Path, spec: dict) -> Path:
     return folder
 
 
-def main_run(args: argparse.Namespace, name: str, argv: list[str], launcher: list[str] | None = None) -> tuple[int, Path]:
+def main_run(args: argparse.Namespace, name: str, argv: list[str],
+             launcher: list[str] | None = None) -> tuple[int, Path]:
     log = args.out / "logs" / f"{name}.log"
     command = (launcher or [sys.executable]) + ["main.py", *argv]
     return run_logged(command, log, env={"TOKENIZERS_PARALLELISM": "false"}), log

@@ -4,7 +4,7 @@
 #   - the media decoders PyAV and librosa and what librosa needs;
 #   - DeepSpeed (built here into a wheel with `pip wheel --no-deps`: it ships as a source archive) and what it
 #     imports: pydantic 2 with pydantic-core, annotated-types, typing-inspection; hjson, py-cpuinfo, msgpack,
-#     ninja, einops, nvidia-ml-py;
+#     psutil, ninja, einops, nvidia-ml-py;
 #   - pycocoevalcap and pycocotools (caption metrics).
 # The versions are those of the tested environment. For Python 3.12 on x86-64 Linux (PYTHON_VERSION to change),
 # into .whl/ (ignored by git); benchmarks/gpu_check.sh and run_scripts/gpu_smoke.sh install them on a machine
@@ -25,7 +25,7 @@ for pkg in av librosa audioread decorator pooch platformdirs soundfile soxr cffi
   binary "$pkg"
 done
 binary pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
-  hjson==3.1.0 py-cpuinfo==9.0.0 msgpack==1.2.4 ninja==1.13.2 einops==0.8.2 nvidia-ml-py \
+  hjson==3.1.0 py-cpuinfo==9.0.0 msgpack==1.2.4 ninja==1.13.2 einops==0.8.2 nvidia-ml-py psutil \
   pycocoevalcap==1.2 pycocotools==2.0.11
 # DeepSpeed's source archive, built into a pure-Python wheel (its CUDA ops compile on first use, if ever)
 DS_BUILD_OPS=0 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w .whl deepspeed==0.19.8 \

@@ -6,17 +6,17 @@ a size-based policy (everything small in the root unit) fails with "Must flatten
 units here follow the model's parts (as prismatic-vlms wraps its backbones and projector separately):
 
 - each decoder layer of the LM alone: the LM, nearly all of the weights, is sharded layer by layer;
-- the frozen encoder;
-- the connector and the soft prompt (trainable, fp32), each alone.
+- each frozen encoder;
+- each connector and the soft prompt (trainable, fp32), each alone.
 
 The LM's remaining weights (input embeddings, learned positions, final norm, output head: one or two vocabulary
 tables, ~1 GB for a 70B LM) are left out of FSDP and replicated on every process. As their own unit they would
 break three ways: `generate` calls the LM's inner module and so skips that unit's FSDP wrapper (its weights would
 stay sharded), a tied head must share its embeddings' unit, and on one process (NO_SHARD) torch 2.14 leaves a
 frozen unit whose inputs need no gradient but whose output does with plain-tensor views of its weights after a
-backward (they leave named_parameters(), and the next state_dict() fails). With a soft prompt every decoder layer's
-input needs a gradient; without one, the first layer the visual token enters has that defect, so FSDP on one
-process without a prompt is refused (it shards nothing there anyway: use no engine).
+backward (they leave named_parameters(), and the next state_dict() fails). With a soft prompt (or an input-prefix
+connector) every decoder layer's input needs a gradient; with layer injection and no prompt, the first layer the
+visual token enters has that defect, so that combination is refused on one process (where FSDP shards nothing).
 The EPALM root owns no parameter. Checkpoints hold only the trainable tensors (state-dict hooks, below).
 `MixedPrecision` casts every unit to the compute dtype for forward and backward (a no-op for the frozen
 half-precision ones), reduces gradients in fp32, and the trainable units cast their floating inputs to the compute
@@ -38,7 +38,7 @@ WRAPPED_PREFIX = "_fsdp_wrapped_module."
 
 
 def frozen_units(model: EPALM) -> list[nn.Module]:
-    return list(model.lm.layers) + ([model.encoder] if model.encoder is not None else [])
+    return list(model.lm.layers) + list(model.encoders().values())
 
 
 def replicated_lm_modules(model: EPALM) -> list[nn.Module]:
@@ -57,7 +57,8 @@ def replicated_lm_modules(model: EPALM) -> list[nn.Module]:
 
 
 def trainable_units(model: EPALM) -> list[nn.Module]:
-    return [m for m in (model.connector, model.prompt_module) if m is not None]
+    connectors = [model.connector, *model.extra_connectors.values()]
+    return [m for m in (*connectors, model.prompt_module) if m is not None]
 
 
 def unit_parameters(model: EPALM) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -128,7 +129,7 @@ def use_epalm_units(accelerator, model: EPALM) -> None:
 
     if accelerator.distributed_type != DistributedType.FSDP:
         return
-    if accelerator.num_processes == 1 and model.prompt_module is None:
+    if accelerator.num_processes == 1 and model.prompt_module is None and model.placement == "layers":
         raise LaunchError("FSDP on one process shards nothing, and without a soft prompt torch's NO_SHARD mode "
                           "loses the first injection layer's weights from the state dict: launch without an FSDP "
                           "config (or on several GPUs)")
