@@ -169,12 +169,12 @@ def engine(name: str, port: int, args: argparse.Namespace, plan: Sizes, data: Pa
     config = ENGINES[name]
     launcher = None
     if config is not None:
-        precision = "fp16" if args.device == "cuda" else "no"
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                     "--num_processes", "1", "--num_machines", "1", "--main_process_port", str(port),
-                    "--mixed_precision", precision]
+                    "--mixed_precision", args.precision]
     run = args.out / "engines" / name
-    common = ["--config", str(DEMO_CONFIG), "--data_dir", str(data), "--set", "model.lm.dtype=auto",
+    common = ["--config", str(DEMO_CONFIG), "--data_dir", str(data), "--set", f"mixed_precision={args.precision}",
+              "--set", "model.lm.dtype=auto",
               "--set", "model.encoder.dtype=auto", "--set", "train.feature_cache=false", "--set", "train.log_every=1",
               *plan.extra]
     steps = plan.engine_steps
@@ -203,9 +203,9 @@ def engine(name: str, port: int, args: argparse.Namespace, plan: Sizes, data: Pa
     if metrics["num_predictions"] != metrics["num_samples"] or size >= frozen / 2:
         return [Row(check, "FAIL", f"{metrics['num_predictions']}/{metrics['num_samples']} predictions; "
                     f"checkpoints/last {size} bytes against {frozen} bytes of frozen weights")]
-    return [Row(check, "pass", f"steps {logged}, resumed at {steps + 1}; --evaluate of last/trainable: "
-                f"{metrics['main']['value']:.1f} on {metrics['num_samples']}; checkpoints/last {size / 1e6:.2f} MB "
-                f"(frozen weights {frozen / 1e6:.2f} MB)")]
+    return [Row(check, "pass", f"{args.precision}: steps {logged}, resumed at {steps + 1}; --evaluate of "
+                f"last/trainable: {metrics['main']['value']:.1f} on {metrics['num_samples']}; checkpoints/last "
+                f"{size / 1e6:.2f} MB (frozen weights {frozen / 1e6:.2f} MB)")]
 
 
 def frozen_bytes() -> int:
@@ -288,7 +288,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--only", nargs="+", default=["bench", "demo", "engines", "generation"],
                         choices=("bench", "demo", "engines", "generation"))
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    parser.add_argument("--precision", choices=("fp16", "bf16", "no"), default=None,
+                        help="the engine runs' mixed precision (default: fp16 on CUDA, no on the CPU)")
     args = parser.parse_args(argv)
+    args.precision = args.precision or ("fp16" if args.device == "cuda" else "no")
     plan = sizes(args.sizes)
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.user_errors import UnknownNameError, did_you_mean
 from models.partitioned_params import full_numel
+from models.user_errors import UnknownNameError, did_you_mean
 
 ARCHITECTURES = Path(__file__).parent / "architectures"
 EXAMPLES = """examples:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from models.epalm import EPALM
-from models.user_errors import ConfigError, LaunchError
+from models.user_errors import ConfigError, DataFormatError, LaunchError
 
 COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 WRAPPED_PREFIX = "_fsdp_wrapped_module."
@@ -199,11 +199,15 @@ def gathered_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "the state") -> None:
     """Write whole trainable tensors into their shards (every process passes the same `state`)."""
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    for unit_name, unit in _trainable_units(model):
+    units = _trainable_units(model)
+    names = {_full_name(unit_name, name) for unit_name, unit in units for name, _ in _own_trainable(unit)}
+    if set(state) != names:
+        raise DataFormatError(f"{source} holds {sorted(state)}, but the model trains {sorted(names)}")
+    for unit_name, unit in units:
         with FullyShardedDataParallel.summon_full_params(unit, recurse=False, writeback=True), torch.no_grad():
             for name, param in _own_trainable(unit):
                 param.copy_(state[_full_name(unit_name, name)])

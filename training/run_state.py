@@ -14,7 +14,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-
 from safetensors.torch import load_file
 
 from models.checkpoint import WEIGHTS_FILE, load_checkpoint_weights, save_checkpoint
@@ -60,14 +59,10 @@ def trainable_state(accelerator: Accelerator, model) -> dict:
 def load_trainable_into(accelerator: Accelerator, model, folder: Path) -> None:
     """Our checkpoint's weights into a prepared model (`best/` after training): under ZeRO-3 written into the
     gathered tensors and partitioned again, under FSDP into each unit's shards."""
-    unwrapped = accelerator.unwrap_model(model)
     if accelerator.distributed_type == DistributedType.FSDP:
-        state = load_file(str(Path(folder) / WEIGHTS_FILE))
-        expected = set(unwrapped.trainable_state_dict())
-        if set(state) != expected:
-            raise ValueError(f"{folder}: holds {sorted(state)}, the model trains {sorted(expected)}")
-        load_trainable_state(model, state)
+        load_trainable_state(model, load_file(str(Path(folder) / WEIGHTS_FILE)), source=str(folder))
         return
+    unwrapped = accelerator.unwrap_model(model)
     with gathered([p for p in unwrapped.parameters() if p.requires_grad], modifier_rank=0):
         load_checkpoint_weights(unwrapped, folder)
 
