@@ -173,7 +173,7 @@ def engine(name: str, port: int, args: argparse.Namespace, plan: Sizes, data: Pa
                     "--num_processes", "1", "--num_machines", "1", "--main_process_port", str(port),
                     "--mixed_precision", args.precision]
     run = args.out / "engines" / name
-    common = ["--config", str(DEMO_CONFIG), "--data_dir", str(data), "--set", f"mixed_precision={args.precision}",
+    common = ["--config", str(DEMO_CONFIG), "--data_dir", str(data), "--set", f"mixed_precision='{args.precision}'",  # quoted: YAML reads no as false
               "--set", "model.lm.dtype=auto",
               "--set", "model.encoder.dtype=auto", "--set", "train.feature_cache=false", "--set", "train.log_every=1",
               *plan.extra]
