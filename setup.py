@@ -15,7 +15,7 @@ setup(
         "torchvision==0.29.1",
         "transformers>=5.0",
         "accelerate>=1.0",
-        "timm>=1.0",
+        "timm>=1.0.3",  # VisionTransformer.forward_intermediates (tests/test_timm_loading.py runs 1.0.3)
         "safetensors",
         "tokenizers",
         "pyyaml",

@@ -11,6 +11,7 @@ from models.epalm import EPALM
 from models.injection import plan_injection
 from models.language_model import build_language_model, load_tokenizer
 from models.modalities import load_plugins
+from models.partitioned_params import full_shape, gathered
 from models.soft_prompt import SoftPrompt
 from models.user_errors import ConfigError, check_choice
 
@@ -21,8 +22,9 @@ def _prompt_init(cfg: ModelConfig, embeddings: torch.Tensor) -> torch.Tensor | N
     check_choice("model.prompt_init", cfg.prompt_init, PROMPT_INITS)
     if cfg.prompt_init == "random":
         return None
-    rows = torch.randint(0, embeddings.shape[0], (cfg.prompt_len,))
-    return embeddings[rows].detach().float().clone()
+    rows = torch.randint(0, full_shape(embeddings)[0], (cfg.prompt_len,))
+    with gathered([embeddings]):  # under ZeRO-3 the frozen table is partitioned: read it whole
+        return embeddings[rows].detach().float().clone()
 
 
 def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, name: str, modality: str | None = None) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.partitioned_params import full_numel
 from models.user_errors import UnknownNameError, did_you_mean
 
 ARCHITECTURES = Path(__file__).parent / "architectures"
@@ -33,8 +34,9 @@ class ParameterCount:
 
 
 def count_parameters(module: nn.Module) -> ParameterCount:
+    """Whole tensors, also under DeepSpeed ZeRO-3 (which leaves a shard, often empty, in each parameter)."""
     params = list(module.parameters())
-    return ParameterCount(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+    return ParameterCount(sum(full_numel(p) for p in params if p.requires_grad), sum(full_numel(p) for p in params))
 
 
 def parameter_report(model: nn.Module) -> str:

@@ -162,3 +162,19 @@ def test_interleaved_timing_gives_every_mode_its_repetitions(tmp_path):
     for mode in result["modes"].values():
         assert len(mode["times_s"]) == len(mode["cpu_times_s"]) == 2 and mode["peak_memory_mb"] > 0
     assert "feature_cache_train_speedup" in result["ratios"]
+
+
+def test_gpu_smoke_script_prints_one_table_on_the_cpu(tmp_path):
+    """run_scripts/gpu_smoke.sh in its CPU mode (tiny sizes): the benchmark and generation rows run, the FSDP row
+    says why it is skipped, and the table is written beside the JSON. (Its demo and other engine rows take
+    minutes on 2 CPU cores: the engines are tested in tests/test_engines.py and tests/test_fsdp.py.)"""
+    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "tiny", "OUT": str(tmp_path), "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).resolve().parent.parent / "run_scripts" / "gpu_smoke.sh"
+    done = subprocess.run(["bash", str(script), "--only", "bench", "engines", "generation", "--engines", "fsdp"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "smoke.json").read_text())
+    rows = {row["check"]: row["status"] for row in summary["rows"]}
+    assert rows == {"bench/tiny": "pass", "engine/fsdp": "skipped: needs CUDA", "generation/cached (cpu)": "pass"}
+    assert summary["machine"]["device"] == "cpu" and "| bench/tiny | pass |" in (tmp_path / "smoke.md").read_text()

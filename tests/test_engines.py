@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.tiny_run import build_tiny_setup, tiny_config
+from tests.zero3_probe import build, facts
 
 REPO = Path(__file__).resolve().parent.parent
 deepspeed = pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')")
@@ -58,6 +60,42 @@ def test_deepspeed_checkpoints_hold_only_trainable_weights_and_resume(setup, tmp
                            "--set", "task.test_split="])
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r][-2:] == [5, 6]
+
+
+def test_zero3_reads_whole_frozen_weights(tmp_path, monkeypatch):
+    """The demo's image VQA model (its prompt starts from vocabulary rows) under ZeRO-3, where transformers builds
+    the LM partitioned (accelerate's plugin registers the config with it even with zero3_init_flag false): the
+    prompt and the parameter counts must be those of the same build without DeepSpeed."""
+    monkeypatch.chdir(REPO)  # the demo config names its weights relative to the repository
+    argv = ["--config", "configs/demo/image_vqa.yaml"]
+    out = tmp_path / "zero3.safetensors"
+    _launch(["accelerate", "launch", "--config_file", str(_deepspeed_config(tmp_path, 3)), "-m", "tests.zero3_probe",
+             str(out), *argv])
+    with safe_open(str(out), "pt") as handle:
+        zero3 = {"prompt": handle.get_tensor("prompt"), **json.loads(handle.metadata()["facts"])}
+    tensors, plain = facts(build(argv, with_accelerator=False))
+    assert zero3["partitioned"] == {"embeddings": True, "layers": True}  # the ZeRO-3 build really was partitioned
+    assert plain["partitioned"] == {"embeddings": False, "layers": False}
+    assert torch.equal(zero3["prompt"], tensors["prompt"])  # the same rows of the same table, same seed
+    assert zero3["counts"] == plain["counts"]
+    assert plain["counts"]["lm"]["total"] > 900_000 and zero3["counts"]["lm"]["trainable"] == 0
+
+
+def test_zero3_best_weights_and_evaluation_only_run(setup, tmp_path):
+    """--save_best loads best/ into the partitioned model before testing; --evaluate prepares the partitioned model
+    with DeepSpeed's engine (nothing else would gather its weights): both score the test split the same."""
+    config = str(tiny_config(setup, tmp_path / "c.yaml", max_steps=3))
+    zero3 = str(_deepspeed_config(tmp_path, 3))
+    run = tmp_path / "run"
+    _launch(["accelerate", "launch", "--config_file", zero3, "main.py", "--config", config, "--output_dir", str(run),
+             "--save_best", "--set", "model.prompt_init=vocab"])
+    _launch(["accelerate", "launch", "--config_file", zero3, "main.py", "--config", config, "--output_dir",
+             str(tmp_path / "eval"), "--evaluate", "--checkpoint", str(run / "best")])
+    trained = json.loads((run / "eval" / "karpathy_test_metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "eval" / "eval" / "karpathy_test_metrics.json").read_text())
+    assert trained["num_predictions"] == evaluated["num_predictions"] == trained["num_samples"]
+    assert json.loads((run / "eval" / "karpathy_test_predictions.json").read_text()) == json.loads(
+        (tmp_path / "eval" / "eval" / "karpathy_test_predictions.json").read_text())
 
 
 def test_two_process_ddp_resume(setup, tmp_path):

@@ -55,6 +55,35 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
     return accelerator
 
 
+def place_on_device(accelerator: Accelerator, model) -> None:
+    """The model on the process's device. Under FSDP the LM stays where it was built: FSDP moves it there unit by
+    unit as it shards it, so an LM that does not fit one GPU never has to."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        model.to(accelerator.device)
+        return
+    for name, child in model.named_children():
+        if name != "lm":
+            child.to(accelerator.device)
+
+
+def prepare_for_evaluation(accelerator: Accelerator, model, batch_size: int):
+    """`--evaluate` trains nothing, so nothing else prepares the model; an engine that shards the model must.
+    ZeRO-3: transformers built the LM partitioned, and only DeepSpeed's engine gathers it for each forward.
+    FSDP: shard it, as in training (an LM that does not fit one GPU). Other engines: the model as built."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        from training.fsdp_units import initialise_root
+
+        model = accelerator.prepare_model(model)
+        initialise_root(model)
+        return model
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    if plugin is None or not plugin.hf_ds_config.is_zero3():
+        return model
+    if plugin.is_auto("train_micro_batch_size_per_gpu"):  # DeepSpeed needs one, even to run no training step
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
+    return accelerator.prepare(model)
+
+
 def resolve_weight_dtypes(cfg: RunConfig, precision: str) -> None:
     """`auto` dtypes of the frozen weights: the mixed-precision dtype; an encoder whose LayerNorms train stays fp32."""
     if cfg.model.lm.dtype == "auto":

@@ -22,13 +22,15 @@ from models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
 from models.factory import build_model
 from models.modalities import load_plugins
 from models.param_count import parameter_report
-from training.accelerator_setup import make_accelerator
+from training.accelerator_setup import make_accelerator, place_on_device, prepare_for_evaluation
 from training.data import build_dataset, build_loader, make_collator, read_split
 from training.evaluator import evaluate_split
 from training.feature_store import encoder_features
+from training.fsdp_units import use_epalm_units
 from training.mixture import mixture_loader
 from training.preflight import preflight
 from training.run_config import RunConfig, dump_config, resolve_config
+from training.run_state import load_trainable_into
 from training.trackers import check_tracker
 from training.trainer import Trainer
 
@@ -139,7 +141,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     model, tokenizer = build_model(cfg.model)
     load_initial_weights(model, cfg.checkpoint, accelerator.print)
     accelerator.print(parameter_report(model))
-    model = model.to(accelerator.device)
+    use_epalm_units(accelerator, model)  # FSDP: shard per component (no-op under other engines)
+    place_on_device(accelerator, model)
+    if cfg.evaluate:  # a model its engine shards (ZeRO-3, FSDP) is wrapped by it to be evaluated
+        model = prepare_for_evaluation(accelerator, model, cfg.eval.batch_size)
     evaluators = {name: TaskEvaluator(task_cfg, accelerator, model, tokenizer,
                                       run_dir / "eval" / name if cfg.mixture else run_dir / "eval", run_dir,
                                       splits[name])
@@ -185,7 +190,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value}
     if cfg.save_best and progress.best_value is not None:
-        load_checkpoint_weights(accelerator.unwrap_model(trainer.model), run_dir / "best")
+        load_trainable_into(accelerator, trainer.model, run_dir / "best")
         accelerator.print(f"testing the best checkpoint (epoch {progress.best_epoch})")
     results = with_tests(results, test())
     accelerator.end_training()

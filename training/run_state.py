@@ -14,9 +14,12 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from safetensors.torch import load_file
 
-from models.checkpoint import load_checkpoint_weights, save_checkpoint
+from models.checkpoint import WEIGHTS_FILE, load_checkpoint_weights, save_checkpoint
 from models.epalm import EPALM
+from models.partitioned_params import gathered
+from training.fsdp_units import gathered_trainable_state, load_trainable_state
 
 TRAINABLE_DIR = "trainable"
 
@@ -42,20 +45,26 @@ def _uses_deepspeed(accelerator: Accelerator) -> bool:
 
 
 def trainable_state(accelerator: Accelerator, model) -> dict:
-    """The trainable tensors, whole on every process (ZeRO-3 shards them: gather first)."""
+    """The trainable tensors, whole on every process (ZeRO-3 and FSDP shard them: gather first)."""
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.distributed_type == DistributedType.FSDP:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        with FullyShardedDataParallel.summon_full_params(model, writeback=False):
-            return {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}
+        return gathered_trainable_state(model)
     if _uses_deepspeed(accelerator):
-        import deepspeed
-
         params = [p for p in unwrapped.parameters() if p.requires_grad]
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        with gathered(params):
             return {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}
     return unwrapped.trainable_state_dict()
+
+
+def load_trainable_into(accelerator: Accelerator, model, folder: Path) -> None:
+    """Our checkpoint's weights into a prepared model (`best/` after training): under ZeRO-3 written into the
+    gathered tensors and partitioned again, under FSDP into each unit's shards."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        load_trainable_state(model, load_file(str(Path(folder) / WEIGHTS_FILE)), source=str(folder))
+        return
+    unwrapped = accelerator.unwrap_model(model)
+    with gathered([p for p in unwrapped.parameters() if p.requires_grad], modifier_rank=0):
+        load_checkpoint_weights(unwrapped, folder)
 
 
 def register_trainable_only_checkpointing(accelerator: Accelerator) -> None:
@@ -63,7 +72,9 @@ def register_trainable_only_checkpointing(accelerator: Accelerator) -> None:
 
     DDP / one process: the model's entry is taken out of accelerate's weights and written as our
     checkpoint (`trainable/`). DeepSpeed: the engine writes its own module and optimizer shards, told
-    to leave the frozen parameters out (`state_kwargs`); `trainable/` is written beside them."""
+    to leave the frozen parameters out (`state_kwargs`); `trainable/` is written beside them. FSDP:
+    accelerate writes the model's sharded state, which holds only the trainable tensors
+    (training/fsdp_units.py), and `trainable/` beside it."""
 
     def save_hook(models, weights, output_dir):
         for index in reversed(range(len(models))):
@@ -76,8 +87,8 @@ def register_trainable_only_checkpointing(accelerator: Accelerator) -> None:
                     weights.pop(index)  # nothing else of the frozen backbones is written
 
     def load_hook(models, input_dir):
-        if _uses_deepspeed(accelerator):
-            return  # the engine has loaded its trainable module state itself
+        if _uses_deepspeed(accelerator) or accelerator.distributed_type == DistributedType.FSDP:
+            return  # the engine (accelerate, for FSDP) has loaded the trainable tensors of its own files
         for index in reversed(range(len(models))):
             model = accelerator.unwrap_model(models[index])
             if isinstance(model, EPALM):
