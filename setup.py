@@ -15,6 +15,8 @@ setup(
         "torchvision==0.29.1",
         "transformers>=5.0",
         "accelerate>=1.0",
+        # LoRA on the LM (model.lm.train: lora); 0.21.2 is the version tested with transformers 5.24.
+        "peft>=0.21",
         "timm>=1.0",
         "safetensors",
         "tokenizers",

@@ -21,7 +21,7 @@ from models.atomic_io import write_text_atomic
 from models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
 from models.factory import build_model
 from models.modalities import load_plugins
-from models.param_count import parameter_report
+from models.param_count import count_parameters, parameter_report
 from training.accelerator_setup import make_accelerator
 from training.data import build_dataset, build_loader, make_collator, read_split
 from training.evaluator import evaluate_split
@@ -139,6 +139,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     model, tokenizer = build_model(cfg.model)
     load_initial_weights(model, cfg.checkpoint, accelerator.print)
     accelerator.print(parameter_report(model))
+    parameters = dataclasses.asdict(count_parameters(model))  # {trainable, total}, returned with the results
     model = model.to(accelerator.device)
     evaluators = {name: TaskEvaluator(task_cfg, accelerator, model, tokenizer,
                                       run_dir / "eval" / name if cfg.mixture else run_dir / "eval", run_dir,
@@ -164,7 +165,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         return results
 
     if cfg.evaluate:
-        return with_tests({}, test())
+        return with_tests({"parameters": parameters}, test())
 
     train_loader = training_loader(cfg, tasks, train_splits, accelerator, model, tokenizer, run_dir)
 
@@ -183,7 +184,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         trainer.resume()
     progress = trainer.fit()
 
-    results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value}
+    results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value, "parameters": parameters}
     if cfg.save_best and progress.best_value is not None:
         load_checkpoint_weights(accelerator.unwrap_model(trainer.model), run_dir / "best")
         accelerator.print(f"testing the best checkpoint (epoch {progress.best_epoch})")
