@@ -228,3 +228,15 @@ def test_lora_run_then_evaluate_its_checkpoint(setup, tmp_path):
     evaluated = entry.main(["--config", config, "--output_dir", str(tmp_path / "eval"), "--evaluate",
                             "--checkpoint", str(trainable), *lora[:4]])
     assert evaluated["test"]["main"] == result["test"]["main"]
+
+
+def test_quick_demo_lm_group(tmp_path):
+    """The demo's `lm` group in its --quick form: its four columns and the trainable parameter row."""
+    from training.demo import main as demo
+
+    rows = demo(["--quick", "--groups", "lm", "--out", str(tmp_path)])
+    params = next(row for row in rows if row["metric"] == "trainable parameters")
+    assert params["blind"] < params["epalm"] < params["lora"] < params["full"]
+    assert params["lora"] - params["epalm"] == 4 * 2 * (8 * 128 + 128 * 8)  # demo LM: 4 layers x (q, v), r 8, width 128
+    assert all(row["group"] == "lm" for row in rows)
+    assert "| task | metric | blind | eP-ALM | LoRA | full |" in (tmp_path / "summary.md").read_text()
