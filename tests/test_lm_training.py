@@ -13,6 +13,7 @@ import training.run as entry
 from models.checkpoint import load_checkpoint, load_checkpoint_weights, save_checkpoint
 from models.config_io import ConfigError
 from models.language_model import build_language_model
+from models.lm_checkpoint import peft_key
 from models.lm_training import LoraSettings
 from models.param_count import parameter_report
 from tests.test_injection import reference_forward_opt
@@ -222,12 +223,20 @@ def test_lora_run_then_evaluate_its_checkpoint(setup, tmp_path):
     assert adapter_config["r"] == 2 and sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 4 and log[0]["lr"]["lm"] == 0.5e-2  # warm-up step 1 of 2
-    with pytest.raises(ConfigError, match="model.lm.train=lora"):
+    with pytest.raises(ConfigError, match="model.lm.train: checkpoint 'lora', configured 'frozen'"):  # preflight
         entry.main(["--config", config, "--output_dir", str(tmp_path / "frozen_eval"), "--evaluate",
                     "--checkpoint", str(trainable)])
     evaluated = entry.main(["--config", config, "--output_dir", str(tmp_path / "eval"), "--evaluate",
                             "--checkpoint", str(trainable), *lora[:4]])
     assert evaluated["test"]["main"] == result["test"]["main"]
+    # The chat / predict commands rebuild it from the run folder alone (its checkpoint says how the LM trained).
+    from training.checkpoint_source import load_model
+
+    loaded = load_model(str(run), device="cpu")
+    adapters = load_file(str(trainable / "lora" / "adapter_model.safetensors"))
+    lora_state = {k: v for k, v in loaded.model.trainable_state_dict().items() if ".lora_" in k}
+    assert loaded.model.lm.finetuning == "lora" and len(lora_state) == len(adapters) == 12
+    assert all(torch.equal(v, adapters[peft_key(k)]) for k, v in lora_state.items())
 
 
 def test_quick_demo_lm_group(tmp_path):
