@@ -16,6 +16,8 @@ setup(
         "transformers>=5.0",
         "accelerate>=1.0",
         "timm>=1.0.3",  # VisionTransformer.forward_intermediates (tests/test_timm_loading.py runs 1.0.3)
+        # LoRA on the LM (model.lm.train: lora); 0.21.2 is the version tested with transformers 5.24.
+        "peft>=0.21",
         "safetensors",
         "tokenizers",
         "pyyaml",

@@ -1,8 +1,9 @@
 """Checkpoints of the trainable weights only, and import of the reference's released `.pth` files.
 
 Our format is a folder: `model.safetensors` (trainable tensors, reference key names for the bridge) and
-`epalm_config.json` (the ModelConfig plus facts checked at load time). Each is written under a
-temporary name, then renamed, so a crash never leaves half a file.
+`epalm_config.json` (the ModelConfig plus facts checked at load time), plus the LM's own trained weights when
+`model.lm.train` is lora (`lora/`, peft's format) or full (`lm/`, a transformers folder): models/lm_checkpoint.py.
+Each file is written under a temporary name, then renamed, so a crash never leaves half a file.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from models.atomic_io import atomic_path, write_text_atomic
 from models.config import ModelConfig
 from models.config_io import ConfigError, from_dict, to_dict
 from models.epalm import EPALM
+from models.lm_checkpoint import check_lm_training_matches, load_lm_weights, save_lm_weights, split_lm_state
+from models.lm_training import is_lm_weight
 from models.user_errors import DataFormatError, MissingFileError
 
 FORMAT_VERSION = 1
@@ -43,6 +46,7 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = model.trainable_state_dict() if state is None else state
+    lm_state, state = split_lm_state(model.lm, state)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     meta = {
         "format_version": FORMAT_VERSION,
@@ -56,6 +60,8 @@ def save_checkpoint(
     }
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
+    if lm_state:
+        save_lm_weights(model.lm, folder, {k: v.detach().float().cpu().contiguous() for k, v in lm_state.items()})
     write_text_atomic(folder / CONFIG_FILE, json.dumps(meta, indent=2))
     return folder
 
@@ -77,7 +83,9 @@ def trainable_layout(cfg: ModelConfig) -> dict[str, Any]:
     """The config keys that decide which trainable tensors a model has (their widths aside)."""
     prompt_len = cfg.prompt_len if cfg.prompt_tuning else 0  # the factory builds no prompt for either
     layout: dict[str, Any] = {"visual": cfg.visual, "prompt_len": prompt_len,
-                              "unfreeze_text_layer_norm": cfg.unfreeze_text_layer_norm}
+                              "unfreeze_text_layer_norm": cfg.unfreeze_text_layer_norm, "lm.train": cfg.lm.train}
+    if cfg.lm.train == "lora":  # its target modules are compared once resolved, at load (models/lm_checkpoint.py)
+        layout["lm.lora.r"] = cfg.lm.lora.r
     if cfg.visual:
         layout.update(connector=cfg.connector, shared_connector=cfg.shared_connector,
                       unfreeze_vision_layer_norm=cfg.unfreeze_vision_layer_norm)
@@ -109,10 +117,16 @@ def load_trainable_weights(model: EPALM, state: dict[str, torch.Tensor], source:
 
 
 def load_checkpoint_weights(model: EPALM, folder: str | Path) -> None:
-    path = Path(folder) / WEIGHTS_FILE
+    folder = Path(folder)
+    path = folder / WEIGHTS_FILE
     if not path.is_file():
         raise MissingFileError(f"{path}: no trainable weights here")
-    load_trainable_weights(model, load_file(str(path)), source=str(path))
+    state = load_file(str(path))
+    if (folder / CONFIG_FILE).is_file():  # how the checkpoint's LM trained (none of it, before model.lm.train)
+        check_lm_training_matches(model.lm, folder, json.loads((folder / CONFIG_FILE).read_text()))
+    lm_names = [k for k in model.trainable_state_dict() if is_lm_weight(k, model.lm.finetuning)]
+    state.update(load_lm_weights(model.lm, folder, lm_names))
+    load_trainable_weights(model, state, source=str(path))
 
 
 def load_checkpoint(folder: str | Path, **build_kwargs) -> tuple[EPALM, Any]:

@@ -27,7 +27,8 @@ class EPALMOutput:
 
 
 class EPALM(nn.Module):
-    """Only the connectors and `prompt_module` train (plus LayerNorms when the config unfreezes them).
+    """Only the connectors and `prompt_module` train (plus LayerNorms when the config unfreezes them, and the LM's
+    LoRA adapters or all its weights when `model.lm.train` says so: models/lm_training.py).
 
     `encoder` / `connector` serve the config's `model.encoder` (their state-dict keys are the reference's:
     `connector.{i}.weight`); `extra_encoders` / `extra_connectors` the modalities of `model.extra_encoders`.
@@ -127,9 +128,9 @@ class EPALM(nn.Module):
                     sub.requires_grad_(True)
 
     def train(self, mode: bool = True) -> "EPALM":
-        # The frozen encoders and LM stay in eval mode (no dropout); their own train() refuses too.
+        # The frozen encoders stay in eval mode (no dropout); so does the LM, by its own train() (which lets
+        # only LoRA's dropout follow `mode`, when model.lm.train is lora).
         super().train(mode)
-        self.lm.eval()
         for encoder in self.encoders().values():
             encoder.eval()
         return self

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from models.lm_training import LoraSettings, apply_lm_training, check_lm_training, describe, set_lora_dropout
 from models.user_errors import ConfigError, loading
 
 QA_SEPARATOR = "</a>"
@@ -82,6 +83,8 @@ class LanguageModelConfig:
     compile: `torch.compile` the frozen LM (its forward with the injection hooks; training and generation):
         false, true (torch's default backend, inductor) or a backend name ("aot_eager" traces without
         generating code). A new text length can trigger a recompilation: the first steps are slow.
+    train: "frozen" (eP-ALM), "lora" (peft adapters, settings in `lora`) or "full" (every weight, in float32):
+        models/lm_training.py. A model key, not a training one: it shapes the model that a checkpoint rebuilds.
     """
 
     name: str = "facebook/opt-2.7b"
@@ -91,18 +94,22 @@ class LanguageModelConfig:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
     compile: bool | str = False
+    train: str = "frozen"
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
         if self.compile is not False and (self.compile is not True and not isinstance(self.compile, str)):
             raise ConfigError(f"model.lm.compile must be false, true or a torch.compile backend name, "
                               f"got {self.compile!r}")
+        check_lm_training(self.train, self.dtype)
 
 
 DTYPES = {"auto": torch.float32, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class FrozenLanguageModel(nn.Module):
-    """A causal LM whose weights never train, with the facts the injection needs about it."""
+    """A causal LM whose weights do not train (unless `model.lm.train` says lora or full: models/lm_training.py),
+    with the facts the injection needs about it."""
 
     def __init__(self, model: PreTrainedModel):
         super().__init__()
@@ -112,6 +119,8 @@ class FrozenLanguageModel(nn.Module):
         self.layout = locate_layout(model)
         self.model.requires_grad_(False)
         self.model.eval()
+        self.finetuning = "frozen"  # set by models.lm_training.apply_lm_training, with lora_config under lora
+        self.lora_config = None
 
     # Looked up, not stored: a second registration of the same modules would duplicate their
     # parameters in every state dict (and in DeepSpeed's checkpoints).
@@ -141,9 +150,18 @@ class FrozenLanguageModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
+    @property
+    def training_note(self) -> str:
+        """What of the LM trains, for the parameter report ("" when frozen)."""
+        return describe(self)
+
     def train(self, mode: bool = True) -> "FrozenLanguageModel":
-        # Frozen: no dropout, ever (the reference leaves it on: spec defect 6).
-        return super().train(False)
+        # No dropout, ever (the reference leaves it on: spec defect 6), whether the LM trains or not; only
+        # LoRA's own dropout, when asked for, follows the mode.
+        super().train(False)
+        if self.lora_config is not None:
+            set_lora_dropout(self.model, mode)
+        return self
 
 
 def load_tokenizer(name: str):
@@ -187,6 +205,7 @@ def build_language_model(cfg: LanguageModelConfig, tokenizer=None) -> FrozenLang
         # never resizes). The new row is random and frozen, as every other LM weight.
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     lm = FrozenLanguageModel(model)
+    apply_lm_training(lm, cfg)  # LoRA's modules go in before any compilation
     if cfg.compile:
         # In place (nn.Module.compile): the state-dict keys stay the same, and the hooks the injection installs
         # later are traced with the forward, as they run inside the module's call.

@@ -20,7 +20,9 @@ ARCHITECTURES = Path(__file__).parent / "architectures"
 EXAMPLES = """examples:
   # eP-ALM (OPT-2.7B + ViT-B/16, 6 Linears, MLP prompt) and eP-ALM_pt-L (OPT-6.7B + ViT-L/16)
   python -m models.param_count --lm opt-2.7b --encoder vit_base_patch16_224 --mlp
-  python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector"""
+  python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector
+  # the same with LoRA adapters on the LM (model.lm.train: lora), or every LM weight training (full)
+  python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector --lm_train lora"""
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,9 @@ def parameter_report(model: nn.Module) -> str:
     for name, child in model.named_children():
         count = count_parameters(child)
         if count.total:
-            lines.append(f"  {name:<14} {count.trainable:>15,} trainable / {count.total:>15,}")
+            note = getattr(child, "training_note", "")  # the LM says how it trains when it does (LoRA, full)
+            line = f"  {name:<14} {count.trainable:>15,} trainable / {count.total:>15,}"
+            lines.append(f"{line}  {note}" if note else line)
     total = count_parameters(model)
     lines.append(f"  {'all':<14} {total.trainable:>15,} trainable / {total.total:>15,} ({total.percent:.4f}%)")
     return "parameters:\n" + "\n".join(lines)
@@ -74,6 +78,7 @@ def build_on_meta(cfg) -> nn.Module:
 
 
 def argument_parser() -> argparse.ArgumentParser:
+    from models.lm_training import LM_TRAINING, LoraSettings
     from training.command_line import add_debug_flag, command_parser  # training imports models, not the reverse
 
     parser = command_parser("python -m models.param_count", __doc__, EXAMPLES)
@@ -86,6 +91,12 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt_len", type=int, default=10, metavar="N",
                         help="soft prompt vectors (default 10; 0: none)")
     parser.add_argument("--mlp", action="store_true", help="the prompt's MLP reparameterisation")
+    parser.add_argument("--lm_train", default="frozen", choices=LM_TRAINING,
+                        help="model.lm.train: frozen (default), lora or full")
+    parser.add_argument("--lora_r", type=int, default=LoraSettings.r, metavar="R",
+                        help=f"LoRA's rank (default {LoraSettings.r}; alpha = 2 r)")
+    parser.add_argument("--lora_target_modules", nargs="+", default=None, metavar="NAME",
+                        help="LoRA's target modules (default: peft's for the LM family)")
     add_debug_flag(parser)
     return parser
 
@@ -94,10 +105,12 @@ def main(argv: list[str] | None = None) -> ParameterCount:
     from models.config import ModelConfig
     from models.encoders.config import EncoderConfig
     from models.language_model import LanguageModelConfig
+    from models.lm_training import LM_TRAINING, LoraSettings
 
     args = argument_parser().parse_args(argv)
+    lora = LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, target_modules=args.lora_target_modules)
     cfg = ModelConfig(
-        lm=LanguageModelConfig(name=architecture_path(args.lm), random_init=True),
+        lm=LanguageModelConfig(name=architecture_path(args.lm), random_init=True, train=args.lm_train, lora=lora),
         encoder=EncoderConfig(type="timm_vit", name=args.encoder),
         injected_hidden_states=args.injected_hidden_states,
         shared_connector=args.shared_connector,
@@ -107,7 +120,7 @@ def main(argv: list[str] | None = None) -> ParameterCount:
     )
     model = build_on_meta(cfg)
     print(f"{args.lm} + {args.encoder}, K={args.injected_hidden_states}, shared={args.shared_connector}, "
-          f"prompt_len={args.prompt_len}, mlp={args.mlp}")
+          f"prompt_len={args.prompt_len}, mlp={args.mlp}, lm.train={args.lm_train}")
     print(parameter_report(model))
     return count_parameters(model)
 

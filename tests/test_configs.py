@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from models.config import ModelConfig
+from models.language_model import LanguageModelConfig
+from models.lm_training import LoraSettings
 from training.run_config import EvalConfig, RunConfig, TaskConfig, TrainConfig, resolve_config
 
 CONFIGS = sorted(p for p in Path("configs").rglob("*.yaml") if p.parent.name not in ("base", "accelerate"))
@@ -20,7 +22,7 @@ def test_shipped_config_resolves(path):
 
 def test_every_key_is_documented():
     text = Path("docs/configuration.md").read_text() + Path("docs/model.md").read_text()
-    for cls in (RunConfig, TaskConfig, TrainConfig, EvalConfig, ModelConfig):
+    for cls in (RunConfig, TaskConfig, TrainConfig, EvalConfig, ModelConfig, LanguageModelConfig, LoraSettings):
         for field in dataclasses.fields(cls):
             assert f"`{field.name}`" in text, f"{cls.__name__}.{field.name} is not in docs/configuration.md"
 

@@ -85,8 +85,9 @@ def prepare_for_evaluation(accelerator: Accelerator, model, batch_size: int):
 
 
 def resolve_weight_dtypes(cfg: RunConfig, precision: str) -> None:
-    """`auto` dtypes of the frozen weights: the mixed-precision dtype; an encoder whose LayerNorms train stays fp32."""
+    """`auto` dtypes of the frozen weights: the mixed-precision dtype; an encoder whose LayerNorms train stays fp32,
+    a fully fine-tuned LM too (its float32 master weights: models/lm_training.py)."""
     if cfg.model.lm.dtype == "auto":
-        cfg.model.lm.dtype = LM_DTYPE[precision]
+        cfg.model.lm.dtype = "float32" if cfg.model.lm.train == "full" else LM_DTYPE[precision]
     if cfg.model.encoder.dtype == "auto":
         cfg.model.encoder.dtype = "float32" if cfg.model.unfreeze_vision_layer_norm else LM_DTYPE[precision]

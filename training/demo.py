@@ -3,14 +3,16 @@
     python -m training.demo                       # the main table: every task, blind vs eP-ALM (~15 min, 2 cores)
     python -m training.demo --tasks image_vqa image_caption
     python -m training.demo --groups connectors   # image VQA and captions: blind, eP-ALM, input prefix
-    python -m training.demo --all                 # every group (main, connectors, pairs, joint)
+    python -m training.demo --all                 # every group (main, connectors, pairs, joint, lm)
 
 Groups (each trains its variants with the same recipe and fixed step counts, then evaluates on the test split):
 - main: every task, blind (the soft prompt alone) and eP-ALM (layer injection);
 - connectors: image VQA and captioning, blind, eP-ALM and the input-prefix connector (2 tokens);
 - pairs: two images in one prompt (chat rows): blind, the first image only, both images;
 - joint: one model trained on image VQA, video QA and audio captions at once against the three
-  single-modality models, with as many steps in all as the three together.
+  single-modality models, with as many steps in all as the three together;
+- lm: image VQA with the LM trained too (model.lm.train): blind, eP-ALM (frozen LM), LoRA, full fine-tuning,
+  with their trainable parameter counts.
 Rows `{task, metric, <variant>: value ...}` go to `outputs/demo/summary.json` (the main group's rows have
 the variants blind and epalm), a table per group to `summary.md`, links to every run's predictions page
 to `index.html`.
@@ -38,10 +40,14 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
 BLIND = ("blind", ("model.visual=false",))
 EPALM = ("epalm", ())
 PREFIX = ("prefix", ("model.connector=prefix", "model.injected_hidden_states=1", "model.connector_options={tokens: 2}"))
+# The LM trained too (docs/ablations.md: why these learning rates).
+LORA = ("lora", ("model.lm.train=lora", "model.lm.lora.r=8", "train.lm_lr=1e-3"))
+FULL = ("full", ("model.lm.train=full", "train.lm_lr=1e-4"))
 EXAMPLES = """examples:
   bash run_scripts/demo.sh                  # the same as python -m training.demo: the main table
   python -m training.demo --all             # every group
   python -m training.demo --groups pairs joint
+  python -m training.demo --groups lm       # image VQA with the LM frozen, LoRA, full (docs/ablations.md)
   python -m training.demo --tasks video_qa --set train.max_steps=50   # a quick look
   # docs/demo_data.md and docs/demo_models.md describe the data and the tiny models"""
 
@@ -74,6 +80,7 @@ class Group:
     variants: tuple[tuple[str, tuple[str, ...]], ...]
     title: str
     joint: bool = False  # one model on all the group's tasks, against one per task
+    parameters: bool = False  # a row of trainable parameter counts
 
 
 GROUPS = {
@@ -86,6 +93,8 @@ GROUPS = {
                    "two images in one prompt: blind, first image only, both"),
     "joint": Group("joint", ("image_vqa", "video_qa", "audio_caption"), (EPALM,),
                    "joint training on image, video and audio against one model per modality", joint=True),
+    "lm": Group("lm", ("image_vqa",), (BLIND, EPALM, LORA, FULL),
+                "training the LM too: frozen (eP-ALM), LoRA, full fine-tuning", parameters=True),
 }
 
 
@@ -127,6 +136,8 @@ def metric_rows(task: DemoTask, results: dict[str, dict[str, Any]]) -> list[dict
 
 
 def _number(value) -> str:
+    if isinstance(value, int):  # a parameter count
+        return f"{value:,}"
     return "-" if value is None else f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
@@ -134,6 +145,8 @@ def _gain(value, base) -> str:
     if value is None or base is None:
         return "-"
     gain = value - base
+    if isinstance(gain, int):
+        return f"{gain:+,}"
     return f"{gain:+.3f}" if abs(gain) < 10 else f"{gain:+.1f}"
 
 
@@ -141,7 +154,8 @@ def format_table(rows: list[dict[str, Any]], variants: list[str] | None = None) 
     """Markdown: a column per variant, and the gain of each non-blind variant over blind."""
     variants = variants or ["blind", "epalm"]
     names = {"blind": "blind", "epalm": "eP-ALM", "prefix": "prefix", "first_only": "first only", "both": "both",
-             "single": "one per modality", "joint": "joint"}
+             "single": "one per modality", "joint": "joint",
+             "lora": "LoRA", "full": "full"}
     gains = [v for v in variants if v != "blind"] if "blind" in variants else []
     header = ["task", "metric", *(names.get(v, v) for v in variants)]
     header += ["gain" if len(gains) == 1 else f"{names.get(v, v)} gain" for v in gains]
@@ -207,7 +221,8 @@ class DemoRunner:
                 argv += ["--set", f"task.media_root={self.data(task.media_root) / 'COCO' / 'images'}"]
             for override in overrides:
                 argv += ["--set", override]
-            result = self.train(f"{name}/{variant}", argv)["test"]
+            output = self.train(f"{name}/{variant}", argv)
+            result = {**output["test"], "trainable_parameters": output["parameters"]["trainable"]}
             self.results[(name, variant)] = result
             self.runs[f"{name}/{variant}"] = (self.out / name / variant, result["split"])
         return self.results[(name, variant)]
@@ -235,6 +250,9 @@ class DemoRunner:
         for name in group.tasks:
             results = {variant: self.task(name, variant, overrides) for variant, overrides in group.variants}
             task_rows = metric_rows(TASKS[name], results)
+            if group.parameters:
+                task_rows.append({"task": name, "metric": "trainable parameters",
+                                  **{variant: m["trainable_parameters"] for variant, m in results.items()}})
             rows += task_rows if group.name == "main" else [{**row, "group": group.name} for row in task_rows]
         return rows, [variant for variant, _ in group.variants]
 

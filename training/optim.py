@@ -5,22 +5,32 @@ import torch
 from transformers import get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
 
 from models.epalm import EPALM
+from models.lm_training import is_lm_weight
 from models.user_errors import ConfigError
 from training.run_config import TrainConfig
 
+# train.lm_lr's default for each way the LM trains (models/lm_training.py): LoRA's usual rate, and a small one
+# for every weight of a pretrained LM.
+DEFAULT_LM_LR = {"lora": 2e-4, "full": 1e-5}
+
 
 def parameter_groups(model: EPALM, cfg: TrainConfig) -> list[dict]:
-    """Connectors at `lr`, soft prompt at `prompt_lr`, anything else unfrozen (LayerNorms) at `lr`."""
-    groups: dict[str, list[torch.nn.Parameter]] = {"connector": [], "prompt": [], "other": []}
+    """Connectors at `lr`, soft prompt at `prompt_lr`, anything else unfrozen (LayerNorms) at `lr`, and the LM's
+    own trained weights (LoRA adapters, or all of them: model.lm.train) at `lm_lr`."""
+    finetuning = model.lm.finetuning
+    groups: dict[str, list[torch.nn.Parameter]] = {"connector": [], "prompt": [], "other": [], "lm": []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.startswith(("connector.", "extra_connectors.")):
+        if is_lm_weight(name, finetuning):
+            part = "lm"
+        elif name.startswith(("connector.", "extra_connectors.")):
             part = "connector"
         else:
             part = "prompt" if name.startswith("prompt_module.") else "other"
         groups[part].append(param)
-    lrs = {"connector": cfg.lr, "prompt": cfg.prompt_lr, "other": cfg.lr}
+    lm_lr = cfg.lm_lr if cfg.lm_lr is not None else DEFAULT_LM_LR.get(finetuning)
+    lrs = {"connector": cfg.lr, "prompt": cfg.prompt_lr, "other": cfg.lr, "lm": lm_lr}
     return [
         {"params": params, "lr": lrs[part], "weight_decay": cfg.weight_decay, "name": part}
         for part, params in groups.items()

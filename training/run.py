@@ -21,7 +21,7 @@ from models.atomic_io import write_text_atomic
 from models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
 from models.factory import build_model
 from models.modalities import load_plugins
-from models.param_count import parameter_report
+from models.param_count import count_parameters, parameter_report
 from training.accelerator_setup import make_accelerator, place_on_device, prepare_for_evaluation
 from training.data import build_dataset, build_loader, make_collator, read_split
 from training.evaluator import evaluate_split
@@ -141,6 +141,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     model, tokenizer = build_model(cfg.model)
     load_initial_weights(model, cfg.checkpoint, accelerator.print)
     accelerator.print(parameter_report(model))
+    parameters = dataclasses.asdict(count_parameters(model))  # {trainable, total}, returned with the results
     use_epalm_units(accelerator, model)  # FSDP: shard per component (no-op under other engines)
     place_on_device(accelerator, model)
     if cfg.evaluate:  # a model its engine shards (ZeRO-3, FSDP) is wrapped by it to be evaluated
@@ -169,7 +170,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         return results
 
     if cfg.evaluate:
-        return with_tests({}, test())
+        return with_tests({"parameters": parameters}, test())
 
     train_loader = training_loader(cfg, tasks, train_splits, accelerator, model, tokenizer, run_dir)
 
@@ -188,7 +189,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         trainer.resume()
     progress = trainer.fit()
 
-    results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value}
+    results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value, "parameters": parameters}
     if cfg.save_best and progress.best_value is not None:
         load_trainable_into(accelerator, trainer.model, run_dir / "best")
         accelerator.print(f"testing the best checkpoint (epoch {progress.best_epoch})")

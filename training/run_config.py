@@ -56,7 +56,8 @@ FUSED_ADAMW = ("auto", True, False)
 
 @dataclass
 class TrainConfig:
-    """lr is the connector's, prompt_lr the soft prompt's; both follow the same warm-up + cosine schedule
+    """lr is the connector's, prompt_lr the soft prompt's, lm_lr the LM's when it trains too (`model.lm.train`
+    lora or full; none: 2e-4 for LoRA, 1e-5 for full fine-tuning); all follow the same warm-up + cosine schedule
     (the reference never schedules the prompt). max_steps, when set, fixes the run's length in optimizer
     steps (epochs then only count passes over the data).
 
@@ -81,6 +82,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 2e-4
     prompt_lr: float = 1e-3
+    lm_lr: float | None = None
     weight_decay: float = 0.02
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
@@ -158,6 +160,11 @@ class RunConfig:
     evaluate: bool = False
     resume: bool = False
     save_best: bool = False
+
+    def __post_init__(self) -> None:
+        if self.train.lm_lr is not None and self.model.lm.train == "frozen":
+            raise ConfigError("train.lm_lr is set but the LM is frozen (model.lm.train: frozen): set model.lm.train "
+                              "to lora or full, or drop train.lm_lr")
 
 
 # The flags eP-ALM users know, and where each lands in the config.
