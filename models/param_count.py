@@ -78,7 +78,7 @@ def build_on_meta(cfg) -> nn.Module:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    from models.lm_training import LM_TRAINING, LoraSettings
+    from models.lm_training import LoraSettings
     from training.command_line import add_debug_flag, command_parser  # training imports models, not the reverse
 
     parser = command_parser("python -m models.param_count", __doc__, EXAMPLES)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> ParameterCount:
     from models.config import ModelConfig
     from models.encoders.config import EncoderConfig
     from models.language_model import LanguageModelConfig
-    from models.lm_training import LM_TRAINING, LoraSettings
+    from models.lm_training import LoraSettings
 
     args = argument_parser().parse_args(argv)
     lora = LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, target_modules=args.lora_target_modules)

@@ -133,6 +133,11 @@ def use_epalm_units(accelerator, model: EPALM) -> None:
         raise LaunchError("FSDP on one process shards nothing, and without a soft prompt torch's NO_SHARD mode "
                           "loses the first injection layer's weights from the state dict: launch without an FSDP "
                           "config (or on several GPUs)")
+    lm_training = model.lm.finetuning
+    if lm_training != "frozen":
+        raise LaunchError(f"FSDP wraps each decoder layer as one unit of one dtype, and model.lm.train={lm_training} "
+                          "puts trainable float32 weights inside the frozen half-precision layers: train the LM "
+                          "under DDP or DeepSpeed (configs/accelerate/deepspeed_zero2.yaml, _zero3.yaml)")
     if accelerator.is_fsdp2:
         raise LaunchError("fsdp_version 2 is not supported (accelerate applies no custom wrapping policy to it): "
                           "use fsdp_version: 1 as in configs/accelerate/fsdp.yaml (docs/training.md says why)")
