@@ -1,4 +1,4 @@
-"""python -m training.demo_pretraining [--only tokenizer lm vit timesformer ast] [--seed N] [--out DIR] [--force]"""
+"""python -m training.demo_pretraining [--only tokenizer lm vit timesformer ast sensor] [--seed N] [--out DIR] [--force]"""
 from __future__ import annotations
 
 import argparse
