@@ -3,6 +3,7 @@ hypernetwork's adapter, what few-shot adaptation may change, and the study end t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -15,12 +16,27 @@ from models.fewshot.low_rank_adapter import TrainableAdapter
 from models.fewshot.projector import SharedProjector
 from training.demo_pretraining.video_encoder import REPO_ROOT
 from training.fewshot.__main__ import main
-from training.fewshot.config import load_config
+from models.user_errors import ConfigError
+from training.fewshot.config import (EpalmBaselineConfig, FewShotConfig, HypernetworkConfig, ModalitySource,
+                                     PretrainConfig, ProjectorConfig, StudyConfig, TuneConfig, load_config)
 from training.fewshot.methods import Context, Shots, run_method
 from training.fewshot.caption_lm import CaptionLM, prefix_model
 from models.encoders import EncoderConfig
 
 QUICK = REPO_ROOT / "configs" / "fewshot" / "quick.yaml"
+
+
+@pytest.mark.parametrize("name", ["study.yaml", "quick.yaml"])
+def test_shipped_fewshot_configs_resolve_and_every_key_is_documented(name):
+    cfg = load_config([REPO_ROOT / "configs" / "fewshot" / name])
+    assert cfg.new_name == "sensor" and set(cfg.seen) == {"image", "video", "audio"}
+    text = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    for cls in (FewShotConfig, ModalitySource, ProjectorConfig, PretrainConfig, HypernetworkConfig,
+                EpalmBaselineConfig, StudyConfig, TuneConfig):
+        for field in dataclasses.fields(cls):
+            assert f"`{field.name}`" in text or f".{field.name}`" in text, f"{cls.__name__}.{field.name}"
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config([REPO_ROOT / "configs" / "fewshot" / name], ["study.stpes=3"])
 
 
 def test_isometric_transform_preserves_inner_products_and_is_reproducible_from_its_seed():

@@ -15,7 +15,8 @@ import training.run as entry
 from dataset.media.errors import MediaDecodeError
 from dataset.metrics.attribute_accuracy import parse_attributes
 from dataset.synthetic.build_sensor import build_sensor_dataset
-from dataset.synthetic.sensor_traces import CHANNELS, LENGTH, SensorWorld, render_trace, write_trace
+from dataset.synthetic.audio_world import AudioWorld
+from dataset.synthetic.sensor_traces import CHANNELS, LENGTH, SAMPLE_RATE, SensorWorld, render_trace, write_trace
 from dataset.synthetic.worlds import discover_worlds
 from dataset.tasks import TASK_READERS
 from models.encoders import ENCODERS, EncoderConfig, build_encoder
@@ -62,16 +63,19 @@ def test_the_sensor_world_stays_out_of_the_registered_worlds():
     assert "sensor" not in discover_worlds()
 
 
-def test_trace_rendering_is_deterministic_and_shows_the_direction():
+def test_sensor_scenes_are_the_audio_worlds_rendered_as_traces_that_show_the_pitch_band():
+    audio = AudioWorld()
     for world, scene, rng in _scenes(40):
+        assert world.attribute_vocabulary() == audio.attribute_vocabulary()
         state = rng.getstate()
         trace = render_trace(scene, rng)
         rng.setstate(state)
         assert np.array_equal(trace, render_trace(scene, rng))
         assert trace.shape == (len(CHANNELS), LENGTH) and trace.dtype == np.float32
-        axis, sign = {"right": (0, 1), "left": (0, -1), "up": (1, 1), "down": (1, -1)}[scene["direction"]]
-        deviation = trace[axis] - np.median(trace[axis])
-        assert sign * deviation[np.abs(deviation).argmax()] > 0
+        shaken = trace[np.argmax(trace.var(axis=1))]  # the axis the bursts shake
+        spectrum, hz = np.abs(np.fft.rfft(shaken)), np.fft.rfftfreq(LENGTH, 1 / SAMPLE_RATE)
+        peak_hz = hz[hz > 10][spectrum[hz > 10].argmax()]  # above the slow wander
+        assert (peak_hz < 100) == (scene["pitch"] == "low"), (scene, peak_hz)
 
 
 # ---------------------------------------------------------------- the plugin: registration, decoding, encoder
@@ -116,8 +120,8 @@ def test_transform_crops_or_pads_to_the_encoders_length_and_normalises():
     encoder.channel_mean.fill_(1.0)
     encoder.channel_std.fill_(2.0)
     transform = encoder.preprocessing(train=False)
-    long, short = np.arange(3 * 200, dtype=np.float32).reshape(3, 200), np.full((3, 10), 5.0, np.float32)
-    assert torch.equal(transform(long), (torch.from_numpy(long[:, 36:164]) - 1) / 2)  # the middle 128
+    long, short = np.arange(3 * 4000, dtype=np.float32).reshape(3, 4000), np.full((3, 10), 5.0, np.float32)
+    assert torch.equal(transform(long), (torch.from_numpy(long[:, 464:3536]) - 1) / 2)  # the middle 3072
     assert torch.equal(transform(short), torch.full((3, LENGTH), 2.0))  # padded with the last value
     assert encoder.preprocessing(train=True)(long).shape == (3, LENGTH)
 
@@ -134,7 +138,7 @@ def test_encoder_builds_from_its_config_and_reads_its_last_blocks():
     with pytest.raises(ValueError, match="num_tokens"):
         encoder(traces, 4)
     with pytest.raises(ValueError, match="expected traces"):
-        encoder(torch.randn(2, 3, 64), 1)
+        encoder(torch.randn(2, 3, 64), 1)  # not the encoder's length (the transform crops or pads)
 
 
 def test_encoder_config_errors_are_user_errors(tmp_path):
@@ -173,7 +177,7 @@ def test_data_set_is_deterministic_and_read_by_its_reader(sensor_data, tmp_path)
     assert (sensor_data / "sensors" / "traces" / trace).read_bytes() == (again.trace_root / trace).read_bytes()
     train, test = (TASK_READERS.build("sensor_caption", sensor_data, split) for split in ("train", "test"))
     assert (train.kind, train.modality, len(train), len(test)) == ("caption", "sensor", 24 * 5, 6)
-    assert all(len(s.targets) == 5 and set(s.meta["attributes"]) == {"count", "direction", "strength", "texture"}
+    assert all(len(s.targets) == 5 and set(s.meta["attributes"]) == {"count", "pitch", "contour", "timbre"}
                for s in test)
 
 
@@ -187,7 +191,7 @@ def test_it_trains_through_main_py_for_a_few_steps(sensor_data, tmp_path, monkey
     test = result["test"]
     assert test["num_predictions"] == 6 and test["num_skipped_media"] == 0
     assert "CIDEr" in test["scores"] and set(test["attribute_accuracy"]["per_attribute"]) == {
-        "count", "direction", "strength", "texture"}
+        "count", "pitch", "contour", "timbre"}
     assert "<img" in (tmp_path / "run" / "eval" / "test.html").read_text()
 
 
@@ -220,7 +224,7 @@ def test_tiny_build_saves_a_loadable_encoder_deterministically(tmp_path):
                                   training=HeadTraining(steps=2, batch_size=4, warmup_steps=1))
     first = build_sensor_demo(tmp_path / "a", seed=3, progress=False, settings=settings)
     build_sensor_demo(tmp_path / "b", seed=3, progress=False, settings=settings)
-    assert first == json.loads((tmp_path / "a" / SENSOR_DIR / REPORT_FILE).read_text()) | {}
+    assert first == json.loads((tmp_path / "a" / SENSOR_DIR / REPORT_FILE).read_text())
     assert not list((tmp_path / "a").glob(".*")), "temporary folders left behind"
     weights = [(tmp_path / run / SENSOR_DIR / "model.safetensors").read_bytes() for run in ("a", "b")]
     assert weights[0] == weights[1]

@@ -2,13 +2,13 @@
 
     model:
       encoder: {type: sensor_transformer, checkpoint: models/demo_weights/sensor-demo/model.safetensors,
-                model_kwargs: {channels: 3, length: 128, patch: 8, width: 96, depth: 3, heads: 4}}
+                model_kwargs: {channels: 3, length: 3072, window: 128, hop: 64, width: 96, depth: 3, heads: 4}}
 
 What a plugin declares (docs/sensor_modality.md walks through it): the modality (name "sensor", placeholder
 `<sensor>`, chat data key "sensors"), how a file decodes (a float `(channels, samples)` NumPy array, anything
 else a MediaDecodeError naming the file and what was expected), how the predictions page previews one (a
 small line plot), and its encoder, registered as "sensor_transformer": a tiny 1-D transformer with a CLS
-token over patches of the trace, built from torch's own `nn.TransformerEncoderLayer`. Nothing else in the
+token over the trace's short-time spectra, built from torch's own `torch.stft` and `nn.TransformerEncoderLayer`. Nothing else in the
 repository names this file: the modality and encoder registries import every module of models/modalities/.
 """
 from __future__ import annotations
@@ -40,23 +40,33 @@ class SensorEncoderOptions:
     """`model.encoder.model_kwargs` of the sensor_transformer encoder.
 
     channels, length: the trace's channels and samples (longer traces are cropped, shorter ones padded).
-    patch: samples per token (a strided Conv1d). width, depth, heads, mlp_ratio: the transformer's."""
+    window, hop: the short-time Fourier transform making one token per frame (Hann window of `window` samples,
+    every `hop`). width, depth, heads, mlp_ratio: the transformer's."""
 
     channels: int = 3
-    length: int = 128
-    patch: int = 8
+    length: int = 3072
+    window: int = 128
+    hop: int = 64
     width: int = 96
     depth: int = 3
     heads: int = 4
     mlp_ratio: float = 2.0
 
     def __post_init__(self) -> None:
-        for key in ("channels", "length", "patch", "width", "depth", "heads"):
+        for key in ("channels", "length", "window", "hop", "width", "depth", "heads"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.encoder.model_kwargs.{key} must be >= 1, got {getattr(self, key)}")
-        if self.length % self.patch or self.width % self.heads:
-            raise ConfigError(f"sensor_transformer: length {self.length} must be a multiple of patch {self.patch} and "
-                              f"width {self.width} a multiple of heads {self.heads}")
+        if self.window > self.length or self.width % self.heads:
+            raise ConfigError(f"sensor_transformer: window {self.window} must fit in length {self.length} and "
+                              f"width {self.width} must be a multiple of heads {self.heads}")
+
+    @property
+    def frames(self) -> int:
+        return 1 + (self.length - self.window) // self.hop
+
+    @property
+    def bins(self) -> int:
+        return self.window // 2 + 1
 
     @classmethod
     def of(cls, cfg: EncoderConfig) -> SensorEncoderOptions:
@@ -131,7 +141,9 @@ def trace_plot(trace: np.ndarray) -> Image.Image:
 
 
 class SensorEncoder(PerceptionEncoder):
-    """Conv1d patches + CLS + learned positions, `depth` pre-norm transformer blocks, a final LayerNorm.
+    """One token per short-time spectrum (the log magnitudes of every channel, a Linear to `width`) + CLS + learned
+    positions, `depth` pre-norm transformer blocks, a final LayerNorm. A spectrum, not raw samples, per token: a
+    low vibration's cycle is longer than a frame, and what a caption says (pitch, its contour, harmonics) is in it.
 
     The per-channel mean / std the transform normalises with are buffers, saved with the weights."""
 
@@ -142,9 +154,9 @@ class SensorEncoder(PerceptionEncoder):
         self.name = name
         self.options = options
         self.hidden_size, self.num_layers = options.width, options.depth
-        self.patch = nn.Conv1d(options.channels, options.width, options.patch, stride=options.patch)
+        self.frame = nn.Linear(options.channels * options.bins, options.width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, options.width))
-        self.position = nn.Parameter(torch.zeros(1, 1 + options.length // options.patch, options.width))
+        self.position = nn.Parameter(torch.zeros(1, 1 + options.frames, options.width))
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(options.width, options.heads, int(options.width * options.mlp_ratio),
                                        dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
@@ -152,6 +164,7 @@ class SensorEncoder(PerceptionEncoder):
         self.norm = nn.LayerNorm(options.width)
         self.register_buffer("channel_mean", torch.zeros(options.channels))
         self.register_buffer("channel_std", torch.ones(options.channels))
+        self.register_buffer("window", torch.hann_window(options.window), persistent=False)
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -163,8 +176,8 @@ class SensorEncoder(PerceptionEncoder):
         expected = (self.options.channels, self.options.length)
         if media.ndim != 3 or tuple(media.shape[1:]) != expected:
             raise ValueError(f"expected traces (B, {expected[0]}, {expected[1]}), got {tuple(media.shape)}")
-        patches = self.patch(media).transpose(1, 2)
-        hidden = torch.cat([self.cls_token.expand(len(media), -1, -1), patches], 1) + self.position
+        hidden = torch.cat([self.cls_token.expand(len(media), -1, -1), self.frame(self.spectra(media))], 1)
+        hidden = hidden + self.position
         outputs = []
         for block in self.blocks:
             hidden = block(hidden)
@@ -172,12 +185,21 @@ class SensorEncoder(PerceptionEncoder):
         read = [self.norm(h[:, 0]) if readout == "cls" else self.norm(h[:, 1:]).mean(1) for h in outputs[-num_tokens:]]
         return torch.stack(read, dim=1)
 
+    def spectra(self, media: torch.Tensor) -> torch.Tensor:
+        """`(B, channels, length)` -> `(B, frames, channels * bins)`: log(1 + |STFT|) of each channel."""
+        batch, channels, length = media.shape
+        stft = torch.stft(media.reshape(batch * channels, length).float(), self.options.window, self.options.hop,
+                          window=self.window, center=False, return_complex=True)
+        magnitude = stft.abs().log1p().to(media.dtype)  # (B * C, bins, frames)
+        return magnitude.view(batch, channels, self.options.bins, -1).permute(0, 3, 1, 2).flatten(2)
+
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         """`(channels, samples)` float array (from `load_sensor_trace`) -> `(channels, length)`."""
         return SensorTransform(self.channel_mean, self.channel_std, self.options.length, train)
 
     def preprocessing_fingerprint(self) -> dict:
         return {"encoder": "sensor_transformer", "name": self.name, "length": self.options.length,
+                "window": self.options.window, "hop": self.options.hop,
                 "mean": [round(v, 6) for v in self.channel_mean.tolist()],
                 "std": [round(v, 6) for v in self.channel_std.tolist()]}
 
@@ -196,6 +218,7 @@ def build_sensor_encoder(cfg: EncoderConfig) -> SensorEncoder:
         try:
             encoder.load_state_dict(state)
         except RuntimeError as error:  # missing, unexpected or differently shaped tensors
+            detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])
             raise DataFormatError(f"{cfg.checkpoint}: not a sensor_transformer checkpoint of model_kwargs "
-                                  f"{cfg.model_kwargs}: {str(error).splitlines()[0]} ...") from None
+                                  f"{cfg.model_kwargs}: {detail[:300]}") from None
     return encoder.eval()

@@ -40,23 +40,27 @@ WEIGHTS_FILE = "model.safetensors"
 @dataclass(frozen=True)
 class SensorDemoSettings:
     """A 1-D transformer of width 96 (no seen encoder of the demo has it: theirs are 128) trained from scratch to
-    classify the sensor world's attributes from its final CLS."""
+    classify the sensor world's attributes (the audio world's: count, pitch, contour, timbre) from its final CLS."""
 
     width: int = 96
     depth: int = 3
     heads: int = 4
-    patch: int = 8
+    window: int = 128  # 62.5 ms spectra (16 Hz bins) every 31 ms: 47 tokens
+    hop: int = 64
     mlp_ratio: float = 2.0
-    n_train_traces: int = 12000
+    n_train_traces: int = 6000
     n_test_traces: int = 1000
     probe_train_traces: int = 2000
     statistics_traces: int = 200  # of a stream of their own, for the per-channel mean / std
-    training: HeadTraining = field(default_factory=lambda: HeadTraining(steps=2000, batch_size=64))
+    # As for the AST and TimeSformer: a contour is the ORDER of a burst's spectra, and with positions started at
+    # the default std 0.02 the blocks barely see it.
+    position_init_std: float = 0.5
+    training: HeadTraining = field(default_factory=lambda: HeadTraining(steps=600, batch_size=64))
     torch_threads: int = 1  # see TimesformerDemoSettings
 
     def options(self) -> SensorEncoderOptions:
-        return SensorEncoderOptions(channels=len(CHANNELS), length=LENGTH, patch=self.patch, width=self.width,
-                                    depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio)
+        return SensorEncoderOptions(channels=len(CHANNELS), length=LENGTH, window=self.window, hop=self.hop,
+                                    width=self.width, depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio)
 
 
 def render_traces(seed: int, split: str, n: int, progress: bool = True) -> tuple[list[np.ndarray], list[dict]]:
@@ -81,6 +85,8 @@ def channel_statistics(seed: int, n: int) -> tuple[list[float], list[float]]:
 
 def new_sensor_encoder(settings: SensorDemoSettings, mean: list[float], std: list[float]) -> SensorEncoder:
     encoder = SensorEncoder(settings.options(), name=SENSOR_DIR)
+    with torch.no_grad():
+        torch.nn.init.trunc_normal_(encoder.position, std=settings.position_init_std)
     encoder.channel_mean.copy_(torch.tensor(mean))
     encoder.channel_std.copy_(torch.tensor(std))
     return encoder
@@ -94,26 +100,24 @@ def sensor_pool(encoder: SensorEncoder, seed: int, split: str, n: int, progress:
     return MediaPool(torch.stack([transform(t) for t in traces]), label_tensors(attributes, classes), classes)
 
 
-# Sign flips of the x / y channel mirror these direction values; every other attribute keeps its label.
-MIRRORED_DIRECTIONS = {0: {"left": "right", "right": "left"}, 1: {"up": "down", "down": "up"}}
+# Reversing time turns a rising sweep into a falling one; every other attribute keeps its label.
+REVERSED_CONTOURS = {"rising": "falling", "falling": "rising"}
 
 
 def sensor_batch_maker(classes: dict[str, list[str]]) -> BatchMaker:
-    """Train-time views that keep what a caption states: time reversed for half the traces (count, direction,
-    strength and texture do not depend on it), and the x and y channels each negated for half of them, with the
-    direction label mirrored to match (the channels are centred on about 0, so negation mirrors the motion)."""
-    names = classes["direction"]
-    mirrors = {axis: torch.tensor([names.index(mirror.get(name, name)) for name in names])
-               for axis, mirror in MIRRORED_DIRECTIONS.items()}
+    """Train-time views that keep what a caption states: time reversed for half the traces (the contour label
+    reversed to match) and each channel negated for half of them (a vibration's sign says nothing; the channels are
+    normalised, so negation keeps their statistics but for z's small offset)."""
+    names = classes["contour"]
+    reversed_contour = torch.tensor([names.index(REVERSED_CONTOURS.get(name, name)) for name in names])
 
     def make_batch(inputs: torch.Tensor, labels: Labels, generator: torch.Generator) -> tuple[torch.Tensor, Labels]:
         batch, labels = inputs.clone(), {attribute: values.clone() for attribute, values in labels.items()}
         reverse = torch.rand(len(batch), generator=generator) < 0.5
         batch[reverse] = batch[reverse].flip(-1)
-        for axis, mirror in mirrors.items():
-            flip = torch.rand(len(batch), generator=generator) < 0.5
-            batch[flip, axis] = -batch[flip, axis]
-            labels["direction"][flip] = mirror[labels["direction"][flip]]
+        labels["contour"][reverse] = reversed_contour[labels["contour"][reverse]]
+        negate = torch.rand(batch.shape[:2], generator=generator) < 0.5
+        batch[negate] = -batch[negate]
         return batch, labels
 
     return make_batch
