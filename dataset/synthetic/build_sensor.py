@@ -19,7 +19,7 @@ from tqdm import tqdm
 from dataset.synthetic.sensor_traces import SensorWorld
 from models.atomic_io import atomic_path, write_json_atomic
 
-FORMAT_VERSION = 1  # bump when the files written change, so old builds are not reused
+FORMAT_VERSION = 2  # bump when the files written change, so old builds are not reused
 DATASET_DIR = "sensors"
 MARKER = f"{DATASET_DIR}/BUILD_COMPLETE.json"
 TRACE_DIR = f"{DATASET_DIR}/traces"  # where the sensor_caption reader looks for the `sensor` paths

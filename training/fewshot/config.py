@@ -83,7 +83,7 @@ class HypernetworkConfig:
     when `permute`), k support samples (k log-uniform in [shots_min, shots_max]) and `queries` other samples
     whose captions are the loss. pooling: mean | attention (the set summary); solver: ridge | covariance."""
 
-    steps: int = 1500
+    steps: int = 3000
     episodes: int = 2
     queries: int = 16
     shots_min: int = 8
@@ -150,7 +150,7 @@ class TuneConfig:
     at every k of `shots` (seed `seed`, `eval_items` validation items, the study's steps and batch size)."""
 
     shots: list[int] = field(default_factory=lambda: [32, 256])
-    lrs: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2])
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
     seed: int = 0
     eval_items: int | None = 150
 

@@ -27,6 +27,7 @@ def plot_curve(summary: dict[str, Any], path: Path) -> Path:
                 axis.axhline(by_k["all"]["mean"], linestyle="--", linewidth=1,
                              color="grey" if method == "blind" else "black", label=f"{method}, every training pair")
         axis.set_xscale("log", base=2)
+        axis.set_xticks(summary["shots"], [str(k) for k in summary["shots"]])
         axis.set_xlabel("k (captioned samples of the new modality)")
         axis.set_ylabel(METRICS[metric][0])
         axis.grid(alpha=0.3)

@@ -29,7 +29,7 @@ from training.fewshot.config import FewShotConfig, config_dict
 from training.fewshot.evaluation import score
 from training.fewshot.methods import Shots, run_method
 from training.fewshot.results import read_results, write_results
-from training.fewshot.stages import Prepared, prepare, stage_fingerprints
+from training.fewshot.stages import STAGE1, STAGE2, Prepared, prepare, stage_fingerprints
 from training.fewshot.summary import summarise
 
 FULL = "all"  # the reference runs' k: every (item, caption) pair of the training split
@@ -76,9 +76,16 @@ def draw_shots(prepared: Prepared, k: int | str, seed: int) -> tuple[Shots, list
     return shots, [pool.uids[i] for i in items]
 
 
+# The trained stages each method starts from (a run is redone when one of them changes).
+METHOD_STAGES = {"hypernetwork": STAGE2, "hypernetwork_finetuned": STAGE2, "pretrained_finetuned": STAGE1,
+                 "lora": STAGE1, "scratch": None, "blind": None, "epalm_injection": None}
+
+
 def run_fingerprint(cfg: FewShotConfig, spec: RunSpec) -> str:
     values = config_dict(cfg)
-    return fingerprint({"stages": stage_fingerprints(cfg), "spec": asdict(spec), "new": values["new"],
+    stage = METHOD_STAGES[spec.method]
+    uses = stage_fingerprints(cfg)[stage] if stage else {"lm": cfg.lm, "projector": values["projector"]}
+    return fingerprint({"stages": uses, "spec": asdict(spec), "new": values["new"],
                         "epalm": values["epalm"], "batch_size": cfg.study.batch_size,
                         "eval": [cfg.study.eval_split, cfg.study.eval_items, cfg.study.max_new_tokens]})
 
