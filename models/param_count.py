@@ -78,7 +78,7 @@ def build_on_meta(cfg) -> nn.Module:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    from models.lm_training import LoraSettings
+    from models.lm_training import LM_TRAINING, LoraSettings
     from training.command_line import add_debug_flag, command_parser  # training imports models, not the reverse
 
     parser = command_parser("python -m models.param_count", __doc__, EXAMPLES)

@@ -41,6 +41,9 @@ COMMANDS = {
     "benchmarks.run": ("benchmarks.run", "benchmarks.run"),
     "benchmarks.ideas": ("benchmarks.ideas", "benchmarks.ideas"),
     "benchmarks.op_counts": ("benchmarks.op_counts", "benchmarks.op_counts"),
+    "benchmarks.gpu_smoke": ("benchmarks.gpu_smoke", "benchmarks.gpu_smoke"),
+    "dataset.synthetic.build_sensor": ("dataset.synthetic.build_sensor", "dataset.synthetic.build_sensor"),
+    "training.fewshot": ("training.fewshot.__main__", "training.fewshot.__main__"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Captions of videos (MSR-VTT) and sounds (AudioCaps): lists of `{<media key>, caption}` entries.
+"""Captions of videos (MSR-VTT), sounds (AudioCaps) and sensor traces (the synthetic sensor data set of
+dataset/synthetic/build_sensor.py): lists of `{<media key>, caption}` entries.
 
 `caption` is a string or a list of strings; a file may list a clip once with all its captions or once
 per caption. Training splits give one Sample per caption; evaluation splits one Sample per clip with all
@@ -61,3 +62,6 @@ read_msrvtt_caption = TASK_READERS.register("msrvtt_caption")(partial(
 read_audiocaps = TASK_READERS.register("audiocaps")(partial(
     _read, task="audiocaps", folder="audiocaps", file_prefix="audiocaps_caption", media_key="audio",
     media_folder="audios", modality="audio", splits=("train", "val", "test"), aliases={}))
+read_sensor_caption = TASK_READERS.register("sensor_caption")(partial(
+    _read, task="sensor_caption", folder="sensors", file_prefix="sensor_caption", media_key="sensor",
+    media_folder="traces", modality="sensor", splits=("train", "val", "test"), aliases={}))

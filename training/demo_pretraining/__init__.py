@@ -1,10 +1,11 @@
 """The embedded offline demo's unimodal pretrained models, built locally and deterministically from a seed.
 
-    python -m training.demo_pretraining [--only tokenizer lm vit timesformer ast] [--seed N] [--out models/demo_weights] [--force]
+    python -m training.demo_pretraining [--only tokenizer lm vit timesformer ast sensor] [--seed N] [--out models/demo_weights] [--force]
 
 tokenizer: BPE over the synthetic worlds' text corpus; lm: a small OPT pretrained on that text only (it learns
 to read its context); vit: a timm ViT pretrained on image-world attribute classification; timesformer, ast: a
-transformers TimeSformer and AST pretrained on video- and audio-world attribute classification. See docs/demo_models.md.
+transformers TimeSformer and AST pretrained on video- and audio-world attribute classification; sensor: a 1-D
+transformer pretrained on sensor-world attribute classification (the few-shot study's new modality). See docs/demo_models.md.
 """
 from training.demo_pretraining.build import COMPONENTS, DemoModels, build_lm, build_tokenizer, build_vit, ensure_demo_models
 from training.demo_pretraining.settings import LMSettings, TokenizerSettings, ViTSettings

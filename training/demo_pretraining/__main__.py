@@ -1,7 +1,8 @@
 """Build the offline demo's tiny unimodal models (models/demo_weights/), deterministically from a seed.
 
 tokenizer: BPE over the synthetic worlds' text; lm: a small OPT pretrained on that text only; vit: a timm ViT,
-timesformer and ast: a TimeSformer and an AST, each pretrained on its world's attribute classification.
+timesformer, ast and sensor: a TimeSformer, an AST and the sensor plugin's encoder, each pretrained on its
+world's attribute classification.
 Models already present are kept (--force rebuilds them); the LM also builds a missing tokenizer.
 See docs/demo_models.md.
 """

@@ -1,4 +1,4 @@
-"""Build the demo's tokenizer, LM, ViT, TimeSformer and AST into `out_dir`, deterministically from a seed; `ensure_demo_models`
+"""Build the demo's tokenizer, LM, ViT, TimeSformer, AST and sensor encoder into `out_dir`, deterministically from a seed; `ensure_demo_models`
 builds only what is missing. Every folder is written under a temporary name and renamed when complete.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from training.demo_pretraining.folders import atomic_folder, read_json, write_js
 from training.demo_pretraining.images import render_pool, sample_images
 from training.demo_pretraining.lm import new_opt, pretrain_lm, tokenize_documents
 from training.demo_pretraining.lm_evaluation import evaluate_lm
+from training.demo_pretraining.sensor_encoder import SENSOR_DIR, build_sensor_demo
 from training.demo_pretraining.settings import (ENCODER_FILE, LM_DIR, REPORT_FILE, TOKENIZER_DIR, VIT_DIR,
                                                 VIT_WEIGHTS_FILE, LMSettings, TokenizerSettings, ViTSettings)
 from training.demo_pretraining.shipped import DEFAULT_OUT, encoder_config, lm_config
@@ -35,8 +36,9 @@ from training.demo_pretraining.vit_evaluation import head_accuracy, linear_probe
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = ("tokenizer", "lm", "vit", "timesformer", "ast")
-FOLDERS = {"tokenizer": TOKENIZER_DIR, "lm": LM_DIR, "vit": VIT_DIR, "timesformer": VIDEO_DIR, "ast": AUDIO_DIR}
+COMPONENTS = ("tokenizer", "lm", "vit", "timesformer", "ast", "sensor")
+FOLDERS = {"tokenizer": TOKENIZER_DIR, "lm": LM_DIR, "vit": VIT_DIR, "timesformer": VIDEO_DIR, "ast": AUDIO_DIR,
+           "sensor": SENSOR_DIR}
 WORD = re.compile(r"[^\W_]+")  # a corpus word, without the punctuation the tokenizer splits off
 
 
@@ -66,6 +68,10 @@ class DemoModels:
     @property
     def ast(self) -> Path:
         return self.out_dir / AUDIO_DIR
+
+    @property
+    def sensor(self) -> Path:
+        return self.out_dir / SENSOR_DIR
 
     def report(self, component: str) -> dict:
         return read_json(self.out_dir / FOLDERS[component] / REPORT_FILE)
@@ -206,8 +212,10 @@ def ensure_demo_models(out_dir: str | Path = DEFAULT_OUT, only: Sequence[str] = 
             build_vit(out_dir, seed, vit_settings, progress)
         elif component == "timesformer":
             build_timesformer_demo(out_dir, seed, progress=progress)
-        else:
+        elif component == "ast":
             build_ast_demo(out_dir, seed, progress=progress)
+        else:
+            build_sensor_demo(out_dir, seed, progress=progress)
         built.append(component)
     return DemoModels(out_dir, tuple(built))
 

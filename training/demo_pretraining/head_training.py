@@ -48,7 +48,7 @@ def pretrain_heads(encoder: PerceptionEncoder, heads: AttributeHeads, inputs: to
     """`recipe.steps` AdamW steps on the final CLS; returns the loss of every step. `inputs` (N, ...) and `labels`
     (attribute -> (N,)) are the training pool; `param_groups` (default: every parameter of the network and the heads,
     `recipe.weight_decay` on all) for a per-parameter weight decay."""
-    network = encoder.model
+    network = getattr(encoder, "model", encoder)  # the wrapped library model, or an encoder that is its own network
     network.requires_grad_(True)
     network.train()
     parameters = [*network.parameters(), *heads.parameters()]

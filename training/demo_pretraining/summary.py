@@ -28,9 +28,10 @@ def summary_lines(component: str, report: dict) -> list[str]:
                      f"{captions['sampled']} sampled are well-formed")
         return lines
     # The encoders: the ViT's report counts images and keeps its step count at the top of its settings.
-    name = {"vit": "ViT", "timesformer": "TimeSformer", "ast": "AST"}[component]
+    name = {"vit": "ViT", "timesformer": "TimeSformer", "ast": "AST", "sensor": "sensor encoder"}[component]
     steps = report["settings"]["steps"] if component == "vit" else report["settings"]["training"]["steps"]
-    held_out = f"{report['held_out_images']} images" if component == "vit" else f"{report['held_out_clips']} clips"
+    held_out = {"vit": f"{report.get('held_out_images')} images", "sensor": f"{report.get('held_out_traces')} traces"
+                }.get(component, f"{report.get('held_out_clips')} clips")
     return [
         f"{name}: {report['parameters']:,} parameters, {steps} steps in "
         f"{report['timing']['training']['wall_seconds']:.0f} s, loss {report['loss_first_20_steps']:.3f} -> "
