@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from models.user_errors import LaunchError
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo" / "image_vqa.yaml"
 ENGINES = {  # name -> accelerate config (None: one plain process)
@@ -280,17 +282,33 @@ def machine(device: str) -> dict:
     return facts
 
 
-def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    parser.add_argument("--sizes", default="full", choices=("full", "tiny"))
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "gpu_smoke")
+EXAMPLES = """examples:
+  bash run_scripts/gpu_smoke.sh
+  DEVICE=cpu SMOKE=tiny bash run_scripts/gpu_smoke.sh --only engines --precision bf16"""
+SMOKE_FAILED_STATUS = 1  # a row FAILed (the table says which)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    from training.command_line import add_debug_flag, command_parser
+
+    parser = command_parser("python -m benchmarks.gpu_smoke", __doc__, EXAMPLES)
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda (default) or cpu")
+    parser.add_argument("--sizes", default="full", choices=("full", "tiny"),
+                        help="full: the GPU shapes (default); tiny: the CPU plumbing check")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "gpu_smoke", metavar="DIR",
+                        help="where runs, smoke.json and smoke.md go (default outputs/gpu_smoke)")
     parser.add_argument("--only", nargs="+", default=["bench", "demo", "engines", "generation"],
-                        choices=("bench", "demo", "engines", "generation"))
-    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+                        choices=("bench", "demo", "engines", "generation"), help="only these groups of rows")
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES),
+                        help="only these engines (default: all)")
     parser.add_argument("--precision", choices=("fp16", "bf16", "no"), default=None,
                         help="the engine runs' mixed precision (default: fp16 on CUDA, no on the CPU)")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    args = argument_parser().parse_args(argv)
     args.precision = args.precision or ("fp16" if args.device == "cuda" else "no")
     plan = sizes(args.sizes)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -299,7 +317,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         import torch
 
         if not torch.cuda.is_available():
-            raise SystemExit("error: --device cuda but no CUDA GPU is visible (DEVICE=cpu SMOKE=tiny for the CPU)")
+            raise LaunchError("--device cuda but no CUDA GPU is visible (DEVICE=cpu SMOKE=tiny for the CPU)")
     start = time.time()
     if "bench" in args.only:  # alone on the GPU: its timings must not share it
         for shape in plan.shapes:
@@ -332,5 +350,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
     return rows
 
 
+def main_with_status(argv: list[str]) -> None:
+    if any(row.status == "FAIL" for row in main(argv)):
+        raise SystemExit(SMOKE_FAILED_STATUS)
+
+
 if __name__ == "__main__":
-    sys.exit(1 if any(r.status == "FAIL" for r in main()) else 0)
+    from training.command_line import run_command
+
+    sys.exit(run_command(main_with_status))

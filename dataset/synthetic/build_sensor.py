@@ -9,6 +9,7 @@ and `<out>/sensors/annotation/sensor_caption_<split>.json`, lists of `{"sensor":
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -92,16 +93,31 @@ def build_sensor_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 2000
     return SyntheticSensorDataset(root, reused=False)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the synthetic sensor data set (the few-shot study's new "
-                                                 "modality).")
-    parser.add_argument("--out", required=True, help="output folder (the reader's data_dir)")
+EXAMPLES = """examples:
+  python -m dataset.synthetic.build_sensor --out data/sensor
+  python -m dataset.synthetic.build_sensor --out data/sensor --n-train 200 --seed 1"""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    from training.command_line import add_debug_flag, command_parser
+
+    parser = command_parser("python -m dataset.synthetic.build_sensor",
+                            "Build the synthetic sensor data set (the few-shot study's new modality).", EXAMPLES)
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (the reader's data_dir)")
     for name, value in asdict(SensorBuildConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
-    args = parser.parse_args(argv)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, metavar="N",
+                            help=f"{name.replace('_', ' ')} (default {value})")
+    add_debug_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argument_parser().parse_args(argv)
     built = build_sensor_dataset(args.out, args.seed, args.n_train, args.n_val, args.n_test)
     print(f"{'reused' if built.reused else 'built'} {built.root / DATASET_DIR}")
 
 
 if __name__ == "__main__":
-    main()
+    from training.command_line import run_command
+
+    sys.exit(run_command(main))

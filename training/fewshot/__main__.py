@@ -16,23 +16,34 @@ import logging
 import sys
 from pathlib import Path
 
-from training.command_line import run_command
+from training.command_line import add_debug_flag, command_parser, run_command
 from training.fewshot.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "fewshot"
 COMMANDS = ("features", "pretrain", "hypernetwork", "tune", "study")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m training.fewshot", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=COMMANDS)
+EXAMPLES = """examples:
+  python -m training.fewshot study
+  python -m training.fewshot study --quick
+  python -m training.fewshot tune --set study.eval_items=100"""
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = command_parser("python -m training.fewshot", __doc__, EXAMPLES)
+    parser.add_argument("command", choices=COMMANDS, help="the stage to run (those before it run first)")
     parser.add_argument("--config", action="append", default=[],
-                        help=f"YAML file; repeat to layer several (default: {CONFIGS / 'study.yaml'})")
-    parser.add_argument("--quick", action="store_true", help=f"the small version ({CONFIGS / 'quick.yaml'})")
+                        metavar="FILE",
+                        help="YAML file; repeat to layer several (default configs/fewshot/study.yaml)")
+    parser.add_argument("--quick", action="store_true", help="the small version (configs/fewshot/quick.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any key")
     parser.add_argument("--force", action="store_true", help="retrain stages 1-2 and rerun every run")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = argument_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     paths = args.config or [CONFIGS / ("quick.yaml" if args.quick else "study.yaml")]
     if args.quick and args.config:
