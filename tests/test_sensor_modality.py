@@ -167,6 +167,12 @@ def sensor_data(tmp_path_factory):
     return root
 
 
+def test_empty_splits_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="n_test must be at least 1, got 0"):
+        build_sensor_dataset(tmp_path, n_test=0, progress=False)
+    assert not list(tmp_path.rglob("*"))  # refused before anything is written
+
+
 def test_data_set_is_deterministic_and_read_by_its_reader(sensor_data, tmp_path):
     assert build_sensor_dataset(sensor_data, seed=0, n_train=24, n_val=4, n_test=6, progress=False).reused
     again = build_sensor_dataset(tmp_path, seed=0, n_train=24, n_val=4, n_test=6, progress=False)

@@ -7,27 +7,26 @@ no audio QA task is read by the trainer (the world's questions still feed the LM
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from models.atomic_io import atomic_path, write_json_atomic
-from models.user_errors import ConfigError
 from training.command_line import run_command
 from dataset.synthetic.audio_world import AudioWorld
 from dataset.synthetic.build_command import build_parser
+from dataset.synthetic.caption_world_build import SPLITS, CaptionWorldDataset, CaptionWorldLayout, build_caption_world
 
 FORMAT_VERSION = 1  # bump when the files written change, so old builds are not reused
-DATASET_DIR = "audiocaps"
-MARKER = f"{DATASET_DIR}/BUILD_COMPLETE.json"
-AUDIO_DIR = f"{DATASET_DIR}/audios"  # where the audiocaps reader looks for the `audio` paths
-ANNOTATION_DIR = f"{DATASET_DIR}/annotation"
-VOCABULARY_FILE = f"{ANNOTATION_DIR}/attribute_vocabulary.json"
-CAPTION_FILES = {split: f"audiocaps_caption_{split}.json" for split in ("train", "val", "test")}
+LAYOUT = CaptionWorldLayout(
+    dataset_dir="audiocaps", media_folder="audios", media_key="audio",
+    media_name="{split}/sound{number:06d}",  # AudioCaps keeps one folder per split
+    caption_files={split: f"audiocaps_caption_{split}.json" for split in SPLITS},
+    progress_desc="synthetic audio", progress_unit="clip", format_version=FORMAT_VERSION)
+DATASET_DIR = LAYOUT.dataset_dir
+MARKER = LAYOUT.marker
+AUDIO_DIR = LAYOUT.media_dir  # where the audiocaps reader looks for the `audio` paths
+VOCABULARY_FILE = LAYOUT.vocabulary_file
+CAPTION_FILES = LAYOUT.caption_files
 
 
 @dataclass(frozen=True)
@@ -38,61 +37,18 @@ class AudioBuildConfig:
     n_test: int = 400
 
 
-@dataclass(frozen=True)
-class SyntheticAudioDataset:
-    """Where a build put its files (see docs/demo_data.md for each one)."""
-
-    root: Path  # the data_dir to give the reader
-    reused: bool  # True when a complete build with the same config was found and nothing was written
+class SyntheticAudioDataset(CaptionWorldDataset):
+    layout = LAYOUT
 
     @property
     def audio_root(self) -> Path:
-        return self.root / AUDIO_DIR
-
-    @property
-    def annotation_dir(self) -> Path:
-        return self.root / ANNOTATION_DIR
-
-    @property
-    def vocabulary_file(self) -> Path:
-        return self.root / VOCABULARY_FILE
+        return self.media_root
 
 
 def build_audio_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 4000, n_val: int = 400,
                         n_test: int = 400, progress: bool = True) -> SyntheticAudioDataset:
     config = AudioBuildConfig(seed, n_train, n_val, n_test)
-    root = Path(out_dir)
-    marker = root / MARKER
-    expected = {"world": "audio", "format_version": FORMAT_VERSION, **asdict(config)}
-    if marker.exists() and json.loads(marker.read_text()) == expected:
-        return SyntheticAudioDataset(root, reused=True)
-
-    for name in ("n_train", "n_val", "n_test"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
-    world = AudioWorld()
-    marker.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
-    captions: dict[str, list[dict]] = {split: [] for split in CAPTION_FILES}
-    bar = tqdm(total=n_train + n_val + n_test, desc="synthetic audio", unit="clip", disable=not progress)
-    number = 0  # clips are numbered across train, val and test, so every uid is unique
-    for split, count in (("train", n_train), ("val", n_val), ("test", n_test)):
-        for index in range(count):
-            # One rng per clip, seeded by its place: any clip can be regenerated alone, in any order.
-            rng = random.Random(f"audio-world/{seed}/{split}/{index}")
-            scene = world.sample_scene(rng)
-            audio = f"{split}/sound{number:06d}{world.media_extension}"  # AudioCaps keeps one folder per split
-            captions[split].append({"audio": audio, "caption": world.captions(scene, rng),
-                                    "attributes": world.attributes(scene)})
-            with atomic_path(root / AUDIO_DIR / audio) as tmp:
-                world.render(scene, rng, tmp)
-            number += 1
-            bar.update()
-    bar.close()
-    for split, name in CAPTION_FILES.items():
-        write_json_atomic(root / ANNOTATION_DIR / name, captions[split])
-    write_json_atomic(root / VOCABULARY_FILE, world.attribute_vocabulary())
-    write_json_atomic(marker, expected)
-    return SyntheticAudioDataset(root, reused=False)
+    return build_caption_world(out_dir, AudioWorld(), config, SyntheticAudioDataset, progress)
 
 
 EXAMPLES = """examples:
