@@ -1,6 +1,6 @@
 """The offline demo: synthetic data and tiny pretrained models, each bridge against its blind baseline.
 
-    python -m training.demo                       # the main table: every task, blind vs eP-ALM (~15 min, 2 cores)
+    python -m training.demo                       # the main table: every task, blind vs eP-ALM (~19 min, 2 cores)
     python -m training.demo --tasks image_vqa image_caption
     python -m training.demo --groups connectors   # image VQA and captions: blind, eP-ALM, input prefix
     python -m training.demo --all                 # every group (main, connectors, pairs, joint, lm)
@@ -285,7 +285,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = command_parser("python -m training.demo", __doc__, EXAMPLES)
     parser.add_argument("--groups", nargs="+", default=["main"], choices=list(GROUPS), metavar="GROUP",
                         help=f"{' '.join(GROUPS)} (default: main, the README's table)")
-    parser.add_argument("--all", action="store_true", help="every group (about 35 minutes on 2 CPU cores)")
+    parser.add_argument("--all", action="store_true", help="every group (about 40 minutes on 2 CPU cores)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), metavar="TASK",
                         help="only these tasks of the chosen groups (image_vqa, video_qa, ...)")
     parser.add_argument("--out", default="outputs/demo", metavar="DIR",
