@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from models.param_count import count_parameters
@@ -25,13 +24,8 @@ def setup(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the launcher test's subprocess
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the launcher test's subprocess (one_torch_thread: this process)
 
 
 def _run_files(out: Path) -> dict[Path, int]:

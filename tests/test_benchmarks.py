@@ -23,13 +23,7 @@ from models.param_count import build_on_meta
 from models.precision import native_precision
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_tiny_benchmark_writes_every_mode_and_ratio(tmp_path):

@@ -6,18 +6,12 @@ import contextlib
 import json
 
 import pytest
-import torch
 
 import models.epalm
 from benchmarks import op_counts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
