@@ -2,18 +2,18 @@
 Talk to a trained model: `python main.py chat --help`, `python main.py predict --help` (docs/chat.md).
 Probe what its connector carries: `python main.py probe --help` (docs/probes.md).
 
-The run itself is `training.run`; this file is the command line around it (help, one-line errors).
+The run itself is `epalm.training.run`; this file is the command line around it (help, one-line errors).
 """
 from __future__ import annotations
 
 import importlib
 import sys
 
-from training.command_line import run_command
-from training.run import main
+from epalm.common.command_line import run_command
+from epalm.training.run import main
 
 # The first argument picks a command; anything else (`--config ...`) is a training run, as always.
-COMMANDS = {"chat": "training.chat", "predict": "training.predict", "probe": "training.probes"}
+COMMANDS = {"chat": "epalm.inference.chat", "predict": "epalm.inference.predict", "probe": "epalm.studies.probes.command"}
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

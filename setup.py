@@ -1,13 +1,19 @@
 from setuptools import find_packages, setup
 
+# Every folder of the library installs under one package, `epalm` (`epalm.models`, `epalm.training` ...), so that
+# no generic top-level name (`models`, `dataset`, `training`) shadows a user's own packages or is shadowed by
+# them (docs/architecture.md#packaging). The folders stay where the project's layout puts them.
+HOMES = ["common", "models", "dataset", "training", "inference", "demo", "studies"]
+packages = [f"epalm.{home}{'.' + sub if sub else ''}" for home in HOMES for sub in ["", *find_packages(home)]]
+
 setup(
     name="epalm-trainer",
     version="0.1.0",
     description="Efficient perceptual augmentation of frozen language models (eP-ALM) trainer",
     python_requires=">=3.10",
-    packages=find_packages(include=["models*", "dataset*", "training*"]),
-    package_data={"models": ["architectures/*.json", "demo_weights/**/*"]},
-    py_modules=["main"],
+    packages=packages,
+    package_dir={f"epalm.{home}": home for home in HOMES},
+    package_data={"epalm.models": ["architectures/*.json", "demo_weights/**/*"]},
     install_requires=[
         # timm imports torchvision; the CPU-only torch 2.13.0 wheel has no matching torchvision on
         # PyPI (see docs/installation.md), 2.14.1 + 0.29.1 is the pair known to work together.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.epalm import EPALM
+from epalm.models.epalm import EPALM
 
 # Dense (no sparsity) bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s. Matched by
 # substring of torch.cuda.get_device_name(), first match wins (so "H100 PCIe" before "H100").
@@ -53,7 +53,7 @@ class StepFlops:
 
 def training_step_flops(model: EPALM, batch: int, text_len: int, head_positions: int | None = None) -> StepFlops:
     """head_positions: the text positions per sample the LM head runs at (all `text_len` by default; the
-    answer-only loss runs it where a label follows only, `training.loss.predicting_positions`)."""
+    answer-only loss runs it where a label follows only, `epalm.training.loss.predicting_positions`)."""
     head = model.lm.model.get_output_embeddings()
     head_weights = head.weight.numel() if head is not None else 0
     body = matmul_weights(model.lm) - head_weights

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from models.user_errors import LaunchError
+from epalm.common.errors import LaunchError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "configs" / "demo" / "image_vqa.yaml"
@@ -123,7 +123,7 @@ def benchmark(shape: str, args: argparse.Namespace, plan: Sizes) -> list[Row]:
 
 
 def build_data(folder: Path, spec: dict) -> Path:
-    from dataset.synthetic.build import build_image_dataset
+    from epalm.demo.synthetic.build import build_image_dataset
 
     build_image_dataset(folder, seed=0, progress=False, **spec)
     return folder
@@ -212,8 +212,8 @@ def engine(name: str, port: int, args: argparse.Namespace, plan: Sizes, data: Pa
 
 def frozen_bytes() -> int:
     """The demo model's frozen weights in fp16: what a checkpoint that held them would weigh at least."""
-    from models.param_count import build_on_meta, count_parameters
-    from training.run_config import resolve_config
+    from epalm.models.param_count import build_on_meta, count_parameters
+    from epalm.training.run_config import resolve_config
 
     cfg = resolve_config(["--config", str(DEMO_CONFIG)]).model
     cfg.lm.random_init, cfg.encoder.checkpoint = True, None  # shapes only, on the meta device
@@ -227,7 +227,7 @@ def cached_generation(args: argparse.Namespace) -> list[Row]:
     import torch
 
     from benchmarks.workloads import generation, synthetic_inputs
-    from models.checkpoint import load_checkpoint
+    from epalm.models.checkpoint import load_checkpoint
     from tests.tiny_models import TINY_LMS, images, text_batch, tiny_model
 
     device = torch.device(args.device)
@@ -289,7 +289,7 @@ SMOKE_FAILED_STATUS = 1  # a row FAILed (the table says which)
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    from training.command_line import add_debug_flag, command_parser
+    from epalm.common.command_line import add_debug_flag, command_parser
 
     parser = command_parser("python -m benchmarks.gpu_smoke", __doc__, EXAMPLES)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda (default) or cpu")
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print(table)
     summary = {"machine": machine(args.device), "sizes": args.sizes, "seconds": round(time.time() - start, 1),
                "rows": [asdict(r) for r in rows]}
-    from models.atomic_io import write_text_atomic
+    from epalm.common.atomic_io import write_text_atomic
 
     write_text_atomic(args.out / "smoke.json", json.dumps(summary, indent=2))
     write_text_atomic(args.out / "smoke.md", f"{json.dumps(summary['machine'])}\n\n{table}\n")
@@ -356,6 +356,6 @@ def main_with_status(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from training.command_line import run_command
+    from epalm.common.command_line import run_command
 
     sys.exit(run_command(main_with_status))

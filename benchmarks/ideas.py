@@ -38,9 +38,9 @@ from benchmarks import pipeline, workloads
 from benchmarks.measure import time_mode
 from benchmarks.report import write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
-from models.factory import build_model
-from training.command_line import add_debug_flag, command_parser, run_command
-from training.provenance import git_commit, package_versions
+from epalm.models.factory import build_model
+from epalm.common.command_line import add_debug_flag, command_parser, run_command
+from epalm.training.provenance import git_commit, package_versions
 
 EXAMPLES = """examples:
   python -m benchmarks.ideas --shape ref-small                       # every idea
@@ -197,14 +197,14 @@ def _patched(target: Any, name: str, value: Any, fn: Callable[[], Any]) -> Calla
 def frozen_autocast(shape, device, args) -> list[Variant]:
     """The frozen LM and encoder held in --dtype run natively (models/precision.py) vs under autocast as before
     (on a GPU autocast casts around every LayerNorm); training steps with and without the encoder."""
-    import models.epalm
+    import epalm.models.epalm
 
     model, inputs, autocast = _recipe(shape, device, args)
     variants = []
     for measure, cached in (("train_encode", False), ("train_cached", True)):
         step = _train(model, inputs, cached, autocast)
         variants += [(measure, "native", step),
-                     (measure, "under_autocast", _patched(models.epalm, "native_precision",
+                     (measure, "under_autocast", _patched(epalm.models.epalm, "native_precision",
                                                           lambda module: contextlib.nullcontext(), step))]
     return variants
 

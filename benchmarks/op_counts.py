@@ -205,7 +205,7 @@ def count_ops(model: torch.nn.Module, forward: Callable[[], Any], backward: Call
 
 
 def _model(shape, dtype: str, device: torch.device):
-    from models.factory import build_model
+    from epalm.models.factory import build_model
 
     cfg = copy.deepcopy(shape.model)
     cfg.lm.dtype = cfg.encoder.dtype = dtype  # as training resolves "auto" under that mixed precision
@@ -227,7 +227,7 @@ def measure(shape_name: str, dtype: str, mode: str, layers: int | None = None, d
     the evaluator run it: training under autocast to `dtype` (none in fp32), generation without."""
     from benchmarks import workloads
     from benchmarks.shapes import get_shape
-    from training.loss import training_loss
+    from epalm.training.loss import training_loss
 
     shape = get_shape(shape_name)
     if layers is not None:
@@ -271,7 +271,7 @@ NARROW_VIT = {"embed_dim": 64, "num_heads": 2, "img_size": 32}
 
 def _narrowed(shape):
     """The shape with the same depths, injection plan, prompt and batch, and narrow widths."""
-    from models.language_model import load_lm_config
+    from epalm.models.language_models.frozen_lm import load_lm_config
 
     model = copy.deepcopy(shape.model)
     config = load_lm_config(model.lm.name, model.lm.config_overrides)
@@ -368,7 +368,7 @@ EXAMPLES = """examples:
 
 def argument_parser() -> argparse.ArgumentParser:
     from benchmarks.shapes import SHAPES
-    from training.command_line import add_debug_flag, command_parser
+    from epalm.common.command_line import add_debug_flag, command_parser
 
     parser = command_parser("python -m benchmarks.op_counts", __doc__, EXAMPLES)
     parser.add_argument("--shape", default="ref-small", choices=sorted(SHAPES), metavar="SHAPE",
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              args.cuda_norms)
     finally:
         torch.set_num_threads(threads)
-    from training.provenance import git_commit, package_versions
+    from epalm.training.provenance import git_commit, package_versions
 
     result: dict[str, Any] = {"shape": args.shape, "layers": args.layers, "narrow": args.narrow,
                               "cuda_norms": args.cuda_norms, "device": args.device, "counts": counts,
@@ -438,6 +438,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from training.command_line import run_command
+    from epalm.common.command_line import run_command
 
     sys.exit(run_command(main))

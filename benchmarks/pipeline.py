@@ -2,7 +2,7 @@
 
 The samples come from the synthetic image VQA data (built into a temporary folder, or `--data_dir`
 holding one); the media go through the project's `MediaTextDataset` and a `DataLoader`, the feature
-cache through `dataset.feature_cache` as a run builds it. The text is the same fixed token batch in both
+cache through `epalm.dataset.feature_cache` as a run builds it. The text is the same fixed token batch in both
 modes (tokenising costs the same either way), so the two differ exactly by what the cache removes.
 """
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from dataset.feature_cache import FeatureCache, encode_items
-from dataset.media_dataset import MediaTextDataset
-from models.modalities import get_modality
-from dataset.synthetic.build import build_image_dataset
-from dataset.tasks import TASK_READERS, TaskSplit
+from epalm.dataset.feature_cache import FeatureCache, encode_items
+from epalm.dataset.media_dataset import MediaTextDataset
+from epalm.models.modalities import get_modality
+from epalm.demo.synthetic.build import build_image_dataset
+from epalm.dataset.tasks import TASK_READERS, TaskSplit
 from benchmarks import workloads
 from benchmarks.workloads import Inputs
-from models.epalm import EPALM
-from models.user_errors import DataFormatError
-from training.loss import training_loss
+from epalm.models.epalm import EPALM
+from epalm.common.errors import DataFormatError
+from epalm.training.loss import training_loss
 
 
 def synthetic_split(data_dir: Path | None, workdir: Path, samples: int) -> TaskSplit:

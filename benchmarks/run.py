@@ -37,11 +37,11 @@ from benchmarks.measure import time_mode, time_modes_interleaved
 from benchmarks.profiling import format_profile, top_operators
 from benchmarks.report import format_table, ratios, reference_gaps, target_results, write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
-from models.config_io import to_dict
-from models.factory import build_model
-from models.param_count import count_parameters
-from training.command_line import add_debug_flag, command_parser, run_command
-from training.provenance import git_commit, package_versions
+from epalm.common.config_io import to_dict
+from epalm.models.factory import build_model
+from epalm.models.param_count import count_parameters
+from epalm.common.command_line import add_debug_flag, command_parser, run_command
+from epalm.training.provenance import git_commit, package_versions
 
 EXAMPLES = """examples:
   python -m benchmarks.run --shape ref-small                 # the reference's small shape, every mode

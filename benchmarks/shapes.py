@@ -18,11 +18,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.config import ModelConfig
-from models.encoders.config import EncoderConfig
-from models.language_model import LanguageModelConfig
-from models.param_count import architecture_path
-from models.user_errors import ConfigError, did_you_mean
+from epalm.models.config import ModelConfig
+from epalm.models.encoders.config import EncoderConfig
+from epalm.models.language_models.frozen_lm import LanguageModelConfig
+from epalm.models.param_count import architecture_path
+from epalm.common.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _demo_config_model() -> ModelConfig | None:
     """The demo config's model with random weights, or None when the config or its LM folder is absent."""
     if not DEMO_IMAGE_CONFIG.is_file():
         return None
-    from training.run_config import resolve_config
+    from epalm.training.run_config import resolve_config
 
     model = copy.deepcopy(resolve_config(["--config", str(DEMO_IMAGE_CONFIG)]).model)
     lm_path = REPO / model.lm.name if not Path(model.lm.name).is_absolute() else Path(model.lm.name)
@@ -140,7 +140,7 @@ def demo_image() -> BenchShape:
 
 def _paper_recipe(config: str, lm: str) -> tuple[ModelConfig, int]:
     """A paper config's model with random weights of the named LM architecture, and its batch size."""
-    from training.run_config import resolve_config
+    from epalm.training.run_config import resolve_config
 
     cfg = resolve_config(["--config", str(REPO / "configs" / "base" / config)])
     model = copy.deepcopy(cfg.model)

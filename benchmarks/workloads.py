@@ -11,10 +11,10 @@ from typing import Callable
 
 import torch
 
-from models.epalm import EPALM
-from training.loss import training_loss
-from training.optim import build_optimizer
-from training.run_config import TrainConfig
+from epalm.models.epalm import EPALM
+from epalm.training.loss import training_loss
+from epalm.training.optim import build_optimizer
+from epalm.training.run_config import TrainConfig
 
 
 @dataclass

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from dataset.chat_template import chat_segments
-from dataset.tasks.chat_messages import placeholder_pattern
-from models.media_instances import instance_order
-from models.modalities import placeholders
+from epalm.dataset.chat_template import chat_segments
+from epalm.dataset.tasks.chat_messages import placeholder_pattern
+from epalm.models.media_instances import instance_order
+from epalm.models.modalities import placeholders
 
 
 class ChatCollator:

@@ -11,8 +11,8 @@ and the text ends where the model must answer (after `</a>`, or the template's g
 """
 from __future__ import annotations
 
-from models.language_model import QA_SEPARATOR
-from models.user_errors import ConfigError, DataFormatError
+from epalm.models.language_models.frozen_lm import QA_SEPARATOR
+from epalm.common.errors import ConfigError, DataFormatError
 
 TEMPLATES = ("auto", "plain", "tokenizer")
 Segments = list[tuple[str, bool]]

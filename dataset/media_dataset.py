@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dataset.media.errors import MediaDecodeError
-from dataset.records import MediaItem, Sample
-from dataset.tasks.task_split import TaskSplit
-from models.modalities import Preprocessor
+from epalm.common.errors import MediaDecodeError
+from epalm.dataset.records import MediaItem, Sample
+from epalm.dataset.tasks.task_split import TaskSplit
+from epalm.models.modalities import Preprocessor
 
 
 def choose_target(sample: Sample, rng: random.Random) -> str:

@@ -2,7 +2,7 @@
 
 Our format is a folder: `model.safetensors` (trainable tensors, reference key names for the bridge) and
 `epalm_config.json` (the ModelConfig plus facts checked at load time), plus the LM's own trained weights when
-`model.lm.train` is lora (`lora/`, peft's format) or full (`lm/`, a transformers folder): models/lm_checkpoint.py.
+`model.lm.train` is lora (`lora/`, peft's format) or full (`lm/`, a transformers folder): models/language_models/lm_checkpoint.py.
 Each file is written under a temporary name, then renamed, so a crash never leaves half a file.
 """
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.atomic_io import atomic_path, write_text_atomic
-from models.config import ModelConfig
-from models.config_io import ConfigError, from_dict, to_dict
-from models.epalm import EPALM
-from models.lm_checkpoint import check_lm_training_matches, load_lm_weights, save_lm_weights, split_lm_state
-from models.lm_training import is_lm_weight
-from models.user_errors import DataFormatError, MissingFileError
+from epalm.common.atomic_io import atomic_path, write_text_atomic
+from epalm.models.config import ModelConfig
+from epalm.common.config_io import ConfigError, from_dict, to_dict
+from epalm.models.epalm import EPALM
+from epalm.models.language_models.lm_checkpoint import check_lm_training_matches, load_lm_weights, save_lm_weights, split_lm_state
+from epalm.models.language_models.lm_training import is_lm_weight
+from epalm.common.errors import DataFormatError, MissingFileError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -84,7 +84,7 @@ def trainable_layout(cfg: ModelConfig) -> dict[str, Any]:
     prompt_len = cfg.prompt_len if cfg.prompt_tuning else 0  # the factory builds no prompt for either
     layout: dict[str, Any] = {"visual": cfg.visual, "prompt_len": prompt_len,
                               "unfreeze_text_layer_norm": cfg.unfreeze_text_layer_norm, "lm.train": cfg.lm.train}
-    if cfg.lm.train == "lora":  # its target modules are compared once resolved, at load (models/lm_checkpoint.py)
+    if cfg.lm.train == "lora":  # its target modules are compared once resolved, at load (models/language_models/lm_checkpoint.py)
         layout["lm.lora.r"] = cfg.lm.lora.r
     if cfg.visual:
         layout.update(connector=cfg.connector, shared_connector=cfg.shared_connector,
@@ -131,7 +131,7 @@ def load_checkpoint_weights(model: EPALM, folder: str | Path) -> None:
 
 def load_checkpoint(folder: str | Path, **build_kwargs) -> tuple[EPALM, Any]:
     """Rebuild the model from the checkpoint's own config and load its weights; returns (model, tokenizer)."""
-    from models.factory import build_model  # the factory imports this module's neighbours
+    from epalm.models.factory import build_model  # the factory imports this module's neighbours
 
     model, tokenizer = build_model(read_checkpoint_config(folder), **build_kwargs)
     load_checkpoint_weights(model, folder)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.encoders.config import EncoderConfig
-from models.language_model import LanguageModelConfig
-from models.user_errors import ConfigError
+from epalm.models.encoders.config import EncoderConfig
+from epalm.models.language_models.frozen_lm import LanguageModelConfig
+from epalm.common.errors import ConfigError
 
 READOUTS = ("cls", "mean")
 

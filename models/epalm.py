@@ -8,15 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.config import ModelConfig
-from models.connectors import Connector
-from models.encoders.base import PerceptionEncoder
-from models.injection import Conditioning, InjectionPlan, VisualInjector
-from models.language_model import FrozenLanguageModel
-from models.media_instances import instance_order
-from models.precision import autocast_dtype, native_precision
-from models.legacy_beam_search import legacy_beam_search
-from models.soft_prompt import SoftPrompt
+from epalm.models.config import ModelConfig
+from epalm.models.connectors import Connector
+from epalm.models.encoders.base import PerceptionEncoder
+from epalm.models.injection import Conditioning, InjectionPlan, VisualInjector
+from epalm.models.language_models.frozen_lm import FrozenLanguageModel
+from epalm.models.media_instances import instance_order
+from epalm.models.precision import autocast_dtype, native_precision
+from epalm.models.legacy_beam_search import legacy_beam_search
+from epalm.models.soft_prompt import SoftPrompt
 
 MediaInput = torch.Tensor | dict[str, torch.Tensor] | None
 
@@ -28,7 +28,7 @@ class EPALMOutput:
 
 class EPALM(nn.Module):
     """Only the connectors and `prompt_module` train (plus LayerNorms when the config unfreezes them, and the LM's
-    LoRA adapters or all its weights when `model.lm.train` says so: models/lm_training.py).
+    LoRA adapters or all its weights when `model.lm.train` says so: models/language_models/lm_training.py).
 
     `encoder` / `connector` serve the config's `model.encoder` (their state-dict keys are the reference's:
     `connector.{i}.weight`); `extra_encoders` / `extra_connectors` the modalities of `model.extra_encoders`.
@@ -217,7 +217,7 @@ class EPALM(nn.Module):
         """input_ids, attention_mask: `(B, T)` text (BOS first), any padding side.
 
         logits: `(B, T, V)`, or `(B, len(logit_positions), V)` at those text positions only (the LM head skips
-        the others: `training.loss.predicting_positions`)."""
+        the others: `epalm.training.loss.predicting_positions`)."""
         cond = self.conditioning(media, features, media_index, tokens)
         prefix_len = cond.prefix_len
         ids, mask = self._with_prefix(input_ids, attention_mask, prefix_len)

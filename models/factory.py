@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import torch
 
-from models.config import ModelConfig
-from models.connectors import build_connector
-from models.encoders import build_encoder
-from models.encoders.base import PerceptionEncoder
-from models.epalm import EPALM
-from models.injection import plan_injection
-from models.language_model import build_language_model, load_tokenizer
-from models.modalities import load_plugins
-from models.partitioned_params import full_shape, gathered
-from models.soft_prompt import SoftPrompt
-from models.user_errors import ConfigError, check_choice
+from epalm.models.config import ModelConfig
+from epalm.models.connectors import build_connector
+from epalm.models.encoders import build_encoder
+from epalm.models.encoders.base import PerceptionEncoder
+from epalm.models.epalm import EPALM
+from epalm.models.injection import plan_injection
+from epalm.models.language_models.frozen_lm import build_language_model, load_tokenizer
+from epalm.models.modalities import load_plugins
+from epalm.models.partitioned_params import full_shape, gathered
+from epalm.models.soft_prompt import SoftPrompt
+from epalm.common.errors import ConfigError, check_choice
 
 PROMPT_INITS = ("random", "vocab")
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from models.language_model import FrozenLanguageModel
-from models.user_errors import ConfigError, did_you_mean
+from epalm.models.language_models.frozen_lm import FrozenLanguageModel
+from epalm.common.errors import ConfigError, did_you_mean
 
 MODES = ("causal", "epalm")
 

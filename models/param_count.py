@@ -1,6 +1,6 @@
 """Parameter accounting: trainable / total, checkable for any size without downloading weights.
 
-`python -m models.param_count` builds the model on PyTorch's meta device from the architecture facts shipped
+`python -m epalm.models.param_count` builds the model on PyTorch's meta device from the architecture facts shipped
 in models/architectures/ (no weights, no memory) and prints the same report a training run prints at start.
 """
 from __future__ import annotations
@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.partitioned_params import full_numel
-from models.user_errors import UnknownNameError, did_you_mean
+from epalm.models.partitioned_params import full_numel
+from epalm.common.errors import UnknownNameError, did_you_mean
 
 ARCHITECTURES = Path(__file__).parent / "architectures"
 EXAMPLES = """examples:
   # eP-ALM (OPT-2.7B + ViT-B/16, 6 Linears, MLP prompt) and eP-ALM_pt-L (OPT-6.7B + ViT-L/16)
-  python -m models.param_count --lm opt-2.7b --encoder vit_base_patch16_224 --mlp
-  python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector
+  python -m epalm.models.param_count --lm opt-2.7b --encoder vit_base_patch16_224 --mlp
+  python -m epalm.models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector
   # the same with LoRA adapters on the LM (model.lm.train: lora), or every LM weight training (full)
-  python -m models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector --lm_train lora"""
+  python -m epalm.models.param_count --lm opt-6.7b --encoder vit_large_patch16_224 --shared_connector --lm_train lora"""
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def architecture_path(name: str) -> str:
 
 def build_on_meta(cfg) -> nn.Module:
     """The whole model with shapes but no storage: counts parameters of any size in milliseconds."""
-    from models.factory import build_model
+    from epalm.models.factory import build_model
 
     with torch.device("meta"):
         model, _ = build_model(cfg, load_tokenizer_if_missing=False)
@@ -78,10 +78,10 @@ def build_on_meta(cfg) -> nn.Module:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    from models.lm_training import LM_TRAINING, LoraSettings
-    from training.command_line import add_debug_flag, command_parser  # training imports models, not the reverse
+    from epalm.models.language_models.lm_training import LM_TRAINING, LoraSettings
+    from epalm.common.command_line import add_debug_flag, command_parser  # training imports models, not the reverse
 
-    parser = command_parser("python -m models.param_count", __doc__, EXAMPLES)
+    parser = command_parser("python -m epalm.models.param_count", __doc__, EXAMPLES)
     parser.add_argument("--lm", default="opt-6.7b", metavar="NAME",
                         help="a models/architectures/ name (opt-125m ... llama-3-8b), hub id or folder")
     parser.add_argument("--encoder", default="vit_large_patch16_224", metavar="NAME", help="a timm ViT name")
@@ -102,10 +102,10 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> ParameterCount:
-    from models.config import ModelConfig
-    from models.encoders.config import EncoderConfig
-    from models.language_model import LanguageModelConfig
-    from models.lm_training import LoraSettings
+    from epalm.models.config import ModelConfig
+    from epalm.models.encoders.config import EncoderConfig
+    from epalm.models.language_models.frozen_lm import LanguageModelConfig
+    from epalm.models.language_models.lm_training import LoraSettings
 
     args = argument_parser().parse_args(argv)
     lora = LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, target_modules=args.lora_target_modules)
@@ -126,6 +126,6 @@ def main(argv: list[str] | None = None) -> ParameterCount:
 
 
 if __name__ == "__main__":
-    from training.command_line import run_command
+    from epalm.common.command_line import run_command
 
     sys.exit(run_command(main))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The offline demo: builds the synthetic data and the tiny pretrained models if missing, trains eP-ALM and
 # its blind baseline on each task, prints the table and writes outputs/demo/summary.json.
-# Arguments go to `python -m training.demo` (e.g. --tasks image_vqa image_caption).
+# Arguments go to `python -m epalm.demo` (e.g. --tasks image_vqa image_caption).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m training.demo "$@"
+exec python -m epalm.demo "$@"

@@ -25,13 +25,13 @@ from torch.distributed.fsdp import ShardingStrategy
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
 from tests.tiny_models import TINY_VIT, images, text_batch, tiny_lm_config, tiny_model
-from training.fsdp_units import (
+from epalm.training.fsdp_units import (
     fsdp_settings,
     gathered_trainable_state,
     initialise_root,
     load_trainable_state,
 )
-from training.loss import training_loss
+from epalm.training.loss import training_loss
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models.param_count import count_parameters
+from epalm.models.param_count import count_parameters
 from tests.tiny_run import build_tiny_setup, tiny_config
-from training import ablation
-from training.run_config import resolve_config
+from epalm.studies import ablation
+from epalm.training.run_config import resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SIZES = REPO / "configs" / "ablation" / "demo_sizes"
@@ -44,7 +44,7 @@ def test_sweep_writes_table_and_plot_then_skips_finished_sizes(setup, tmp_path):
     # The counts made on the meta device are those of the model each run really trained.
     run_cfg = resolve_config(["--config", str(out / "opt-h64-l3" / "config.yaml")])
     assert run_cfg.model.lm.config_overrides["num_hidden_layers"] == 3
-    from models.factory import build_model
+    from epalm.models.factory import build_model
 
     model, _ = build_model(run_cfg.model)
     assert rows[1]["lm_parameters"] == count_parameters(model.lm).total

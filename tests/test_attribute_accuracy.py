@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from dataset.metrics.attribute_accuracy import attribute_accuracy, parse_attributes
-from dataset.synthetic.image_world import ImageWorld
+from epalm.dataset.metrics.attribute_accuracy import attribute_accuracy, parse_attributes
+from epalm.demo.synthetic.image_world import ImageWorld
 
 VOCAB = ImageWorld().attribute_vocabulary()
 TWO_RED_CIRCLES_LEFT = {"count": "2", "colour": "red", "shape": "circle", "side": "left"}

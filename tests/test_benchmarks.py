@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import models.epalm
+import epalm.models.epalm
 from benchmarks import ideas
 from benchmarks import run as bench
 from benchmarks import workloads
@@ -18,9 +18,9 @@ from benchmarks.flops import matmul_weights, peak_tflops, training_step_flops
 from benchmarks.ideas import first_layer_in_backward
 from benchmarks.report import REFERENCE_RATIOS, format_table, ratios, reference_gaps, target_results
 from benchmarks.shapes import get_shape
-from models.factory import build_model
-from models.param_count import build_on_meta
-from models.precision import native_precision
+from epalm.models.factory import build_model
+from epalm.models.param_count import build_on_meta
+from epalm.models.precision import native_precision
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -146,7 +146,7 @@ def test_gpu_speed_ideas_run_beside_their_baselines(tmp_path):
     assert not rows[("frozen_autocast", "train_encode", "under_autocast")]["baseline"]
     assert {("fused_adamw", m, v) for m in ("train_encode", "train_cached") for v in ("default", "fused")} <= set(rows)
     assert result["dtype"] == "bfloat16"
-    assert models.epalm.native_precision is native_precision  # the variant's replacement is undone
+    assert epalm.models.epalm.native_precision is native_precision  # the variant's replacement is undone
 
 
 def test_interleaved_timing_gives_every_mode_its_repetitions(tmp_path):

@@ -14,16 +14,17 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from dataset.tasks import TASK_READERS
+from epalm.dataset.tasks import TASK_READERS
 from tests.tiny_models import tiny_model
 from tests.tiny_run import build_tiny_setup, tiny_config
-from training import chat, predict, run
-from training.chat_inputs import MediaReader, parse_message
-from training.checkpoint_source import find_source, load_model
-from training.command_line import run_command
-from training.conversation import CHAT, ONE_INSTANCE, Conversation, GenerationSettings
-from training.data import build_dataset, make_collator
-from training.nearest_tokens import nearest_tokens, vocabulary_space
+from epalm.inference import chat, predict
+from epalm.training import run
+from epalm.inference.chat_inputs import MediaReader, parse_message
+from epalm.inference.checkpoint_source import find_source, load_model
+from epalm.common.command_line import run_command
+from epalm.inference.conversation import CHAT, ONE_INSTANCE, Conversation, GenerationSettings
+from epalm.training.data import build_dataset, make_collator
+from epalm.inference.nearest_tokens import nearest_tokens, vocabulary_space
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import training.run as entry
-from dataset.chat_collate import ChatCollator
-from dataset.chat_template import chat_segments
-from dataset.records import MediaItem
-from dataset.tasks import TASK_READERS
-from models.language_model import load_tokenizer
-from models.media_instances import instance_order
-from models.user_errors import DataFormatError
+import epalm.training.run as entry
+from epalm.dataset.chat_collate import ChatCollator
+from epalm.dataset.chat_template import chat_segments
+from epalm.dataset.records import MediaItem
+from epalm.dataset.tasks import TASK_READERS
+from epalm.models.language_models.frozen_lm import load_tokenizer
+from epalm.models.media_instances import instance_order
+from epalm.common.errors import DataFormatError
 from tests.tiny_run import build_tiny_setup, tiny_config
 
 

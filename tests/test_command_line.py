@@ -16,35 +16,41 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-import training.run as entry
-from models.config import ModelConfig
-from models.config_io import ConfigError, to_dict
-from models.user_errors import UserError
-from training.command_line import DEBUG_ENV, run_command
+import epalm.training.run as entry
+from epalm.models.config import ModelConfig
+from epalm.common.config_io import ConfigError, to_dict
+from epalm.common.errors import UserError
+from epalm.common.command_line import DEBUG_ENV, run_command
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = "configs/demo/image_vqa.yaml"
 
 # Every command of the project: the module whose `argument_parser()` builds its parser, and its `main`.
 COMMANDS = {
-    "main.py": ("training.run_config", "training.run"),
-    "dataset.metrics.score": ("dataset.metrics.score", "dataset.metrics.score"),
-    "dataset.synthetic.build": ("dataset.synthetic.build", "dataset.synthetic.build"),
-    "dataset.synthetic.build_audio": ("dataset.synthetic.build_audio", "dataset.synthetic.build_audio"),
-    "dataset.synthetic.build_video": ("dataset.synthetic.build_video", "dataset.synthetic.build_video"),
-    "training.demo": ("training.demo", "training.demo"),
-    "training.ablation": ("training.ablation", "training.ablation"),
-    "training.probes": ("training.probes", "training.probes"),
-    "training.demo_pretraining": ("training.demo_pretraining.__main__", "training.demo_pretraining.__main__"),
-    "training.demo_pretraining.lm_sizes": ("training.demo_pretraining.lm_sizes", "training.demo_pretraining.lm_sizes"),
-    "models.param_count": ("models.param_count", "models.param_count"),
+    "main.py": ("epalm.training.run_config", "epalm.training.run"),
+    "epalm.dataset.metrics.score": ("epalm.dataset.metrics.score", "epalm.dataset.metrics.score"),
+    "epalm.demo.synthetic.build": ("epalm.demo.synthetic.build", "epalm.demo.synthetic.build"),
+    "epalm.demo.synthetic.build_audio": ("epalm.demo.synthetic.build_audio", "epalm.demo.synthetic.build_audio"),
+    "epalm.demo.synthetic.build_video": ("epalm.demo.synthetic.build_video", "epalm.demo.synthetic.build_video"),
+    "epalm.demo": ("epalm.demo.runner", "epalm.demo.runner"),
+    "epalm.studies.ablation": ("epalm.studies.ablation", "epalm.studies.ablation"),
+    "epalm.studies.probes": ("epalm.studies.probes.command", "epalm.studies.probes.command"),
+    "epalm.demo.pretraining": ("epalm.demo.pretraining.__main__", "epalm.demo.pretraining.__main__"),
+    "epalm.demo.pretraining.lm_sizes": ("epalm.demo.pretraining.lm_sizes", "epalm.demo.pretraining.lm_sizes"),
+    "epalm.models.param_count": ("epalm.models.param_count", "epalm.models.param_count"),
     "benchmarks.run": ("benchmarks.run", "benchmarks.run"),
     "benchmarks.ideas": ("benchmarks.ideas", "benchmarks.ideas"),
     "benchmarks.op_counts": ("benchmarks.op_counts", "benchmarks.op_counts"),
     "benchmarks.gpu_smoke": ("benchmarks.gpu_smoke", "benchmarks.gpu_smoke"),
-    "dataset.synthetic.build_sensor": ("dataset.synthetic.build_sensor", "dataset.synthetic.build_sensor"),
-    "training.fewshot": ("training.fewshot.__main__", "training.fewshot.__main__"),
+    "epalm.demo.synthetic.build_sensor": ("epalm.demo.synthetic.build_sensor", "epalm.demo.synthetic.build_sensor"),
+    "epalm.studies.fewshot": ("epalm.studies.fewshot.__main__", "epalm.studies.fewshot.__main__"),
 }
+
+
+def module_name(path: str) -> str:
+    """The module a file of the repository is imported as: the library's folders under `epalm.` (setup.py)."""
+    name = path.removesuffix(".py").removesuffix("/__main__").replace("/", ".")
+    return name if name.startswith("benchmarks.") else f"epalm.{name}"
 
 
 def _launch(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -129,8 +135,7 @@ def test_every_entry_point_is_listed_and_ends_through_run_command():
         text = path.read_text()
         if 'if __name__ == "__main__":' in text:
             found[str(relative)] = text.split('if __name__ == "__main__":', 1)[1]
-    modules = {"main.py" if name == "main.py" else name.removesuffix(".py").removesuffix("/__main__").replace("/", ".")
-               for name in found}
+    modules = {"main.py" if name == "main.py" else module_name(name) for name in found}
     assert modules == set(COMMANDS)
     for name, block in found.items():
         assert "run_command(" in block, name
@@ -181,7 +186,7 @@ def test_a_two_process_launch_prints_the_error_once(launched):
 
 
 def test_a_real_bug_keeps_its_traceback(monkeypatch):
-    """A plain ValueError (not a models.user_errors class) is a bug: it leaves run_command, so Python prints its
+    """A plain ValueError (not a epalm.common.errors class) is a bug: it leaves run_command, so Python prints its
     traceback and exits with status 1."""
     def broken(cfg):
         raise ValueError("an internal invariant broke")
@@ -296,8 +301,8 @@ def test_checkpoint_problems_are_named_before_the_model_is_built(run_in_repo, tm
 
 
 def test_a_matching_checkpoint_folder_passes_the_checks(monkeypatch, tmp_path):
-    from training.preflight import check_checkpoint
-    from training.run_config import resolve_config
+    from epalm.training.preflight import check_checkpoint
+    from epalm.training.run_config import resolve_config
 
     monkeypatch.chdir(REPO)
     cfg = resolve_config(["--config", DEMO_CONFIG])

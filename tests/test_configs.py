@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from models.config import ModelConfig
-from models.language_model import LanguageModelConfig
-from models.lm_training import LoraSettings
-from training.run_config import EvalConfig, RunConfig, TaskConfig, TrainConfig, resolve_config
+from epalm.models.config import ModelConfig
+from epalm.models.language_models.frozen_lm import LanguageModelConfig
+from epalm.models.language_models.lm_training import LoraSettings
+from epalm.training.run_config import EvalConfig, RunConfig, TaskConfig, TrainConfig, resolve_config
 
 # configs/fewshot/ holds the few-shot study's own configuration (tests/test_fewshot.py resolves those).
 CONFIGS = sorted(p for p in Path("configs").rglob("*.yaml") if p.parent.name not in ("base", "accelerate", "fewshot"))

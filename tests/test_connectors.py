@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.connectors import CONNECTORS
-from models.media_instances import instance_order
-from models.user_errors import ConfigError, UnknownNameError
+from epalm.models.checkpoint import load_checkpoint, save_checkpoint
+from epalm.models.connectors import CONNECTORS
+from epalm.models.media_instances import instance_order
+from epalm.common.errors import ConfigError, UnknownNameError
 from tests.tiny_models import images, text_batch, tiny_model
 
 PREFIX = dict(connector="prefix", connector_options={"tokens": 2}, injected_hidden_states=1)

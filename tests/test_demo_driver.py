@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from training.demo import format_table, main
+from epalm.demo.runner import format_table, main
 
 
 def test_quick_demo_writes_every_group_variant(tmp_path):

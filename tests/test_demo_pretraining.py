@@ -8,19 +8,19 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from dataset.synthetic.text_corpus import ANSWER_SEP, CONTEXT_SEP, EOS
-from dataset.synthetic.worlds import discover_worlds
-from models.encoders import build_encoder
-from models.language_model import build_language_model, load_tokenizer
-from training.demo_pretraining import (DEFAULT_OUT, LMSettings, TokenizerSettings, ViTSettings, demo_encoder_config,
+from epalm.demo.synthetic.text_corpus import ANSWER_SEP, CONTEXT_SEP, EOS
+from epalm.demo.synthetic.worlds import discover_worlds
+from epalm.models.encoders import build_encoder
+from epalm.models.language_models.frozen_lm import build_language_model, load_tokenizer
+from epalm.demo.pretraining import (DEFAULT_OUT, LMSettings, TokenizerSettings, ViTSettings, demo_encoder_config,
                                        demo_lm_config, ensure_demo_models)
-from training.demo_pretraining.__main__ import main
-from training.demo_pretraining.build import FOLDERS
-from training.demo_pretraining.images import render_pool, sample_images
-from training.demo_pretraining.lm import answer_tokens, weighted_lm_loss
-from training.demo_pretraining.lm_evaluation import generate, generated_caption, held_out_questions, well_formed_for
-from training.demo_pretraining.settings import REPORT_FILE, TOKENIZER_DIR, VIT_DIR, VIT_WEIGHTS_FILE
-from training.demo_pretraining.vit import normalize
+from epalm.demo.pretraining.__main__ import main
+from epalm.demo.pretraining.build import FOLDERS
+from epalm.demo.pretraining.images import render_pool, sample_images
+from epalm.demo.pretraining.lm import answer_tokens, weighted_lm_loss
+from epalm.demo.pretraining.lm_evaluation import generate, generated_caption, held_out_questions, well_formed_for
+from epalm.demo.pretraining.settings import REPORT_FILE, TOKENIZER_DIR, VIT_DIR, VIT_WEIGHTS_FILE
+from epalm.demo.pretraining.vit import normalize
 
 SHIPPED_TOKENIZER = DEFAULT_OUT / TOKENIZER_DIR
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -87,7 +87,7 @@ def test_a_word_tokenizes_the_same_after_bos_after_context_and_after_a_special_t
 
 def test_shipped_tokenizer_knows_every_registered_world():
     built_from = _report(TOKENIZER_DIR)["worlds"]
-    assert built_from == discover_worlds(), "rebuild with: python -m training.demo_pretraining --force"
+    assert built_from == discover_worlds(), "rebuild with: python -m epalm.demo.pretraining --force"
 
 
 # ---------------------------------------------------------------- the shipped LM

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import ASTConfig, ASTModel, TimesformerConfig, TimesformerModel
 
-from models.encoders import ENCODERS, EncoderConfig, build_encoder
+from epalm.models.encoders import ENCODERS, EncoderConfig, build_encoder
 
 TIMM_ARCH = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
 TSF_ARCH = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32,
@@ -111,8 +111,8 @@ def test_encoders_are_frozen_and_stay_in_eval_mode():
 def test_encoder_dtype_holds_the_frozen_weights_and_casts_the_media():
     """bf16 under bf16 mixed precision (as the LM): the same CLS tokens up to bf16 rounding; auto resolves like the
     LM's dtype, except that trainable LayerNorms keep the encoder in float32."""
-    from training.accelerator_setup import resolve_weight_dtypes
-    from training.run_config import RunConfig
+    from epalm.training.accelerator_setup import resolve_weight_dtypes
+    from epalm.training.run_config import RunConfig
 
     torch.manual_seed(0)
     fp32 = build_encoder(EncoderConfig(type="timm_vit", name="vit_base_patch16_224", model_kwargs=TIMM_ARCH))

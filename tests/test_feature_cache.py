@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import training.run as entry
-from dataset.feature_cache import FeatureCache
+import epalm.training.run as entry
+from epalm.dataset.feature_cache import FeatureCache
 from tests.tiny_run import build_tiny_setup, tiny_config
 
 

@@ -9,19 +9,19 @@ import json
 import pytest
 import torch
 
-from models.fewshot.common_width import CommonWidth, FeatureStatistics
-from models.fewshot.hypernetwork import HyperNetwork
-from models.fewshot.isometry import IsometricTransform
-from models.fewshot.low_rank_adapter import TrainableAdapter
-from models.fewshot.projector import SharedProjector
-from training.demo_pretraining.video_encoder import REPO_ROOT
-from training.fewshot.__main__ import main
-from models.user_errors import ConfigError
-from training.fewshot.config import (EpalmBaselineConfig, FewShotConfig, HypernetworkConfig, ModalitySource,
+from epalm.models.fewshot.common_width import CommonWidth, FeatureStatistics
+from epalm.models.fewshot.hypernetwork import HyperNetwork
+from epalm.models.fewshot.isometry import IsometricTransform
+from epalm.models.fewshot.low_rank_adapter import TrainableAdapter
+from epalm.models.fewshot.projector import SharedProjector
+from epalm.demo.pretraining.video_encoder import REPO_ROOT
+from epalm.studies.fewshot.__main__ import main
+from epalm.common.errors import ConfigError
+from epalm.studies.fewshot.config import (EpalmBaselineConfig, FewShotConfig, HypernetworkConfig, ModalitySource,
                                      PretrainConfig, ProjectorConfig, StudyConfig, TuneConfig, load_config)
-from training.fewshot.methods import Context, Shots, run_method
-from training.fewshot.caption_lm import CaptionLM, prefix_model
-from models.encoders import EncoderConfig
+from epalm.studies.fewshot.methods import Context, Shots, run_method
+from epalm.studies.fewshot.caption_lm import CaptionLM, prefix_model
+from epalm.models.encoders import EncoderConfig
 
 QUICK = REPO_ROOT / "configs" / "fewshot" / "quick.yaml"
 

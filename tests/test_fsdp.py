@@ -16,9 +16,9 @@ import pytest
 import torch
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-from models.user_errors import ConfigError, LaunchError
+from epalm.common.errors import ConfigError, LaunchError
 from tests.tiny_models import tiny_model
-from training.fsdp_units import check_uniform_units, unit_parameters, use_epalm_units
+from epalm.training.fsdp_units import check_uniform_units, unit_parameters, use_epalm_units
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINABLE = ["connector.0.bias", "connector.0.weight", "connector.1.bias", "connector.1.weight",

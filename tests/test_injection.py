@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.injection import plan_injection, resolve_layer_index
+from epalm.models.injection import plan_injection, resolve_layer_index
 from tests.tiny_models import images, text_batch, tiny_model
 
 

@@ -9,19 +9,19 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import training.run as entry
-from models.checkpoint import load_checkpoint, load_checkpoint_weights, save_checkpoint
-from models.config_io import ConfigError
-from models.language_model import build_language_model
-from models.lm_checkpoint import peft_key
-from models.lm_training import LoraSettings
-from models.param_count import parameter_report
+import epalm.training.run as entry
+from epalm.models.checkpoint import load_checkpoint, load_checkpoint_weights, save_checkpoint
+from epalm.common.config_io import ConfigError
+from epalm.models.language_models.frozen_lm import build_language_model
+from epalm.models.language_models.lm_checkpoint import peft_key
+from epalm.models.language_models.lm_training import LoraSettings
+from epalm.models.param_count import parameter_report
 from tests.test_injection import reference_forward_opt
 from tests.tiny_models import images, text_batch, tiny_lm_config, tiny_model
 from tests.tiny_run import build_tiny_setup, tiny_config
-from training.loss import training_loss
-from training.optim import build_optimizer
-from training.run_config import TrainConfig
+from epalm.training.loss import training_loss
+from epalm.training.optim import build_optimizer
+from epalm.training.run_config import TrainConfig
 
 
 def lm_trained_model(train: str, kind: str = "opt", seed: int = 0, lora: LoraSettings | None = None, **overrides):
@@ -230,7 +230,7 @@ def test_lora_run_then_evaluate_its_checkpoint(setup, tmp_path):
                             "--checkpoint", str(trainable), *lora[:4]])
     assert evaluated["test"]["main"] == result["test"]["main"]
     # The chat / predict commands rebuild it from the run folder alone (its checkpoint says how the LM trained).
-    from training.checkpoint_source import load_model
+    from epalm.inference.checkpoint_source import load_model
 
     loaded = load_model(str(run), device="cpu")
     adapters = load_file(str(trainable / "lora" / "adapter_model.safetensors"))
@@ -241,7 +241,7 @@ def test_lora_run_then_evaluate_its_checkpoint(setup, tmp_path):
 
 def test_quick_demo_lm_group(tmp_path):
     """The demo's `lm` group in its --quick form: its four columns and the trainable parameter row."""
-    from training.demo import main as demo
+    from epalm.demo.runner import main as demo
 
     rows = demo(["--quick", "--groups", "lm", "--out", str(tmp_path)])
     params = next(row for row in rows if row["metric"] == "trainable parameters")

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset.media.audio import load_audio
-from models.modalities.audio import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures, spec_augment
-from dataset.media.errors import MediaDecodeError
-from dataset.media.image import load_image
-from dataset.media.video import load_video_frames, sample_frame_indices, select_frames
+from epalm.models.modalities.audio.decode import load_audio
+from epalm.models.modalities.audio.modality import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures, spec_augment
+from epalm.common.errors import MediaDecodeError
+from epalm.models.modalities.image.decode import load_image
+from epalm.models.modalities.video.decode import load_video_frames, sample_frame_indices, select_frames
 
 # ---------------------------------------------------------------- frame sampling
 
@@ -214,7 +214,7 @@ def test_spec_augment_masks_one_band_of_each_axis_in_training_only(tone_wav):
 
 
 def test_audio_in_a_container_librosa_cannot_read_falls_back_to_pyav(tmp_path, tone_wav, monkeypatch):
-    import dataset.media.audio as audio
+    import epalm.models.modalities.audio.decode as audio
 
     calls = []
     real = audio._load_with_pyav

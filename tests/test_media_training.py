@@ -5,11 +5,11 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-import training.run as entry
-from dataset.synthetic.build_audio import build_audio_dataset
-from dataset.synthetic.build_video import build_video_dataset
+import epalm.training.run as entry
+from epalm.demo.synthetic.build_audio import build_audio_dataset
+from epalm.demo.synthetic.build_video import build_video_dataset
 from tests.tiny_run import build_word_tokenizer, tiny_config
-from training.mixture import MixtureBatchSampler, MixtureDataset
+from epalm.training.mixture import MixtureBatchSampler, MixtureDataset
 
 TINY_ENCODERS = {
     "video": {"type": "timesformer", "name": "", "num_frames": 4,

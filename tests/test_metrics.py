@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-import dataset.metrics.caption_metrics as caption_module
-from dataset.metrics.answer_normalization import normalize_answer, process_punctuation
-from dataset.metrics.caption_metrics import caption_metrics, load_coco_references
-from dataset.metrics.exact_match import exact_match_accuracy
-from dataset.metrics.score import main
-from dataset.metrics.vqa_accuracy import load_vqa_ground_truth, question_accuracy, vqa_accuracy
+import epalm.dataset.metrics.caption_metrics as caption_module
+from epalm.dataset.metrics.answer_normalization import normalize_answer, process_punctuation
+from epalm.dataset.metrics.caption_metrics import caption_metrics, load_coco_references
+from epalm.dataset.metrics.exact_match import exact_match_accuracy
+from epalm.dataset.metrics.score import main
+from epalm.dataset.metrics.vqa_accuracy import load_vqa_ground_truth, question_accuracy, vqa_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -280,7 +280,7 @@ def test_cli_bad_file_names_file_and_entry(tmp_path, capsys):
 def test_cli_runs_as_a_module(tmp_path):
     questions, annotations = official_files(tmp_path)
     (tmp_path / "pred.json").write_text(json.dumps(PREDICTIONS))
-    done = subprocess.run([sys.executable, "-m", "dataset.metrics.score", "vqa", "--predictions",
+    done = subprocess.run([sys.executable, "-m", "epalm.dataset.metrics.score", "vqa", "--predictions",
                            str(tmp_path / "pred.json"), "--annotations", str(annotations), "--version", "2017"],
                           cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["overall"] == pytest.approx(72.5)

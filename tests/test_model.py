@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint, load_reference_checkpoint, reference_facts, save_checkpoint
-from models.param_count import main as param_count_main
+from epalm.models.checkpoint import load_checkpoint, load_reference_checkpoint, reference_facts, save_checkpoint
+from epalm.models.param_count import main as param_count_main
 from tests.tiny_models import VOCAB, images, text_batch, tiny_model
 
 
@@ -50,7 +50,7 @@ def test_optimizer_step_changes_only_the_bridge(kind):
 def test_logits_at_supervised_positions_only_give_the_same_loss_and_gradients(kind):
     """The trainer runs the LM head only where a next token is supervised (answer-only loss): same loss, same
     gradients as the head on every position."""
-    from training.loss import lm_loss, predicting_positions
+    from epalm.training.loss import lm_loss, predicting_positions
 
     model = tiny_model(kind)
     ids, mask = text_batch(batch=3, length=7, left_pad=True)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.tiny_run import build_tiny_setup, tiny_config
-from training.preemption import PREEMPTED_EXIT_STATUS, PREEMPTED_MARKER
+from epalm.training.preemption import PREEMPTED_EXIT_STATUS, PREEMPTED_MARKER
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 12  # 2 epochs of 6 steps for 2 processes (96 samples, batch 8 per process)

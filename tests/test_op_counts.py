@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import models.epalm
+import epalm.models.epalm
 from benchmarks import op_counts
 
 
@@ -40,7 +40,7 @@ def test_under_cudas_norm_policy_the_frozen_half_lm_adds_no_casts(monkeypatch):
     before) it casts around every norm, in every layer."""
     native = op_counts.measure("tiny", "float16", "train_encode", layers=3, cuda_norms=True)
     assert native.casts == op_counts.measure("tiny", "float16", "train_encode", layers=3).casts
-    monkeypatch.setattr(models.epalm, "native_precision", lambda module: contextlib.nullcontext())
+    monkeypatch.setattr(epalm.models.epalm, "native_precision", lambda module: contextlib.nullcontext())
     shallow = op_counts.measure("tiny", "float16", "train_encode", layers=3, cuda_norms=True)
     deep = op_counts.measure("tiny", "float16", "train_encode", layers=5, cuda_norms=True)
     assert native.total_casts < shallow.total_casts < deep.total_casts

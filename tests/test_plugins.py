@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training.run as entry
+import epalm.training.run as entry
 from tests.tiny_run import build_word_tokenizer, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def test_toy_modality_plugin_trains_evaluates_and_reloads(toy_setup, tmp_path):
     assert test["num_predictions"] == 5 and test["num_skipped_media"] == 1
     assert "not a .npy toy" in test["skipped_media"][0]
     # A fresh process that never imported the plugin rebuilds the model from the checkpoint's own config.
-    code = ("from models.checkpoint import load_checkpoint\n"
+    code = ("from epalm.models.checkpoint import load_checkpoint\n"
             f"model, _ = load_checkpoint({str(run / 'checkpoints' / 'last' / 'trainable')!r})\n"
             "print(model.modality, type(model.encoder).__name__, model.encoder.hidden_size)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -60,7 +60,7 @@ def test_toy_modality_plugin_trains_evaluates_and_reloads(toy_setup, tmp_path):
 
 def test_unknown_plugin_module_is_a_config_error(toy_setup, tmp_path):
     config = tiny_config(toy_setup, tmp_path / "c.yaml", max_steps=1)
-    from models.user_errors import ConfigError
+    from epalm.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="plugins: cannot import 'tests.no_such_plugin'"):
         entry.main(["--config", str(config), "--output_dir", str(tmp_path / "run"),

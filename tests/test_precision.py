@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 import torch
 
-import models.epalm
-from models.precision import held_dtype, native_precision
+import epalm.models.epalm
+from epalm.models.precision import held_dtype, native_precision
 from tests.tiny_models import TINY_VIT, tiny_lm_config, tiny_model
 
 
@@ -65,7 +65,7 @@ def test_training_step_values_are_bit_identical_to_running_under_autocast(kind, 
         return logits, [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     native_logits, native_grads = step()
-    monkeypatch.setattr(models.epalm, "native_precision", lambda module: contextlib.nullcontext())
+    monkeypatch.setattr(epalm.models.epalm, "native_precision", lambda module: contextlib.nullcontext())
     autocast_logits, autocast_grads = step()
     assert torch.equal(native_logits, autocast_logits)
     assert len(native_grads) == len(autocast_grads) > 0

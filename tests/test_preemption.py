@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import training.run as entry
+import epalm.training.run as entry
 from tests.tiny_run import build_tiny_setup, tiny_config
-from training.preemption import PREEMPTED_EXIT_STATUS, PREEMPTED_MARKER, SIGNAL_AT_STEP_ENV
+from epalm.training.preemption import PREEMPTED_EXIT_STATUS, PREEMPTED_MARKER, SIGNAL_AT_STEP_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 24  # 2 epochs of 12 steps

@@ -1,4 +1,4 @@
-"""Projection probes (training/probes.py): the probe itself on a case whose answer is known, the labels read
+"""Projection probes (studies/probes/command.py): the probe itself on a case whose answer is known, the labels read
 from QA and caption splits, and the command end to end on a tiny trained checkpoint."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.run as entry
-from dataset.records import Sample
-from dataset.tasks.task_split import TaskSplit
-from models.user_errors import DataFormatError
-from training import probes
-from training.command_line import run_command
-from training.probe_classifier import ProbeBudget, cross_validated_accuracy, majority_accuracy, stratified_folds
-from training.probe_labels import media_labels
+import epalm.training.run as entry
+from epalm.dataset.records import Sample
+from epalm.dataset.tasks.task_split import TaskSplit
+from epalm.common.errors import DataFormatError
+from epalm.studies.probes import command as probes
+from epalm.common.command_line import run_command
+from epalm.studies.probes.classifier import ProbeBudget, cross_validated_accuracy, majority_accuracy, stratified_folds
+from epalm.studies.probes.labels import media_labels
 from tests.tiny_run import build_tiny_setup, tiny_config
 
 BUDGET = ProbeBudget(steps=60, width=32, folds=4, seed=0)

@@ -8,17 +8,17 @@ import math
 import pytest
 import torch
 
-import training.run as entry
-from dataset.collate import TextCollator
-from models.config_io import ConfigError
-from models.language_model import load_tokenizer
-from models.legacy_beam_search import legacy_beam_search
+import epalm.training.run as entry
+from epalm.dataset.collate import TextCollator
+from epalm.common.config_io import ConfigError
+from epalm.models.language_models.frozen_lm import load_tokenizer
+from epalm.models.legacy_beam_search import legacy_beam_search
 from tests.test_injection import reference_forward_opt
 from tests.tiny_models import VOCAB, images, tiny_model
 from tests.tiny_run import build_tiny_setup, tiny_config
-from training.data import build_loader
-from training.evaluator import decode_continuations
-from training.run_config import resolve_config
+from epalm.training.data import build_loader
+from epalm.training.evaluator import decode_continuations
+from epalm.training.run_config import resolve_config
 
 PAD, BOS = 1, 2
 OVERLAY = "configs/compat/reference_eval.yaml"

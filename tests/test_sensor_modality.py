@@ -11,24 +11,24 @@ import torch
 import yaml
 from transformers import AutoTokenizer
 
-import training.run as entry
-from dataset.media.errors import MediaDecodeError
-from dataset.metrics.attribute_accuracy import parse_attributes
-from dataset.synthetic.build_sensor import build_sensor_dataset
-from dataset.synthetic.audio_world import AudioWorld
-from dataset.synthetic.sensor_traces import CHANNELS, LENGTH, SAMPLE_RATE, SensorWorld, render_trace, write_trace
-from dataset.synthetic.worlds import discover_worlds
-from dataset.tasks import TASK_READERS
-from models.encoders import ENCODERS, EncoderConfig, build_encoder
-from models.modalities import get_modality, placeholders
-from models.modalities.sensor import load_sensor_trace
-from models.user_errors import ConfigError, DataFormatError
-from training.demo_pretraining.head_training import HeadTraining
-from training.demo_pretraining.sensor_encoder import (SENSOR_DIR, SensorDemoSettings, build_sensor_demo,
+import epalm.training.run as entry
+from epalm.common.errors import MediaDecodeError
+from epalm.dataset.metrics.attribute_accuracy import parse_attributes
+from epalm.demo.synthetic.build_sensor import build_sensor_dataset
+from epalm.demo.synthetic.audio_world import AudioWorld
+from epalm.demo.synthetic.sensor_traces import CHANNELS, LENGTH, SAMPLE_RATE, SensorWorld, render_trace, write_trace
+from epalm.demo.synthetic.worlds import discover_worlds
+from epalm.dataset.tasks import TASK_READERS
+from epalm.models.encoders import ENCODERS, EncoderConfig, build_encoder
+from epalm.models.modalities import get_modality, placeholders
+from epalm.models.modalities.sensor import load_sensor_trace
+from epalm.common.errors import ConfigError, DataFormatError
+from epalm.demo.pretraining.head_training import HeadTraining
+from epalm.demo.pretraining.sensor_encoder import (SENSOR_DIR, SensorDemoSettings, build_sensor_demo,
                                                       sensor_demo_config, sensor_pool)
-from training.demo_pretraining.settings import ENCODER_FILE, REPORT_FILE
-from training.demo_pretraining.shipped import DEFAULT_OUT
-from training.demo_pretraining.video_encoder import REPO_ROOT, linear_probe
+from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
+from epalm.demo.pretraining.shipped import DEFAULT_OUT
+from epalm.demo.pretraining.video_encoder import REPO_ROOT, linear_probe
 
 SHIPPED = DEFAULT_OUT / SENSOR_DIR
 ENCODER_YAML = REPO_ROOT / "configs" / "demo" / "sensor_encoder.yaml"

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.user_errors import ConfigError
+from epalm.common.errors import ConfigError
 from tests.tiny_models import tiny_model
-from training.loss import training_loss
-from training.optim import build_optimizer, use_fused_adamw
-from training.run_config import TrainConfig, resolve_config
+from epalm.training.loss import training_loss
+from epalm.training.optim import build_optimizer, use_fused_adamw
+from epalm.training.run_config import TrainConfig, resolve_config
 
 
 def test_fused_adamw_auto_is_fused_on_a_gpu_only():

@@ -15,17 +15,17 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from dataset.metrics.attribute_accuracy import attribute_accuracy, parse_attributes
-from dataset.metrics.caption_metrics import load_coco_references
-from dataset.metrics.vqa_accuracy import vqa_accuracy
-from dataset.synthetic.build import IMAGE_DIR, MARKER, build_image_dataset
-from dataset.synthetic.image_world import (COLOURS, COUNTS, EXIST_COLOUR_TEMPLATES, EXIST_SHAPE_TEMPLATES,
+from epalm.dataset.metrics.attribute_accuracy import attribute_accuracy, parse_attributes
+from epalm.dataset.metrics.caption_metrics import load_coco_references
+from epalm.dataset.metrics.vqa_accuracy import vqa_accuracy
+from epalm.demo.synthetic.build import IMAGE_DIR, MARKER, build_image_dataset
+from epalm.demo.synthetic.image_world import (COLOURS, COUNTS, EXIST_COLOUR_TEMPLATES, EXIST_SHAPE_TEMPLATES,
                                            QUESTION_TEMPLATES, SHAPES, SIDES, ImageWorld)
-from dataset.synthetic.items import media_path_from_img_id
-from dataset.synthetic.text_corpus import (ANSWER_SEP, CONTEXT_SEP, EOS, build_text_corpus, qa_text,
+from epalm.demo.synthetic.items import media_path_from_img_id
+from epalm.demo.synthetic.text_corpus import (ANSWER_SEP, CONTEXT_SEP, EOS, build_text_corpus, qa_text,
                                            tokenizer_training_lines, write_tokenizer_training_text)
-from dataset.synthetic.worlds import QA, WORLDS, discover_worlds
-from dataset.tasks.vqa_v2 import read_vqa_v2
+from epalm.demo.synthetic.worlds import QA, WORLDS, discover_worlds
+from epalm.dataset.tasks.vqa_v2 import read_vqa_v2
 
 SMALL = dict(n_train=12, n_val=5, n_test=4, questions_per_image=3)
 WORLD = ImageWorld()
@@ -338,7 +338,7 @@ def test_tokenizer_text_has_no_special_tokens_and_covers_the_vocabulary(tmp_path
 
 
 def test_a_world_named_in_a_fresh_process_is_found():
-    code = ("from dataset.synthetic.text_corpus import build_text_corpus; "
+    code = ("from epalm.demo.synthetic.text_corpus import build_text_corpus; "
             "print(len(build_text_corpus(0, 3, worlds=['image'])))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dataset.media.video import load_video_frames
-from dataset.metrics.attribute_accuracy import attribute_accuracy, parse_attributes
-from dataset.metrics.exact_match import exact_match_accuracy
-from dataset.synthetic import audio_world, video_world
-from dataset.synthetic.audio_world import AudioWorld
-from dataset.synthetic.build_audio import AUDIO_DIR, build_audio_dataset
-from dataset.synthetic.build_audio import MARKER as AUDIO_MARKER
-from dataset.synthetic.build_video import MARKER as VIDEO_MARKER
-from dataset.synthetic.build_video import VIDEO_DIR, build_video_dataset
-from dataset.synthetic.text_corpus import ANSWER_SEP, CONTEXT_SEP, EOS, build_text_corpus
-from dataset.synthetic.video_world import VideoWorld
-from dataset.synthetic.worlds import QA, WORLDS, discover_worlds
-from dataset.tasks import TASK_READERS
+from epalm.models.modalities.video.decode import load_video_frames
+from epalm.dataset.metrics.attribute_accuracy import attribute_accuracy, parse_attributes
+from epalm.dataset.metrics.exact_match import exact_match_accuracy
+from epalm.demo.synthetic import audio_world, video_world
+from epalm.demo.synthetic.audio_world import AudioWorld
+from epalm.demo.synthetic.build_audio import AUDIO_DIR, build_audio_dataset
+from epalm.demo.synthetic.build_audio import MARKER as AUDIO_MARKER
+from epalm.demo.synthetic.build_video import MARKER as VIDEO_MARKER
+from epalm.demo.synthetic.build_video import VIDEO_DIR, build_video_dataset
+from epalm.demo.synthetic.text_corpus import ANSWER_SEP, CONTEXT_SEP, EOS, build_text_corpus
+from epalm.demo.synthetic.video_world import VideoWorld
+from epalm.demo.synthetic.worlds import QA, WORLDS, discover_worlds
+from epalm.dataset.tasks import TASK_READERS
 
 VIDEO_SMALL = dict(n_train=10, n_val=4, n_test=5, questions_per_video=3)
 AUDIO_SMALL = dict(n_train=10, n_val=4, n_test=5)

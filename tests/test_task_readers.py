@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dataset.metrics.exact_match import exact_match_accuracy
-from dataset.metrics.vqa_accuracy import vqa_accuracy
-from dataset.tasks import TASK_READERS, TaskSplit
+from epalm.dataset.metrics.exact_match import exact_match_accuracy
+from epalm.dataset.metrics.vqa_accuracy import vqa_accuracy
+from epalm.dataset.tasks import TASK_READERS, TaskSplit
 
 
 def write(path: Path, data) -> Path:

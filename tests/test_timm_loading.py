@@ -1,4 +1,4 @@
-"""Local ViT weights are read by our loader (models/encoders/timm_vit.py), not by timm's file-type guessing, and the
+"""Local ViT weights are read by our loader (models/modalities/image/timm_vit.py), not by timm's file-type guessing, and the
 encoder works with the oldest timm setup.py allows (1.0.3) and with 1.0.29, which misread the demo's file."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from models.encoders import EncoderConfig, build_encoder
-from models.user_errors import DataFormatError
+from epalm.models.encoders import EncoderConfig, build_encoder
+from epalm.common.errors import DataFormatError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_VIT = REPO / "models" / "demo_weights" / "vit-demo" / "model.safetensors"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from accelerate.utils import is_tensorboard_available, is_wandb_available
 
-import training.run as entry
-from models.user_errors import ConfigError
+import epalm.training.run as entry
+from epalm.common.errors import ConfigError
 from tests.tiny_run import build_tiny_setup, tiny_config
-from training import trackers
+from epalm.training import trackers
 
 NO_TEST = ["--set", "task.test_split="]
 

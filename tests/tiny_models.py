@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from models.config import ModelConfig
-from models.encoders.config import EncoderConfig
-from models.factory import build_model
-from models.language_model import LanguageModelConfig
+from epalm.models.config import ModelConfig
+from epalm.models.encoders.config import EncoderConfig
+from epalm.models.factory import build_model
+from epalm.models.language_models.frozen_lm import LanguageModelConfig
 
 VOCAB = 97
 

@@ -7,8 +7,8 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from dataset.synthetic.build import build_image_dataset
-from dataset.synthetic.text_corpus import build_text_corpus
+from epalm.demo.synthetic.build import build_image_dataset
+from epalm.demo.synthetic.text_corpus import build_text_corpus
 
 SPECIALS = ["<pad>", "</s>", "<unk>", "</a>"]
 

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataset.media.errors import MediaDecodeError
-from models.encoders.base import ENCODERS, PerceptionEncoder
-from models.encoders.config import EncoderConfig
-from models.modalities import Modality, register_modality
+from epalm.common.errors import MediaDecodeError
+from epalm.models.encoders.base import ENCODERS, PerceptionEncoder
+from epalm.models.encoders.config import EncoderConfig
+from epalm.models.modalities import Modality, register_modality
 
 TOY_WIDTH = 8
 

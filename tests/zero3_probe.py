@@ -12,11 +12,11 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
 
-from models.factory import build_model
-from models.param_count import count_parameters
-from models.partitioned_params import is_partitioned
-from training.accelerator_setup import make_accelerator, resolve_weight_dtypes
-from training.run_config import resolve_config
+from epalm.models.factory import build_model
+from epalm.models.param_count import count_parameters
+from epalm.models.partitioned_params import is_partitioned
+from epalm.training.accelerator_setup import make_accelerator, resolve_weight_dtypes
+from epalm.training.run_config import resolve_config
 
 
 def build(argv: list[str], with_accelerator: bool):

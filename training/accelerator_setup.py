@@ -7,9 +7,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, parse_flag_from_env
 
-from models.user_errors import ConfigError, LaunchError, did_you_mean
-from training.run_config import RunConfig
-from training.trackers import tracker_arguments
+from epalm.common.errors import ConfigError, LaunchError, did_you_mean
+from epalm.training.run_config import RunConfig
+from epalm.training.trackers import tracker_arguments
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 LM_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "no": "float32"}
@@ -71,7 +71,7 @@ def prepare_for_evaluation(accelerator: Accelerator, model, batch_size: int):
     ZeRO-3: transformers built the LM partitioned, and only DeepSpeed's engine gathers it for each forward.
     FSDP: shard it, as in training (an LM that does not fit one GPU). Other engines: the model as built."""
     if accelerator.distributed_type == DistributedType.FSDP:
-        from training.fsdp_units import initialise_root
+        from epalm.training.fsdp_units import initialise_root
 
         model = accelerator.prepare_model(model)
         initialise_root(model)
@@ -86,7 +86,7 @@ def prepare_for_evaluation(accelerator: Accelerator, model, batch_size: int):
 
 def resolve_weight_dtypes(cfg: RunConfig, precision: str) -> None:
     """`auto` dtypes of the frozen weights: the mixed-precision dtype; an encoder whose LayerNorms train stays fp32,
-    a fully fine-tuned LM too (its float32 master weights: models/lm_training.py)."""
+    a fully fine-tuned LM too (its float32 master weights: models/language_models/lm_training.py)."""
     if cfg.model.lm.dtype == "auto":
         cfg.model.lm.dtype = "float32" if cfg.model.lm.train == "full" else LM_DTYPE[precision]
     if cfg.model.encoder.dtype == "auto":

@@ -6,14 +6,14 @@ import logging
 import torch
 from torch.utils.data import DataLoader
 
-from dataset.chat_collate import ChatCollator
-from dataset.collate import TextCollator
-from dataset.media_dataset import MediaTextDataset
-from dataset.tasks import TASK_READERS, TaskSplit
-from models.epalm import EPALM
-from models.modalities import get_modality
-from models.user_errors import DataFormatError
-from training.run_config import RunConfig
+from epalm.dataset.chat_collate import ChatCollator
+from epalm.dataset.collate import TextCollator
+from epalm.dataset.media_dataset import MediaTextDataset
+from epalm.dataset.tasks import TASK_READERS, TaskSplit
+from epalm.models.epalm import EPALM
+from epalm.models.modalities import get_modality
+from epalm.common.errors import DataFormatError
+from epalm.training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
-from dataset.tasks.task_split import TaskSplit
-from models.atomic_io import write_text_atomic
-from models.language_model import QA_SEPARATOR
-from training.html_report import write_html_report
-from training.provenance import provenance
-from training.run_config import EvalConfig, RunConfig
-from training.scoring import metric_name, score_predictions
+from epalm.dataset.tasks.task_split import TaskSplit
+from epalm.common.atomic_io import write_text_atomic
+from epalm.models.language_models.frozen_lm import QA_SEPARATOR
+from epalm.training.html_report import write_html_report
+from epalm.training.provenance import provenance
+from epalm.training.run_config import EvalConfig, RunConfig
+from epalm.training.scoring import metric_name, score_predictions
 
 
 def _write_json(path: Path, payload: Any) -> None:

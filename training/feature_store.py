@@ -6,12 +6,12 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
-from dataset.records import media_items
-from dataset.tasks.task_split import TaskSplit
-from models.encoders.config import EncoderConfig
-from models.modalities import get_modality
-from training.run_config import RunConfig
+from epalm.dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
+from epalm.dataset.records import media_items
+from epalm.dataset.tasks.task_split import TaskSplit
+from epalm.models.encoders.config import EncoderConfig
+from epalm.models.modalities import get_modality
+from epalm.training.run_config import RunConfig
 
 
 def encoder_identity(cfg: RunConfig, enc: EncoderConfig | None = None) -> dict:

@@ -30,8 +30,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from models.epalm import EPALM
-from models.user_errors import ConfigError, DataFormatError, LaunchError
+from epalm.models.epalm import EPALM
+from epalm.common.errors import ConfigError, DataFormatError, LaunchError
 
 COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 WRAPPED_PREFIX = "_fsdp_wrapped_module."

@@ -5,11 +5,11 @@ import html
 from pathlib import Path
 from typing import Any
 
-from dataset.media.errors import MediaDecodeError
-from dataset.records import Sample, media_items
-from dataset.tasks.task_split import TaskSplit
-from models.atomic_io import write_text_atomic
-from models.modalities import get_modality
+from epalm.common.errors import MediaDecodeError
+from epalm.dataset.records import Sample, media_items
+from epalm.dataset.tasks.task_split import TaskSplit
+from epalm.common.atomic_io import write_text_atomic
+from epalm.models.modalities import get_modality
 
 def _media_cell(split: TaskSplit, sample: Sample, page_dir: Path) -> str:
     cells = []

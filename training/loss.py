@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from models.user_errors import check_choice
+from epalm.common.errors import check_choice
 
 REDUCTIONS = ("token_mean", "sample_sum")
 

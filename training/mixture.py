@@ -14,7 +14,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dataset.media_dataset import MediaTextDataset
+from epalm.dataset.media_dataset import MediaTextDataset
 
 
 class MixtureDataset(Dataset):

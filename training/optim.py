@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 from transformers import get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
 
-from models.epalm import EPALM
-from models.lm_training import is_lm_weight
-from models.user_errors import ConfigError
-from training.run_config import TrainConfig
+from epalm.models.epalm import EPALM
+from epalm.models.language_models.lm_training import is_lm_weight
+from epalm.common.errors import ConfigError
+from epalm.training.run_config import TrainConfig
 
-# train.lm_lr's default for each way the LM trains (models/lm_training.py): LoRA's usual rate, and a small one
+# train.lm_lr's default for each way the LM trains (models/language_models/lm_training.py): LoRA's usual rate, and a small one
 # for every weight of a pretrained LM.
 DEFAULT_LM_LR = {"lora": 2e-4, "full": 1e-5}
 

@@ -3,7 +3,7 @@ read: the values chosen from a fixed list (mixed_precision, loss_tokens, injecti
 the models named (a local folder that is not there, a timm name timm does not know) and the paths (data_dir,
 media_root, --checkpoint and what it holds, the encoder's checkpoint).
 
-Each failure is a user error (models.user_errors) naming the key or the path, so a typo costs seconds.
+Each failure is a user error (epalm.common.errors) naming the key or the path, so a typo costs seconds.
 """
 from __future__ import annotations
 
@@ -13,25 +13,25 @@ from pathlib import Path
 import torch
 from transformers import CONFIG_MAPPING
 
-from dataset.collate import LOSS_TOKENS
-from dataset.metrics.vqa_accuracy import VQA_VERSIONS
-from dataset.tasks import TASK_READERS
-from models.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, layout_mismatches, read_checkpoint_config,
+from epalm.dataset.collate import LOSS_TOKENS
+from epalm.dataset.metrics.vqa_accuracy import VQA_VERSIONS
+from epalm.dataset.tasks import TASK_READERS
+from epalm.models.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, layout_mismatches, read_checkpoint_config,
                                read_reference_state, unknown_reference_keys)
-from models.config import ModelConfig
-from models.connectors import CONNECTORS
-from models.encoders import ENCODERS
-from models.encoders.config import EncoderConfig
-from models.encoders.timm_vit import check_timm_name
-from models.factory import PROMPT_INITS
-from models.injection import MODES
-from models.registry import Registry
-from models.user_errors import (ConfigError, DataFormatError, MissingFileError, UnknownNameError, check_choice,
+from epalm.models.config import ModelConfig
+from epalm.models.connectors import CONNECTORS
+from epalm.models.encoders import ENCODERS
+from epalm.models.encoders.config import EncoderConfig
+from epalm.models.modalities.image.timm_vit import check_timm_name
+from epalm.models.factory import PROMPT_INITS
+from epalm.models.injection import MODES
+from epalm.common.registry import Registry
+from epalm.common.errors import (ConfigError, DataFormatError, MissingFileError, UnknownNameError, check_choice,
                                 did_you_mean)
-from training.accelerator_setup import PRECISIONS, resolve_precision
-from training.loss import REDUCTIONS
-from training.run_config import RunConfig
-from training.scoring import METRICS
+from epalm.training.accelerator_setup import PRECISIONS, resolve_precision
+from epalm.training.loss import REDUCTIONS
+from epalm.training.run_config import RunConfig
+from epalm.training.scoring import METRICS
 
 # Where a folder given as --checkpoint may hold the checkpoint meant: a run folder, a resumable state.
 CHECKPOINT_SUBFOLDERS = ("best", "trainable", "checkpoints/last/trainable")

@@ -7,7 +7,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from models.config_io import to_dict
+from epalm.common.config_io import to_dict
 
 PACKAGES = ("torch", "transformers", "accelerate", "timm", "pycocoevalcap", "av", "librosa", "numpy")
 

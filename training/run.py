@@ -17,22 +17,22 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from models.atomic_io import write_text_atomic
-from models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
-from models.factory import build_model
-from models.modalities import load_plugins
-from models.param_count import count_parameters, parameter_report
-from training.accelerator_setup import make_accelerator, place_on_device, prepare_for_evaluation
-from training.data import build_dataset, build_loader, make_collator, read_split
-from training.evaluator import evaluate_split
-from training.feature_store import encoder_features
-from training.fsdp_units import use_epalm_units
-from training.mixture import mixture_loader
-from training.preflight import preflight
-from training.run_config import RunConfig, dump_config, resolve_config
-from training.run_state import load_trainable_into
-from training.trackers import check_tracker
-from training.trainer import Trainer
+from epalm.common.atomic_io import write_text_atomic
+from epalm.models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
+from epalm.models.factory import build_model
+from epalm.models.modalities import load_plugins
+from epalm.models.param_count import count_parameters, parameter_report
+from epalm.training.accelerator_setup import make_accelerator, place_on_device, prepare_for_evaluation
+from epalm.training.data import build_dataset, build_loader, make_collator, read_split
+from epalm.training.evaluator import evaluate_split
+from epalm.training.feature_store import encoder_features
+from epalm.training.fsdp_units import use_epalm_units
+from epalm.training.mixture import mixture_loader
+from epalm.training.preflight import preflight
+from epalm.training.run_config import RunConfig, dump_config, resolve_config
+from epalm.training.run_state import load_trainable_into
+from epalm.training.trackers import check_tracker
+from epalm.training.trainer import Trainer
 
 
 def load_initial_weights(model, checkpoint: str | None, say) -> None:

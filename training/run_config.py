@@ -12,18 +12,18 @@ from typing import Any
 
 import yaml
 
-from dataset.collate import PADDING_SIDES
-from dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
-from models.atomic_io import write_text_atomic
-from models.config import ModelConfig
-from models.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict, yaml_problem
-from models.user_errors import MissingFileError, did_you_mean
-from training.command_line import add_debug_flag, command_parser
+from epalm.dataset.collate import PADDING_SIDES
+from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
+from epalm.common.atomic_io import write_text_atomic
+from epalm.models.config import ModelConfig
+from epalm.common.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict, yaml_problem
+from epalm.common.errors import MissingFileError, did_you_mean
+from epalm.common.command_line import add_debug_flag, command_parser
 
 
 @dataclass
 class TaskConfig:
-    """reader: a name in dataset.tasks.TASK_READERS (vqa_v2, gqa, coco_caption, msrvtt_caption, video_qa,
+    """reader: a name in epalm.dataset.tasks.TASK_READERS (vqa_v2, gqa, coco_caption, msrvtt_caption, video_qa,
     audiocaps, chat). Splits name the reader's files; an empty split is not used. metric: vqa | exact_match |
     caption (chosen from the reader when empty). prompt_template: the QA prompt, `{question}` replaced by
     the question, in training and evaluation alike (dataset/prompt_template.py); captions ignore it.

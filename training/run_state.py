@@ -16,10 +16,10 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 
-from models.checkpoint import WEIGHTS_FILE, load_checkpoint_weights, save_checkpoint
-from models.epalm import EPALM
-from models.partitioned_params import gathered
-from training.fsdp_units import gathered_trainable_state, load_trainable_state
+from epalm.models.checkpoint import WEIGHTS_FILE, load_checkpoint_weights, save_checkpoint
+from epalm.models.epalm import EPALM
+from epalm.models.partitioned_params import gathered
+from epalm.training.fsdp_units import gathered_trainable_state, load_trainable_state
 
 TRAINABLE_DIR = "trainable"
 

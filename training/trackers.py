@@ -14,9 +14,9 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, is_tensorboard_available, is_wandb_available
 
-from models.config_io import to_dict
-from models.user_errors import ConfigError, did_you_mean
-from training.run_config import RunConfig
+from epalm.common.config_io import to_dict
+from epalm.common.errors import ConfigError, did_you_mean
+from epalm.training.run_config import RunConfig
 
 NO_TRACKER = "none"
 # name -> (what to install, is it installed)

@@ -13,12 +13,12 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from models.checkpoint import save_checkpoint
-from training.loss import training_loss
-from training.optim import build_optimizer, build_scheduler
-from training.preemption import PreemptionWatch, TrainingPreempted, clear_preempted_marker, write_preempted_marker
-from training.run_config import RunConfig
-from training.run_state import (
+from epalm.models.checkpoint import save_checkpoint
+from epalm.training.loss import training_loss
+from epalm.training.optim import build_optimizer, build_scheduler
+from epalm.training.preemption import PreemptionWatch, TrainingPreempted, clear_preempted_marker, write_preempted_marker
+from epalm.training.run_config import RunConfig
+from epalm.training.run_state import (
     TrainingProgress,
     latest_checkpoint,
     register_trainable_only_checkpointing,
@@ -26,8 +26,8 @@ from training.run_state import (
     state_kwargs,
     trainable_state,
 )
-from training.trackers import start_trackers, tracker_values
-from training.training_curves import plot_training_curves
+from epalm.training.trackers import start_trackers, tracker_values
+from epalm.training.training_curves import plot_training_curves
 
 # Set by tests to kill the process (SIGKILL, no clean-up) right after this optimizer step.
 KILL_AT_STEP_ENV = "EPALM_KILL_AT_STEP"

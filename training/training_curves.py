@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from models.atomic_io import atomic_path  # noqa: E402
+from epalm.common.atomic_io import atomic_path  # noqa: E402
 
 
 def plot_training_curves(log_path: Path, out_path: Path) -> None:

@@ -4,5 +4,5 @@
 - vqa_accuracy: official VQA v2 accuracy, evaluator versions "2021" (default) and "2017"
 - exact_match: exact-match QA accuracy after the VQA answer normalisation (GQA, MSRVTT-QA, MSVD-QA)
 - caption_metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, SPICE through pycocoevalcap
-- score: `python -m dataset.metrics.score` scores prediction files (docs/evaluation.md)
+- score: `python -m epalm.dataset.metrics.score` scores prediction files (docs/evaluation.md)
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Mapping
 
-from models.user_errors import DataFormatError
+from epalm.common.errors import DataFormatError
 
 _WORD = re.compile(r"[^\W_]+")
 

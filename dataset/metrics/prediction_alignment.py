@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.user_errors import ConfigError, DataFormatError
+from epalm.common.errors import ConfigError, DataFormatError
 
 MissingPolicy = Literal["ignore", "zero", "error"]
 MISSING_POLICIES = ("ignore", "zero", "error")

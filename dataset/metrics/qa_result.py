@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dataset.metrics.prediction_alignment import Alignment
+from epalm.dataset.metrics.prediction_alignment import Alignment
 
 _SHOWN_IDS = 10
 

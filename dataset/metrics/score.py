@@ -1,4 +1,4 @@
-"""Score a predictions file: `python -m dataset.metrics.score {vqa,caption,exact-match} ...`.
+"""Score a predictions file: `python -m epalm.dataset.metrics.score {vqa,caption,exact-match} ...`.
 
 Prints the metrics as JSON on stdout; warnings (missing predictions, skipped metrics) go to stderr.
 A bad file is one `error: ...` line naming the file and the entry, with exit status 2.
@@ -13,24 +13,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dataset.metrics.caption_metrics import CAPTION_METRICS, caption_metrics, load_coco_references, load_coco_results
-from dataset.metrics.exact_match import exact_match_accuracy
-from dataset.metrics.prediction_alignment import MISSING_POLICIES, predictions_by_id
-from dataset.metrics.vqa_accuracy import VQA_VERSIONS, load_vqa_ground_truth, vqa_accuracy
-from dataset.tasks.annotation_file import entry_list, load_json, location, require
-from models.user_errors import DataFormatError
-from training.command_line import add_debug_flag, command_parser, run_command
+from epalm.dataset.metrics.caption_metrics import CAPTION_METRICS, caption_metrics, load_coco_references, load_coco_results
+from epalm.dataset.metrics.exact_match import exact_match_accuracy
+from epalm.dataset.metrics.prediction_alignment import MISSING_POLICIES, predictions_by_id
+from epalm.dataset.metrics.vqa_accuracy import VQA_VERSIONS, load_vqa_ground_truth, vqa_accuracy
+from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
+from epalm.common.errors import DataFormatError
+from epalm.common.command_line import add_debug_flag, command_parser, run_command
 
 EXAMPLES = """examples:
   # official VQA v2 accuracy of a run's predictions (the questions file selects the questions scored)
-  python -m dataset.metrics.score vqa --predictions outputs/vqa/eval/karpathy_test_predictions.json \\
+  python -m epalm.dataset.metrics.score vqa --predictions outputs/vqa/eval/karpathy_test_predictions.json \\
       --questions data/vqa/karpathy_test_questions.json --annotations data/vqa/karpathy_test_annotations.json
   # COCO caption metrics
-  python -m dataset.metrics.score caption --predictions results.json \\
+  python -m epalm.dataset.metrics.score caption --predictions results.json \\
       --annotations data/COCO/coco_karpathy_test_gt.json --metrics BLEU CIDEr
   # exact match (GQA, MSRVTT-QA, MSVD-QA); every item's score too
-  python -m dataset.metrics.score exact-match --predictions answers.json --annotations testdev.json --per-item
-  # each task's own flags: python -m dataset.metrics.score vqa --help (docs/evaluation.md)"""
+  python -m epalm.dataset.metrics.score exact-match --predictions answers.json --annotations testdev.json --per-item
+  # each task's own flags: python -m epalm.dataset.metrics.score vqa --help (docs/evaluation.md)"""
 
 
 def _qa_predictions(path: Path) -> dict[str, str]:
@@ -57,14 +57,14 @@ def load_qa_ground_truth(path: Path) -> dict[Any, dict]:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = command_parser("python -m dataset.metrics.score", "Score a predictions file; the metrics are printed as "
+    parser = command_parser("python -m epalm.dataset.metrics.score", "Score a predictions file; the metrics are printed as "
                             "JSON on stdout.", EXAMPLES)
     tasks = parser.add_subparsers(dest="task", required=True, metavar="{vqa,caption,exact-match}",
                                   help="what to score (each has its own --help)")
 
     def task(name: str, summary: str) -> argparse.ArgumentParser:
         return tasks.add_parser(name, help=summary, description=summary,
-                                prog=f"python -m dataset.metrics.score {name}")
+                                prog=f"python -m epalm.dataset.metrics.score {name}")
 
     vqa = task("vqa", "official VQA v2 accuracy (overall, per answer type and question type)")
     vqa.add_argument("--predictions", type=Path, required=True, metavar="FILE",
@@ -120,7 +120,7 @@ def score(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The exit status: 0, or 2 after one `error: ...` line for a bad file or option (models.user_errors)."""
+    """The exit status: 0, or 2 after one `error: ...` line for a bad file or option (epalm.common.errors)."""
     return run_command(score, argv)
 
 

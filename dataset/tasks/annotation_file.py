@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.user_errors import DataFormatError, MissingFileError
+from epalm.common.errors import DataFormatError, MissingFileError
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset.tasks.annotation_file import entry_list, load_json, location, require
-from dataset.tasks.qa_entries import qa_sample
-from dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
+from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
+from epalm.dataset.tasks.qa_entries import qa_sample
+from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
 
 GQA_SPLITS = ("train", "valid", "testdev")
 

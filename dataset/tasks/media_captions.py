@@ -1,5 +1,5 @@
 """Captions of videos (MSR-VTT), sounds (AudioCaps) and sensor traces (the synthetic sensor data set of
-dataset/synthetic/build_sensor.py): lists of `{<media key>, caption}` entries.
+demo/synthetic/build_sensor.py): lists of `{<media key>, caption}` entries.
 
 `caption` is a string or a list of strings; a file may list a clip once with all its captions or once
 per caption. Training splits give one Sample per caption; evaluation splits one Sample per clip with all
@@ -11,10 +11,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from dataset.records import Sample
-from dataset.tasks.annotation_file import entry_list, load_json, location, require
-from dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
-from models.user_errors import DataFormatError
+from epalm.dataset.records import Sample
+from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
+from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
+from epalm.common.errors import DataFormatError
 
 
 def _captions(entry: dict, where: str) -> list[str]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dataset.records import Sample
-from models.registry import Registry
-from models.user_errors import MissingFileError, did_you_mean
+from epalm.dataset.records import Sample
+from epalm.common.registry import Registry
+from epalm.common.errors import MissingFileError, did_you_mean
 
 
 @dataclass

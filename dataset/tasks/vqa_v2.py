@@ -13,11 +13,11 @@ import logging
 import re
 from pathlib import Path
 
-from dataset.records import Sample
-from dataset.tasks.annotation_file import entry_list, load_json, location, require
-from dataset.tasks.qa_entries import qa_sample
-from dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
-from models.user_errors import DataFormatError, MissingFileError
+from epalm.dataset.records import Sample
+from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
+from epalm.dataset.tasks.qa_entries import qa_sample
+from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
+from epalm.common.errors import DataFormatError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def attach_human_answers(samples: list[Sample], vqa_dir: Path, required: bool | 
 
     required None: use the official files that exist; True: a needed file that is absent is an error.
     """
-    # Imported here: dataset.metrics reads files through dataset.tasks, a top-level import would be a cycle.
-    from dataset.metrics.vqa_accuracy import load_vqa_ground_truth
+    # Imported here: epalm.dataset.metrics reads files through epalm.dataset.tasks, a top-level import would be a cycle.
+    from epalm.dataset.metrics.vqa_accuracy import load_vqa_ground_truth
 
     by_folder: dict[str, list[Sample]] = {}
     for sample in samples:

@@ -5,6 +5,6 @@ layers, models/injection.py) and `input` (an input prefix: the tokens are LM inp
 Every module of this folder registers its connector in CONNECTORS at the first lookup; a third type
 is one more file (docs/model.md).
 """
-from models.connectors.base import CONNECTORS, PLACEMENTS, Connector, build_connector
+from epalm.models.connectors.base import CONNECTORS, PLACEMENTS, Connector, build_connector
 
 __all__ = ["CONNECTORS", "PLACEMENTS", "Connector", "build_connector"]

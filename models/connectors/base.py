@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from models.config_io import from_dict
-from models.registry import Registry
+from epalm.common.config_io import from_dict
+from epalm.common.registry import Registry
 
 if TYPE_CHECKING:
-    from models.config import ModelConfig
-    from models.language_model import FrozenLanguageModel
+    from epalm.models.config import ModelConfig
+    from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 
 PLACEMENTS = ("layers", "input")
 
@@ -47,7 +47,7 @@ class Connector(nn.Module, ABC):
         """`(M, K, d_enc)` encoder features -> `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
 
 
-CONNECTORS: Registry[type[Connector]] = Registry("connector", discover=("models.connectors",))
+CONNECTORS: Registry[type[Connector]] = Registry("connector", discover=("epalm.models.connectors",))
 
 
 def connector_class(name: str) -> type[Connector]:

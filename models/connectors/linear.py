@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.connectors.base import CONNECTORS, Connector
+from epalm.models.connectors.base import CONNECTORS, Connector
 
 
 @CONNECTORS.register("linear")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.connectors.base import CONNECTORS, Connector
-from models.user_errors import ConfigError
+from epalm.models.connectors.base import CONNECTORS, Connector
+from epalm.common.errors import ConfigError
 
 
 @dataclass

@@ -1,14 +1,16 @@
-"""Frozen perception encoders: `build_encoder(EncoderConfig(...))` -> a `PerceptionEncoder`."""
+"""Frozen perception encoders: `build_encoder(EncoderConfig(...))` -> a `PerceptionEncoder`.
+
+The encoders themselves live with their modality (models/modalities/<modality>/), found by one rule: every
+module under models/modalities is imported at the registry's first lookup (common/registry.py)."""
 from __future__ import annotations
 
 import os
 
 import torch
 
-from models.encoders import ast, timesformer, timm_vit  # noqa: F401  (each registers its builder)
-from models.encoders.base import ENCODERS, PerceptionEncoder
-from models.encoders.config import EncoderConfig
-from models.user_errors import MissingFileError
+from epalm.models.encoders.base import ENCODERS, PerceptionEncoder
+from epalm.models.encoders.config import EncoderConfig
+from epalm.common.errors import MissingFileError
 
 __all__ = ["ENCODERS", "EncoderConfig", "PerceptionEncoder", "build_encoder"]
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from models.registry import Registry
+from epalm.common.registry import Registry
 
 
 READOUTS = ("cls", "mean")
@@ -48,4 +48,4 @@ class PerceptionEncoder(nn.Module, ABC):
 
 
 # A modality plugin may define its own encoder (models/modalities/*.py): those modules are discovered too.
-ENCODERS: Registry[PerceptionEncoder] = Registry("perception encoder", discover=("models.modalities",))
+ENCODERS: Registry[PerceptionEncoder] = Registry("perception encoder", discover=("epalm.models.modalities",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from models.user_errors import ConfigError, did_you_mean
+from epalm.common.errors import ConfigError, did_you_mean
 
 NORMALIZATIONS = ("encoder", "clip")
 ENCODER_DTYPES = ("auto", "float32", "float16", "bfloat16")

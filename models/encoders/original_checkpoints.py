@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import ASTConfig, ASTModel, TimesformerConfig, TimesformerModel
 
-from models.user_errors import DataFormatError
+from epalm.common.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 

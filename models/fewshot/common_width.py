@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.fewshot.isometry import haar_orthogonal
+from epalm.models.fewshot.isometry import haar_orthogonal
 
 
 @dataclass

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from models.fewshot.low_rank_adapter import LowRankAdapter
-from models.fewshot.set_encoder import SetEncoder
+from epalm.models.fewshot.low_rank_adapter import LowRankAdapter
+from epalm.models.fewshot.set_encoder import SetEncoder
 
 
 class HyperNetwork(nn.Module):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.fewshot.low_rank_adapter import LowRankAdapter
+from epalm.models.fewshot.low_rank_adapter import LowRankAdapter
 
 
 class SharedProjector(nn.Module):

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from models.registry import Registry
-from models.user_errors import ConfigError
+from epalm.common.registry import Registry
+from epalm.common.errors import ConfigError
 
 if TYPE_CHECKING:  # the encoders import the plugins' transforms: no import cycle at run time
-    from models.encoders.base import PerceptionEncoder
-    from models.encoders.config import EncoderConfig
+    from epalm.models.encoders.base import PerceptionEncoder
+    from epalm.models.encoders.config import EncoderConfig
 
 
 class Modality(ABC):
@@ -40,7 +40,7 @@ class Modality(ABC):
 
     @abstractmethod
     def decode(self, path: str, train: bool, rng: np.random.Generator | None, encoder_cfg: EncoderConfig) -> Any:
-        """The decoded item (a PIL image, frames, a waveform ...); raises dataset.media.errors.MediaDecodeError
+        """The decoded item (a PIL image, frames, a waveform ...); raises epalm.common.errors.MediaDecodeError
         for a missing or broken file, which the data pipeline reports and skips."""
 
     def transform(self, encoder: PerceptionEncoder, train: bool) -> Callable[[Any], torch.Tensor]:
@@ -74,7 +74,7 @@ class Preprocessor:
         return self.transform(self.decode(path, rng))
 
 
-MODALITIES: Registry[Modality] = Registry("modality", discover=("models.modalities",))
+MODALITIES: Registry[Modality] = Registry("modality", discover=("epalm.models.modalities",))
 _PLACEHOLDERS: dict[str, str] = {}
 _instances: dict[str, Modality] = {}
 

@@ -23,13 +23,13 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 from torch import nn
 
-from dataset.media.errors import MediaDecodeError
-from models.config_io import from_dict
-from models.encoders.base import ENCODERS, READOUTS, PerceptionEncoder
-from models.encoders.config import EncoderConfig
-from models.modalities.base import Modality, register_modality
-from models.modalities.previews import png_data_uri
-from models.user_errors import ConfigError, DataFormatError
+from epalm.common.errors import MediaDecodeError
+from epalm.common.config_io import from_dict
+from epalm.models.encoders.base import ENCODERS, READOUTS, PerceptionEncoder
+from epalm.models.encoders.config import EncoderConfig
+from epalm.models.modalities.base import Modality, register_modality
+from epalm.models.modalities.previews import png_data_uri
+from epalm.common.errors import ConfigError, DataFormatError
 
 PREVIEW_SIZE = (192, 64)
 PREVIEW_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))

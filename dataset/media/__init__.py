@@ -1,1 +1,0 @@
-"""Decoding of media files into model inputs; one module per modality."""

@@ -1,0 +1,1 @@
+"""The audio modality: waveform decoding, the Kaldi fbank, its encoders."""

@@ -1,0 +1,1 @@
+"""The image modality: Pillow decoding, timm transforms, its encoders."""

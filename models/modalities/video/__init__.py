@@ -1,0 +1,1 @@
+"""The video modality: PyAV frame sampling, its transform, its encoders."""

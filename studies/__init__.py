@@ -1,0 +1,1 @@
+"""Studies built on the trainer: the LM-size ablation sweep, projection probes, few-shot integration."""

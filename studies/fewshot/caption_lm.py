@@ -1,0 +1,73 @@
+"""The frozen LM side of every few-shot method: the project's EPALM (models/epalm.py) and its text conventions.
+
+Methods on the shared projector build an EPALM with the input-prefix connector and pass their projector's
+outputs as `tokens=` (B, N, d_embed), which the model places after its soft prompt (none here), in the forward
+and in generation; the eP-ALM baseline passes its encoder features as `features=` to a layer-injection EPALM.
+Caption batches are the project's (dataset/collate.py: `BOS caption</s>`, loss on the caption), the loss is
+training/loss.py's, generation starts from BOS alone, as the trainer's caption evaluation does.
+"""
+from __future__ import annotations
+
+import torch
+
+from epalm.dataset.collate import TextCollator
+from epalm.models.config import ModelConfig
+from epalm.models.encoders import EncoderConfig
+from epalm.models.epalm import EPALM
+from epalm.models.factory import build_model
+from epalm.models.language_models.frozen_lm import LanguageModelConfig
+from epalm.training.evaluator import clean_prediction
+from epalm.studies.fewshot.config import EpalmBaselineConfig
+from epalm.training.loss import lm_loss, predicting_positions
+
+
+def prefix_model(lm: str, encoder: EncoderConfig, tokens: int) -> tuple[EPALM, object]:
+    """An EPALM reading N input tokens and no soft prompt; its own connector is never used (`tokens=` replaces it)."""
+    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoder=encoder, connector="prefix",
+                      connector_options={"tokens": tokens}, injected_hidden_states=1, prompt_len=0)
+    return build_model(cfg)
+
+
+def injection_model(lm: str, encoder: EncoderConfig, recipe: EpalmBaselineConfig, blocks: int, seed: int
+                    ) -> tuple[EPALM, object]:
+    """eP-ALM: a linear connection per encoder block injected into the LM's layers, and a soft prompt started from
+    vocabulary rows (the demo's recipe), randomly initialised from `seed`."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoder=encoder, connector="linear",
+                      injected_hidden_states=min(recipe.injected_hidden_states, blocks),
+                      start_layer_idx=recipe.start_layer_idx, end_layer_idx=recipe.end_layer_idx,
+                      prompt_len=recipe.prompt_len, prompt_init="vocab")
+    return build_model(cfg)
+
+
+class CaptionLM:
+    """Caption loss and greedy captions of one EPALM; `inputs` are `tokens=...` or `features=...`."""
+
+    def __init__(self, model: EPALM, tokenizer, max_text_len: int = 48):
+        self.model, self.tokenizer = model, tokenizer
+        self.collate = TextCollator(tokenizer, "caption", train=True, max_len=max_text_len)
+
+    def batch(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        items = [{"uid": i, "index": i, "skipped": None, "prompt": "", "target": c} for i, c in enumerate(captions)]
+        return self.collate(items)
+
+    def loss(self, captions: list[str], **inputs: torch.Tensor) -> torch.Tensor:
+        batch = self.batch(captions)
+        positions = predicting_positions(batch["labels"])
+        out = self.model(batch["input_ids"], batch["attention_mask"], logit_positions=positions, **inputs)
+        return lm_loss(out.logits, batch["labels"], positions=positions)
+
+    @torch.no_grad()
+    def captions(self, max_new_tokens: int, batch_size: int = 100, **inputs: torch.Tensor) -> list[str]:
+        """Greedy captions from BOS, one per row of the inputs."""
+        self.model.eval()
+        rows = next(iter(inputs.values())).shape[0]
+        start = self.collate.start_id
+        texts: list[str] = []
+        for first in range(0, rows, batch_size):
+            part = {key: value[first:first + batch_size] for key, value in inputs.items()}
+            count = next(iter(part.values())).shape[0]
+            ids = torch.full((count, 1), start, dtype=torch.long)
+            new = self.model.generate(ids, torch.ones_like(ids), max_new_tokens=max_new_tokens, num_beams=1, **part)
+            texts.extend(clean_prediction(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        return texts

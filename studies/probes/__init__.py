@@ -1,0 +1,1 @@
+"""Projection probes (`python main.py probe`, docs/probes.md)."""
