@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 # Every folder of the library installs under one package, `epalm` (`epalm.models`, `epalm.training` ...), so that
 # no generic top-level name (`models`, `dataset`, `training`) shadows a user's own packages or is shadowed by
-# them (docs/architecture.md#packaging). The folders stay where the project's layout puts them.
+# them (docs/architecture.md#packaging-one-package-epalm). The folders stay where the project's layout puts them.
 HOMES = ["common", "models", "dataset", "training", "inference", "demo", "studies"]
 packages = [f"epalm.{home}{'.' + sub if sub else ''}" for home in HOMES for sub in ["", *find_packages(home)]]
 

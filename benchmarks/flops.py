@@ -61,10 +61,10 @@ def training_step_flops(model: EPALM, batch: int, text_len: int, head_positions:
     head_positions = text_len if head_positions is None else head_positions
     lm = 4.0 * (body * positions + head_weights * batch * head_positions)
     encoder = 0.0
-    if model.encoder is not None:
-        vit = model.encoder.model
+    if model.encoders:
+        vit = model.encoder_for().model
         tokens = vit.patch_embed.num_patches + getattr(vit, "num_prefix_tokens", 1)
-        encoder = 2.0 * matmul_weights(model.encoder) * batch * tokens
+        encoder = 2.0 * matmul_weights(model.encoder_for()) * batch * tokens
     return StepFlops(lm, encoder)
 
 

@@ -145,7 +145,7 @@ def demo_vqa(args: argparse.Namespace, plan: Sizes) -> list[Row]:
         code, log = main_run(args, f"demo-{variant}", [
             "--config", str(DEMO_CONFIG), "--data_dir", str(data), "--output_dir", str(run),
             "--set", f"train.max_steps={plan.demo_steps}", "--set", "model.lm.dtype=auto",
-            "--set", "model.encoder.dtype=auto", "--set", f"train.feature_cache_dir={args.out / 'feature_cache'}",
+            "--set", "model.encoders.image.dtype=auto", "--set", f"train.feature_cache_dir={args.out / 'feature_cache'}",
             *plan.extra, *extra])
         if code != 0:
             return [Row("demo/image_vqa", "FAIL", f"{variant}: exit {code}: {tail(log)}")]
@@ -177,7 +177,7 @@ def engine(name: str, port: int, args: argparse.Namespace, plan: Sizes, data: Pa
     run = args.out / "engines" / name
     common = ["--config", str(DEMO_CONFIG), "--data_dir", str(data), "--set", f"mixed_precision='{args.precision}'",  # quoted: YAML reads no as false
               "--set", "model.lm.dtype=auto",
-              "--set", "model.encoder.dtype=auto", "--set", "train.feature_cache=false", "--set", "train.log_every=1",
+              "--set", "model.encoders.image.dtype=auto", "--set", "train.feature_cache=false", "--set", "train.log_every=1",
               *plan.extra]
     steps = plan.engine_steps
     train = [*common, "--output_dir", str(run), "--set", "task.val_split=", "--set", "task.test_split=",
@@ -216,7 +216,7 @@ def frozen_bytes() -> int:
     from epalm.training.run_config import resolve_config
 
     cfg = resolve_config(["--config", str(DEMO_CONFIG)]).model
-    cfg.lm.random_init, cfg.encoder.checkpoint = True, None  # shapes only, on the meta device
+    cfg.lm.random_init, cfg.encoders["image"].checkpoint = True, None  # shapes only, on the meta device
     model = build_on_meta(cfg)
     count = count_parameters(model)
     return 2 * (count.total - count.trainable)
@@ -237,7 +237,7 @@ def cached_generation(args: argparse.Namespace) -> list[Row]:
     if trained.is_dir():
         model, _ = load_checkpoint(trained, load_tokenizer_if_missing=False)
         model.lm.to(half)
-        model.encoder.to(half)
+        model.encoder_for().to(half)
         model.to(device)
         inputs = synthetic_inputs(model, 16, 8, device)
         runs = [generation(model, inputs, new_tokens=12, num_beams=beams, use_cache=cache)()

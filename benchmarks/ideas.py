@@ -38,8 +38,8 @@ from benchmarks import pipeline, workloads
 from benchmarks.measure import time_mode
 from benchmarks.report import write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
-from epalm.models.factory import build_model
 from epalm.common.command_line import add_debug_flag, command_parser, run_command
+from epalm.models.factory import build_model
 from epalm.training.provenance import git_commit, package_versions
 
 EXAMPLES = """examples:
@@ -172,7 +172,9 @@ def _recipe(shape: BenchShape, device: torch.device, args, **lm_fields):
     """The model as mixed-precision training holds it (frozen LM and encoder in `--dtype`, connector and prompt
     fp32), its inputs, and the autocast the trainer runs its steps under."""
     cfg = copy.deepcopy(shape.model)
-    cfg.lm.dtype = cfg.encoder.dtype = args.dtype
+    cfg.lm.dtype = args.dtype
+    for encoder in cfg.encoders.values():
+        encoder.dtype = args.dtype
     for key, value in lm_fields.items():
         setattr(cfg.lm, key, value)
     torch.manual_seed(0)

@@ -35,180 +35,31 @@ import os
 import subprocess
 import sys
 import tempfile
-import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks import op_counter
+from benchmarks.op_counter import REPO, OpCount, count_ops
+
 RESULTS = REPO / "benchmarks" / "results"
-PROJECT_DIRS = ("models", "training", "dataset", "benchmarks")
 MODES = ("train_encode", "train_cached", "generate")
 DTYPES = ("float32", "bfloat16", "float16")
-COPY_OPS = ("_to_copy", "copy_")
-DISPATCH_FRAMES = ("torch/_dynamo/", "torch/_compile.py", "torch/_ops.py", "torch/utils/_python_dispatch.py",
-                   "torch/overrides.py")
-# What a revision needs to be measured (`--against`): the packages the workloads import, and the shapes' configs.
-SOURCE_DIRS = ("models", "training", "dataset", "benchmarks", "configs")
-_ROOT = REPO  # the tree whose frames count as the project's (the revision's tree under --against)
-
-
-@dataclass
-class OpCount:
-    """One workload's counts. phase: forward, backward or optimizer."""
-
-    ops: dict[str, int] = field(default_factory=dict)  # phase -> operators
-    views: dict[str, int] = field(default_factory=dict)  # phase -> of which views (no data touched, no kernel)
-    casts: dict[str, int] = field(default_factory=dict)  # phase -> dtype-changing copies
-    copies: dict[str, int] = field(default_factory=dict)  # phase -> same-dtype copies
-    sites: dict[str, int] = field(default_factory=dict)  # forward cast site -> count
-    operators: dict[str, int] = field(default_factory=dict)  # operator name -> count (all phases)
-
-    @property
-    def total_ops(self) -> int:
-        return sum(self.ops.values())
-
-    @property
-    def total_kernels(self) -> int:
-        """Operators that are not views: about the kernel launches of the step on a GPU."""
-        return self.total_ops - sum(self.views.values())
-
-    @property
-    def total_casts(self) -> int:
-        return sum(self.casts.values())
-
-    @property
-    def total_copies(self) -> int:
-        return sum(self.copies.values())
-
-
-def _folded(path: str) -> str:
-    """`lm.model.model.decoder.layers.7.fc1` -> `lm.model.model.decoder.layers.*.fc1`: one name for the same
-    module of every layer."""
-    parts = ["*" if part.isdigit() else part for part in path.split(".")]
-    return ".".join(parts)
-
-
-def _call_site() -> str:
-    """`ours > theirs`: the innermost frame of this project's code on the stack (models/, training/, dataset/,
-    benchmarks/; this module excluded) and, when the operator was issued deeper down, the innermost library
-    frame (`torch/nn/modules/linear.py:forward` for an autocast cast in a Linear)."""
-    ours = theirs = None
-    for frame in reversed(traceback.extract_stack()):
-        path = Path(frame.filename).resolve()
-        if path.name == "op_counts.py" or any(part in path.as_posix() for part in DISPATCH_FRAMES):
-            continue
-        try:
-            relative = path.relative_to(_ROOT)
-        except ValueError:
-            relative = None
-        if relative is not None and relative.parts and relative.parts[0] in PROJECT_DIRS:
-            ours = f"{relative.as_posix()}:{frame.name}"
-            break
-        if theirs is None:
-            parts = path.parts
-            start = parts.index("site-packages") + 1 if "site-packages" in parts else max(len(parts) - 2, 0)
-            theirs = f"{'/'.join(parts[start:])}:{frame.name}"
-    return f"{ours or '-'}" + (f" > {theirs}" if theirs else "")
-
-
-
-class _Counter(TorchDispatchMode):
-    """Counts every operator dispatched below autograd and autocast while it is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.phase = "forward"
-        self.count = OpCount()
-        self.stack: list[str] = []  # the names of the modules now running, innermost last
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        name = func.overloadpacket.__name__
-        c = self.count
-        c.ops[self.phase] = c.ops.get(self.phase, 0) + 1
-        c.operators[name] = c.operators.get(name, 0) + 1
-        if func.is_view:
-            c.views[self.phase] = c.views.get(self.phase, 0) + 1
-        if name in COPY_OPS:
-            source = args[1] if name == "copy_" else args[0]
-            target = args[0] if name == "copy_" else out
-            kind = "casts" if source.dtype != target.dtype else "copies"
-            table = getattr(c, kind)
-            table[self.phase] = table.get(self.phase, 0) + 1
-            if kind == "casts" and self.phase == "forward":
-                module = _folded(self.stack[-1]) if self.stack else "-"
-                site = f"{_call_site()} [{module}] {str(source.dtype)[6:]}->{str(target.dtype)[6:]}"
-                c.sites[site] = c.sites.get(site, 0) + 1
-        return out
-
-
-class CudaNormPolicy(TorchFunctionMode):
-    """On the CPU, the one part of CUDA's autocast policy that the CPU's lacks and that matters here: under
-    autocast, LayerNorm and GroupNorm cast their floating inputs (input, weight, bias) to fp32 and return fp32
-    (CUDA's fp32 list; the CPU's autocast leaves norms alone). The CPU then counts the casts a GPU step makes
-    around norms: these, and the casts back to half of the fp32 output by each matmul that reads it."""
-
-    NORMS = (torch.nn.functional.layer_norm, torch.layer_norm, torch.nn.functional.group_norm, torch.group_norm)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in self.NORMS and torch.is_autocast_enabled("cpu"):
-            def fp32(value):
-                half = isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float32
-                return value.float() if half else value
-            args, kwargs = tuple(fp32(a) for a in args), {k: fp32(v) for k, v in kwargs.items()}
-        return func(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def _module_stack(counter: _Counter, root: torch.nn.Module):
-    """Keeps `counter.stack` at the names of the modules now running (global hooks see every module)."""
-    names = {id(m): name or "model" for name, m in root.named_modules()}
-
-    def push(module, args):
-        counter.stack.append(names.get(id(module), type(module).__name__))
-
-    def pop(module, args, output):
-        if counter.stack:
-            counter.stack.pop()
-
-    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(push),
-             torch.nn.modules.module.register_module_forward_hook(pop, always_call=True)]
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def count_ops(model: torch.nn.Module, forward: Callable[[], Any], backward: Callable[[Any], None] | None = None,
-              optimizer_step: Callable[[], None] | None = None, cuda_norms: bool = False) -> OpCount:
-    """The operators of `forward()`, then `backward(its result)`, then `optimizer_step()` (`cuda_norms`: under
-    `CudaNormPolicy`)."""
-    counter = _Counter()
-    policy = CudaNormPolicy() if cuda_norms else contextlib.nullcontext()
-    with _module_stack(counter, model), policy, counter:
-        result = forward()
-        if backward is not None:
-            counter.phase = "backward"
-            backward(result)
-        if optimizer_step is not None:
-            counter.phase = "optimizer"
-            optimizer_step()
-    return counter.count
+# What a revision needs to be measured (`--against`): the library's folders (extracted under epalm/, as installed),
+# the benchmarks and the shapes' configs. Revisions before the `epalm` package (2026-12-04) cannot be measured by
+# this script: their counts are in benchmarks/results/op-counts-*.json.
+LIBRARY_DIRS = ("common", "models", "dataset", "training", "inference", "demo", "studies")
 
 
 def _model(shape, dtype: str, device: torch.device):
     from epalm.models.factory import build_model
 
     cfg = copy.deepcopy(shape.model)
-    cfg.lm.dtype = cfg.encoder.dtype = dtype  # as training resolves "auto" under that mixed precision
+    cfg.lm.dtype = dtype  # as training resolves "auto" under that mixed precision
+    for encoder in cfg.encoders.values():
+        encoder.dtype = dtype
     torch.manual_seed(0)
     with device:  # random init where the model runs (seconds for billions of weights on a GPU)
         model, _ = build_model(cfg, load_tokenizer_if_missing=False)
@@ -280,9 +131,10 @@ def _narrowed(shape):
         same = config.word_embed_proj_dim == config.hidden_size
         overrides["word_embed_proj_dim"] = NARROW_LM["hidden_size"] if same else NARROW_LM["hidden_size"] // 2
     model.lm.config_overrides = {**model.lm.config_overrides, **overrides}
-    if model.encoder.type != "timm_vit":
-        raise ValueError(f"--narrow knows timm ViT encoders only, not {model.encoder.type!r}")
-    model.encoder.model_kwargs = {**model.encoder.model_kwargs, **NARROW_VIT}
+    encoder = model.encoders["image"]
+    if encoder.type != "timm_vit":
+        raise ValueError(f"--narrow knows timm ViT encoders only, not {encoder.type!r}")
+    encoder.model_kwargs = {**encoder.model_kwargs, **NARROW_VIT}
     return replace(shape, model=model)
 
 
@@ -312,9 +164,10 @@ def measure_revision(rev: str, shape: str, dtypes, modes, layers: int | None = N
                      narrow: bool = False, cuda_norms: bool = False) -> dict[str, dict[str, Any]]:
     """The same counts with git revision `rev`'s code: its files extracted, this script run on them."""
     with tempfile.TemporaryDirectory(prefix="epalm-opcounts-") as tmp:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, *SOURCE_DIRS], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        for folders, prefix in ((LIBRARY_DIRS, "epalm/"), (("benchmarks", "configs"), "")):
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", f"--prefix={prefix}", rev, *folders],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         out = Path(tmp) / "counts.json"
         argv = [sys.executable, str(Path(__file__).resolve()), "--shape", shape, "--dtypes", *dtypes,
                 "--modes", *modes, "--device", device, "--root", tmp, "--json-only", "--out", str(out)]
@@ -397,10 +250,9 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    global _ROOT
     args = argument_parser().parse_args(argv)
     if args.root is not None:
-        _ROOT = args.root.resolve()
+        op_counter.ROOT = args.root.resolve()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # counts do not depend on threads; one thread disturbs the machine least
     try:

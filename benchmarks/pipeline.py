@@ -16,13 +16,13 @@ from torch.utils.data import DataLoader
 
 from epalm.dataset.feature_cache import FeatureCache, encode_items
 from epalm.dataset.media_dataset import MediaTextDataset
-from epalm.models.modalities import get_modality
-from epalm.demo.synthetic.build import build_image_dataset
 from epalm.dataset.tasks import TASK_READERS, TaskSplit
+from epalm.demo.synthetic.build import build_image_dataset
+from epalm.models.modalities import get_modality
 from benchmarks import workloads
 from benchmarks.workloads import Inputs
-from epalm.models.epalm import EPALM
 from epalm.common.errors import DataFormatError
+from epalm.models.epalm import EPALM
 from epalm.training.loss import training_loss
 
 
@@ -44,7 +44,7 @@ def build_feature_cache(model: EPALM, split: TaskSplit, folder: Path, device: to
     """Encode every image once with the test-time preprocessing, as a run with `feature_cache: true` does."""
     computed, errors = encode_items(
         sorted({s.media for s in split}), split.media_root,
-        load=get_modality("image").preprocessor(model.encoder, model.config.encoder, train=False),
+        load=get_modality("image").preprocessor(model.encoders["image"], model.config.encoders["image"], train=False),
         encode=lambda batch: model.encode(batch.to(device)), batch_size=64, show_progress=False,
     )
     cache = FeatureCache(folder)
@@ -78,7 +78,7 @@ def pipeline_step(
     """One training step on the next batch of the loader: media decoded and augmented (`cache` None, as a
     run with the default `augment: true`) or features read from `cache`."""
     if cache is None:
-        preprocess = get_modality("image").preprocessor(model.encoder, model.config.encoder, train=True)
+        preprocess = get_modality("image").preprocessor(model.encoders["image"], model.config.encoders["image"], train=True)
         dataset = MediaTextDataset(split, True, 0, {"image": preprocess})
     else:
         dataset = MediaTextDataset(split, True, 0, None, features={"image": cache}, augment=False)

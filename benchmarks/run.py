@@ -37,10 +37,10 @@ from benchmarks.measure import time_mode, time_modes_interleaved
 from benchmarks.profiling import format_profile, top_operators
 from benchmarks.report import format_table, ratios, reference_gaps, target_results, write_json
 from benchmarks.shapes import SHAPES, BenchShape, get_shape
+from epalm.common.command_line import add_debug_flag, command_parser, run_command
 from epalm.common.config_io import to_dict
 from epalm.models.factory import build_model
 from epalm.models.param_count import count_parameters
-from epalm.common.command_line import add_debug_flag, command_parser, run_command
 from epalm.training.provenance import git_commit, package_versions
 
 EXAMPLES = """examples:
@@ -67,7 +67,9 @@ class Measure:
 def build(shape: BenchShape, mode: str, dtype: torch.dtype, device: torch.device):
     cfg = copy.deepcopy(shape.model)
     cfg.injection_mode = mode
-    cfg.lm.dtype = cfg.encoder.dtype = {v: k for k, v in DTYPES.items()}[dtype]  # as training resolves "auto"
+    cfg.lm.dtype = {v: k for k, v in DTYPES.items()}[dtype]  # as training resolves "auto"
+    for encoder in cfg.encoders.values():
+        encoder.dtype = cfg.lm.dtype
     torch.manual_seed(0)  # both modes get the same weights
     with device:  # random init where the model runs: seconds for billions of weights on a GPU
         model, _ = build_model(cfg, load_tokenizer_if_missing=False)
@@ -133,11 +135,12 @@ def summarise(measure: Measure, timing, peak: float | None) -> dict[str, Any]:
 
 
 def model_facts(model) -> dict[str, Any]:
-    parts = {name: count_parameters(getattr(model, name)) for name in ("lm", "encoder", "connector", "prompt_module")
-             if getattr(model, name) is not None}
+    parts = {"lm": model.lm, "encoder": model.encoder_for() if model.encoders else None,
+             "connector": model.connector_for() if model.connectors else None, "prompt_module": model.prompt_module}
+    parts = {name: count_parameters(module) for name, module in parts.items() if module is not None}
     return {
         "parameters": {name: {"trainable": c.trainable, "total": c.total} for name, c in parts.items()},
-        "matmul_weights": {"lm": matmul_weights(model.lm), "encoder": matmul_weights(model.encoder)},
+        "matmul_weights": {"lm": matmul_weights(model.lm), "encoder": matmul_weights(model.encoder_for())},
         "lm_layers": model.lm.num_layers, "injection_layers": model.plan.layer_tokens if model.plan else None,
         "prefix_len": model.prefix_len,
     }

@@ -18,11 +18,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from epalm.common.errors import ConfigError, did_you_mean
 from epalm.models.config import ModelConfig
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.language_models.frozen_lm import LanguageModelConfig
 from epalm.models.param_count import architecture_path
-from epalm.common.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ KV_TARGET = Target("kv_cache_generation_speedup", "KV-cached generation vs full 
 def ref_small() -> BenchShape:
     model = ModelConfig(
         lm=LanguageModelConfig(name=architecture_path("opt-125m"), random_init=True),
-        encoder=EncoderConfig(type="timm_vit", name="vit_base_patch16_224", pretrained=False),
+        encoders={"image": EncoderConfig(type="timm_vit", name="vit_base_patch16_224", pretrained=False)},
         injected_hidden_states=6, start_layer_idx=6, end_layer_idx=12, prompt_len=10, mlp=False,
     )
     return BenchShape(
@@ -102,10 +102,14 @@ def _demo_notes_model() -> ModelConfig:
         lm=LanguageModelConfig(name="opt", random_init=True, config_overrides=dict(
             hidden_size=128, ffn_dim=512, num_hidden_layers=4, num_attention_heads=4, word_embed_proj_dim=128,
             vocab_size=512, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=1)),
-        encoder=EncoderConfig(type="timm_vit", name="vit_tiny_patch16_224", pretrained=False, model_kwargs=dict(
+        encoders=image_encoder(type="timm_vit", name="vit_tiny_patch16_224", pretrained=False, model_kwargs=dict(
             img_size=48, patch_size=8, embed_dim=128, depth=4, num_heads=4)),
         injected_hidden_states=2, start_layer_idx=0, end_layer_idx=4, prompt_len=8,
     )
+
+
+def image_encoder(**section) -> dict[str, EncoderConfig]:
+    return {"image": EncoderConfig(**section)}
 
 
 def _demo_config_model() -> ModelConfig | None:
@@ -121,7 +125,8 @@ def _demo_config_model() -> ModelConfig | None:
             logger.warning("%s: LM folder %s not built; using the demo notes' shape", DEMO_IMAGE_CONFIG, lm_path)
             return None
         model.lm.name, model.lm.random_init = str(lm_path), True
-    model.encoder.pretrained, model.encoder.checkpoint = False, None  # the same architecture, random weights
+    for encoder in model.encoders.values():  # the same architecture, random weights
+        encoder.pretrained, encoder.checkpoint = False, None
     return model
 
 
@@ -145,7 +150,8 @@ def _paper_recipe(config: str, lm: str) -> tuple[ModelConfig, int]:
     cfg = resolve_config(["--config", str(REPO / "configs" / "base" / config)])
     model = copy.deepcopy(cfg.model)
     model.lm.name, model.lm.random_init = architecture_path(lm), True
-    model.encoder.pretrained = False
+    for encoder in model.encoders.values():
+        encoder.pretrained = False
     return model, cfg.train.batch_size
 
 
@@ -180,7 +186,7 @@ def tiny() -> BenchShape:
         lm=LanguageModelConfig(name="opt", random_init=True, config_overrides=dict(
             hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, word_embed_proj_dim=32,
             vocab_size=64, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=1)),
-        encoder=EncoderConfig(type="timm_vit", name="vit_tiny_patch16_224", pretrained=False, model_kwargs=dict(
+        encoders=image_encoder(type="timm_vit", name="vit_tiny_patch16_224", pretrained=False, model_kwargs=dict(
             img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)),
         injected_hidden_states=2, start_layer_idx=0, end_layer_idx=2, prompt_len=2,
     )

@@ -26,13 +26,13 @@ class Inputs:
 
 
 def synthetic_inputs(model: EPALM, batch: int, text_len: int, device: torch.device, seed: int = 0) -> Inputs:
-    if model.encoder is None or not hasattr(model.encoder, "image_size"):
+    if "image" not in model.encoders or not hasattr(model.encoders["image"], "image_size"):
         raise ValueError("the benchmark measures image models: the shape needs an image encoder")
     generator = torch.Generator().manual_seed(seed)
     config = model.lm.model.config
     ids = torch.randint(3, config.vocab_size, (batch, text_len), generator=generator)
     ids[:, 0] = config.bos_token_id
-    size = model.encoder.image_size
+    size = model.encoders["image"].image_size
     media = torch.randn(batch, 3, size, size, generator=generator)
     ids, media = ids.to(device), media.to(device)
     with torch.no_grad():

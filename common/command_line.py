@@ -13,8 +13,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from epalm.common.errors import UserError
-from epalm.training.preemption import PREEMPTED_EXIT_STATUS, TrainingPreempted
+from epalm.common.errors import StoppedToResume, UserError
 
 DEBUG_ENV = "EPALM_DEBUG"
 USER_ERROR_STATUS = 2
@@ -41,6 +40,19 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+_NOTICED: set[str] = set()
+
+
+def notice_once(text: str) -> None:
+    """A one-line `note:` on stderr, printed once per process (by rank 0 of a launch): something the user may want
+    to change, that does not stop the command (an old config key read in its new place)."""
+    if text in _NOTICED:
+        return
+    _NOTICED.add(text)
+    if is_main_process():
+        print(f"note: {text}", file=sys.stderr)
+
+
 def format_user_error(error: BaseException) -> str:
     lines = str(error).strip().splitlines() or [type(error).__name__]
     return "\n".join([f"error: {lines[0]}", *("  " + line.strip() for line in lines[1:])])
@@ -59,10 +71,10 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
         if is_main_process():
             print(format_user_error(error), file=sys.stderr)
         return USER_ERROR_STATUS
-    except TrainingPreempted as stop:
+    except StoppedToResume as stop:
         if is_main_process():
             print(f"stopped: {stop}", file=sys.stderr)
-        return PREEMPTED_EXIT_STATUS
+        return stop.exit_status
     except KeyboardInterrupt:
         if is_main_process():
             print("interrupted", file=sys.stderr)

@@ -38,6 +38,13 @@ class LaunchError(UserError, RuntimeError):
     """A launch that does not match the machine (process counts, devices, precision)."""
 
 
+class StoppedToResume(Exception):
+    """A run that stopped on purpose with its resumable state saved (a preemption signal: training/preemption.py).
+    Not an error: the command line exits with `exit_status` (sysexits.h's EX_TEMPFAIL, "try again later")."""
+
+    exit_status = 75
+
+
 @contextlib.contextmanager
 def loading(what: str, name: str) -> Iterator[None]:
     """A library's OSError while loading `name` (a hub id or folder that is not there, no connection to the hub)

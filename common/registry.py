@@ -35,6 +35,10 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def add(self, name: str, entry: T) -> None:
+        """Register a plain entry (not a builder): `get(name)` returns it as it is."""
+        self.register(name)(entry)
+
     def get(self, name: str) -> Callable[..., T]:
         self._discover_plugins()
         if name not in self._builders:

@@ -11,8 +11,8 @@ and the text ends where the model must answer (after `</a>`, or the template's g
 """
 from __future__ import annotations
 
-from epalm.models.language_models.frozen_lm import QA_SEPARATOR
 from epalm.common.errors import ConfigError, DataFormatError
+from epalm.models.language_models.tokenizer import QA_SEPARATOR
 
 TEMPLATES = ("auto", "plain", "tokenizer")
 Segments = list[tuple[str, bool]]

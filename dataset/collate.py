@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template, fill_prompt_template
 from epalm.common.errors import ConfigError, did_you_mean
+from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template, fill_prompt_template
 
 LOSS_TOKENS = ("answer", "all")
 PADDING_SIDES = ("left", "right")

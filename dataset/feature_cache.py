@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from epalm.common.errors import MediaDecodeError
 from epalm.common.atomic_io import atomic_path, write_text_atomic
+from epalm.common.errors import MediaDecodeError
 
 INDEX_FILE = "index.json"
 TENSORS_FILE = "features.safetensors"

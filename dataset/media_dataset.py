@@ -110,7 +110,7 @@ class MediaTextDataset(Dataset):
     def _table(by_modality: dict[str, Any], modality: str) -> Any:
         if modality not in by_modality:
             raise ValueError(f"no encoder for modality '{modality}' (the model reads {sorted(by_modality)}): "
-                             "add it under model.extra_encoders")
+                             "add it under model.encoders")
         return by_modality[modality]
 
 

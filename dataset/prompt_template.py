@@ -10,8 +10,8 @@ already end their questions with one, so its released checkpoints were trained a
 """
 from __future__ import annotations
 
-from epalm.models.language_models.frozen_lm import QA_SEPARATOR
 from epalm.common.errors import ConfigError
+from epalm.models.language_models.tokenizer import QA_SEPARATOR
 
 QUESTION_FIELD = "{question}"
 DEFAULT_QA_TEMPLATE = QUESTION_FIELD + QA_SEPARATOR

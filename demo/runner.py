@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import epalm.training.run as entry
+from epalm.common.atomic_io import write_text_atomic
+from epalm.common.command_line import add_debug_flag, command_parser
 from epalm.demo.synthetic.build import build_image_dataset
 from epalm.demo.synthetic.build_audio import build_audio_dataset
 from epalm.demo.synthetic.build_video import build_video_dataset
 from epalm.demo.synthetic.image_pairs import build_image_pairs
-from epalm.common.atomic_io import write_text_atomic
-from epalm.common.command_line import add_debug_flag, command_parser
+import epalm.training.run as entry
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
 BLIND = ("blind", ("model.visual=false",))

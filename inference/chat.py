@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from epalm.common.command_line import format_user_error
 from epalm.common.errors import ConfigError, MissingFileError, UnknownNameError, UserError, did_you_mean
 from epalm.inference.chat_inputs import MediaReader, add_media_root_argument, parse_media_argument, parse_message
 from epalm.inference.checkpoint_source import LoadedModel, add_model_arguments, describe, load_model
-from epalm.common.command_line import format_user_error
 from epalm.inference.conversation import Conversation, GenerationSettings, add_generation_arguments
 from epalm.inference.nearest_tokens import format_nearest, nearest_tokens
 from epalm.inference.random_vqa import RandomVQA

@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
-from epalm.dataset.chat_collate import ChatCollator
 from epalm.common.errors import MediaDecodeError
-from epalm.dataset.tasks.chat_messages import placeholder_pattern
-from epalm.models.modalities import Preprocessor, get_modality, modality_names, placeholders
 from epalm.common.errors import ConfigError, DataFormatError, MissingFileError, UnknownNameError, did_you_mean
+from epalm.dataset.chat_collate import ChatCollator
+from epalm.dataset.tasks.chat_messages import placeholder_pattern
 from epalm.inference.checkpoint_source import LoadedModel
+from epalm.models.modalities import Preprocessor, get_modality, modality_names, placeholders
 from epalm.training.data import make_collator
 
 TAG = re.compile(r"<([A-Za-z][\w-]*):([^<>]+)>")
@@ -103,16 +103,14 @@ class MediaReader:
         self._preprocessors: dict[str, Preprocessor] = {}
 
     def _preprocessor(self, modality: str) -> Preprocessor:
-        encoders = self.model.encoders()
+        encoders = self.model.encoders
         if not encoders:
             raise ConfigError("this model is blind (model.visual: false): it reads no media")
         if modality not in encoders:
             raise ConfigError(f"this model reads {', '.join(encoders)}, not {modality}")
         if modality not in self._preprocessors:
-            config = self.model.config
-            encoder_cfg = config.encoder if modality == self.model.modality else config.extra_encoders[modality]
-            self._preprocessors[modality] = get_modality(modality).preprocessor(encoders[modality], encoder_cfg,
-                                                                                train=False)
+            self._preprocessors[modality] = get_modality(modality).preprocessor(
+                encoders[modality], self.model.config.encoders[modality], train=False)
         return self._preprocessors[modality]
 
     def read(self, ref: MediaRef) -> torch.Tensor:
@@ -123,14 +121,14 @@ class MediaReader:
             raise DataFormatError(f"<{ref.modality}:{ref.typed}>: cannot read {error.path}: {error.reason}") from None
 
 
-def instance_batch(loaded: LoadedModel, text: str, media: torch.Tensor | None, max_len: int) -> dict[str, Any]:
-    """The one-instance layout: the QA collator's prompt (`BOS text</a>`) and `media` `(1, ...)`."""
+def instance_batch(loaded: LoadedModel, text: str, modality: str, media: torch.Tensor, max_len: int) -> dict[str, Any]:
+    """The one-instance layout: the QA collator's prompt (`BOS text</a>`) and `media` `{modality: (1, ...)}` (keyed:
+    a model reading several modalities takes it with that modality's encoder)."""
     # No truncation (evaluation cuts at train.max_text_len): the conversation checks the LM's positions instead.
     collator = make_collator("qa", loaded.tokenizer, loaded.cfg, train=False, max_len=max_len)
-    item = {"index": 0, "uid": 0, "prompt": text, "target": None, "skipped": None}
-    if media is not None:
-        item["media"] = media
-    return collator([item])
+    batch = collator([{"index": 0, "uid": 0, "prompt": text, "target": None, "skipped": None, "media": media}])
+    batch["media"] = {modality: batch["media"]}
+    return batch
 
 
 def chat_collator(loaded: LoadedModel, max_len: int) -> ChatCollator:

@@ -19,6 +19,8 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 
+from epalm.common.config_io import from_dict
+from epalm.common.errors import ConfigError, DataFormatError, MissingFileError
 from epalm.models.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -26,10 +28,9 @@ from epalm.models.checkpoint import (
     load_reference_checkpoint,
     read_checkpoint_config,
 )
-from epalm.common.config_io import from_dict
+from epalm.models.config import translate_legacy_encoders
 from epalm.models.epalm import EPALM
 from epalm.models.factory import build_model
-from epalm.common.errors import ConfigError, DataFormatError, MissingFileError
 from epalm.training.preflight import REFERENCE_SUFFIXES
 from epalm.training.run_config import RunConfig, resolve_config
 from epalm.training.run_state import TRAINABLE_DIR
@@ -112,6 +113,8 @@ def find_source(checkpoint: str, config_files: list[str]) -> CheckpointSource:
 def read_run_config(path: Path) -> RunConfig:
     try:
         values = yaml.safe_load(path.read_text()) or {}
+        if isinstance(values.get("model"), dict):
+            values["model"] = translate_legacy_encoders(values["model"], str(path))
         return from_dict(RunConfig, values)
     except (yaml.YAMLError, ValueError, TypeError, KeyError) as error:
         raise ConfigError(f"{path}: not a run config this version reads ({error})") from None
@@ -162,14 +165,8 @@ def describe(loaded: LoadedModel) -> str:
     model, cfg, source = loaded.model, loaded.cfg, loaded.source
     origin = {"run": f"run folder, weights {source.weights}", "folder": f"checkpoint folder {source.weights}",
               "reference": f"reference checkpoint {source.weights}"}[source.kind]
-    if model.placement == "layers":
-        bridge = f"layer injection ({model.config.injected_hidden_states} tokens into layers " \
-                 f"{min(model.plan.layer_tokens)}-{max(model.plan.layer_tokens)})"
-    elif model.placement == "input":
-        bridge = f"input-prefix connector ({model.tokens_per_instance} tokens per medium)"
-    else:
-        bridge = "blind (no encoder)"
-    reads = ", ".join(model.encoders()) or "no media"
+    bridge = model.describe_bridge()
+    reads = ", ".join(model.modalities) or "no media"
     trained = f"task reader {cfg.task.reader}" if source.run_config or source.kind == "reference" else "no run config"
     return (f"{origin}\nLM {model.config.lm.name}, reads {reads}, {bridge}; {trained} "
             f"({'chat' if loaded.chat_trained else 'reference'} layout)")

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from epalm.dataset.tasks.chat_messages import placeholder_pattern
 from epalm.common.errors import ConfigError, DataFormatError
+from epalm.dataset.tasks.chat_messages import placeholder_pattern
 from epalm.inference.chat_inputs import Message, chat_batch, chat_collator, instance_batch
 from epalm.inference.checkpoint_source import LoadedModel
 from epalm.training.evaluator import clean_prediction
@@ -93,7 +93,7 @@ class Conversation:
         instances = [(ref.modality, tensor) for ref, tensor in zip(message.media, media)]
         note = None
         if choose_layout(self.loaded.chat_trained, len(instances)) == ONE_INSTANCE:
-            layout, batch = ONE_INSTANCE, instance_batch(self.loaded, message.plain_text, media[0], NO_LIMIT)
+            layout, batch = ONE_INSTANCE, instance_batch(self.loaded, message.plain_text, *instances[0], NO_LIMIT)
             self._check_fits(batch, self.loaded.model.prefix_len, "the message")
             dropped = len(self.turns)
             if dropped:
@@ -110,7 +110,7 @@ class Conversation:
 
     def _chat_batch(self, message: Message, instances: list[tuple[str, torch.Tensor]]) -> tuple[dict, int]:
         """The conversation's batch without its earliest turns as long as it does not fit; turns dropped."""
-        prompt_len = self.loaded.model.prefix_len - self._instance_positions()
+        prompt_len = self.loaded.model.prompt_len
         for dropped in range(len(self.turns) + 1):
             kept = self.turns[dropped:]
             messages = [m for t in kept for m in ({"role": "user", "content": t.user},
@@ -121,10 +121,6 @@ class Conversation:
                 return batch, dropped
         self._check_fits(batch, prompt_len, "the message")
         raise AssertionError("unreachable: _check_fits raises when the batch does not fit")
-
-    def _instance_positions(self) -> int:
-        """Positions the one-instance layout puts before the text for its medium (slot or prefix tokens)."""
-        return {"layers": 1, "input": self.loaded.model.tokens_per_instance}.get(self.loaded.model.placement, 0)
 
     def _needed(self, batch: dict, prefix_len: int) -> int:
         return prefix_len + batch["input_ids"].shape[1] + self.settings.max_new_tokens

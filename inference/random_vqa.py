@@ -11,8 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from epalm.dataset.tasks import TASK_READERS, TaskSplit
 from epalm.common.errors import DataFormatError, MissingFileError
+from epalm.dataset.tasks import TASK_READERS, TaskSplit
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from epalm.common.atomic_io import atomic_path, write_text_atomic
-from epalm.models.config import ModelConfig
 from epalm.common.config_io import ConfigError, from_dict, to_dict
+from epalm.common.errors import DataFormatError, MissingFileError
+from epalm.models.config import ModelConfig
+from epalm.models.config import translate_legacy_encoders
 from epalm.models.epalm import EPALM
 from epalm.models.language_models.lm_checkpoint import check_lm_training_matches, load_lm_weights, save_lm_weights, split_lm_state
 from epalm.models.language_models.lm_training import is_lm_weight
-from epalm.common.errors import DataFormatError, MissingFileError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "epalm_config.json"
 
@@ -31,7 +32,7 @@ CONFIG_FILE = "epalm_config.json"
 def model_config_from_dict(values: dict[str, Any], source: str = "config") -> ModelConfig:
     """Strict: an unknown key anywhere is an error naming it (the reference ignores them silently)."""
     try:
-        return from_dict(ModelConfig, values, "model")
+        return from_dict(ModelConfig, translate_legacy_encoders(values, source), "model")
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
 
@@ -116,12 +117,31 @@ def load_trainable_weights(model: EPALM, state: dict[str, torch.Tensor], source:
     model.load_state_dict(state, strict=False)  # strictness over the trainable keys is checked just above
 
 
+# Format 1's names (and the reference's `connector.{i}.*`) -> today's, given the model's main modality.
+_FORMAT_1_NAMES = re.compile(r"^(connector|encoder|extra_connectors|extra_encoders)\.")
+
+
+def current_key(key: str, main_modality: str | None) -> str:
+    """A trainable tensor's name in format 1 (or a reference file) -> its name today."""
+    match = _FORMAT_1_NAMES.match(key)
+    if match is None:
+        return key
+    part, rest = match.group(1), key[match.end():]
+    if part.startswith("extra_"):
+        return f"{part.removeprefix('extra_')}.{rest}"
+    return f"{part}s.{main_modality}.{rest}"
+
+
+def with_current_keys(state: dict[str, torch.Tensor], main_modality: str | None) -> dict[str, torch.Tensor]:
+    return {current_key(key, main_modality): value for key, value in state.items()}
+
+
 def load_checkpoint_weights(model: EPALM, folder: str | Path) -> None:
     folder = Path(folder)
     path = folder / WEIGHTS_FILE
     if not path.is_file():
         raise MissingFileError(f"{path}: no trainable weights here")
-    state = load_file(str(path))
+    state = with_current_keys(load_file(str(path)), model.modality)
     if (folder / CONFIG_FILE).is_file():  # how the checkpoint's LM trained (none of it, before model.lm.train)
         check_lm_training_matches(model.lm, folder, json.loads((folder / CONFIG_FILE).read_text()))
     lm_names = [k for k in model.trainable_state_dict() if is_lm_weight(k, model.lm.finetuning)]
@@ -185,6 +205,19 @@ def reference_facts(state: dict[str, torch.Tensor], config: dict[str, Any] | Non
     return facts
 
 
+def reference_state(model: EPALM) -> dict[str, torch.Tensor]:
+    """The trainable tensors under the reference's key names (`connector.{i}.*`, `prompt_module.*`), for a model of
+    one modality whose only trainable parts are the reference's (its `model` dict of a released `.pth`)."""
+    state = model.trainable_state_dict()
+    prefix = f"connectors.{model.modality}."
+    renamed = {("connector." + key[len(prefix):] if key.startswith(prefix) else key): value
+               for key, value in state.items()}
+    unknown = unknown_reference_keys(renamed)
+    if unknown:
+        raise ValueError(f"the reference's format has no place for {unknown}")
+    return renamed
+
+
 def load_reference_checkpoint(model: EPALM, path: str | Path) -> dict[str, Any]:
     """Load released eP-ALM weights into a configured model; any mismatch fails listing the shapes."""
     state, config = read_reference_state(path)
@@ -197,7 +230,7 @@ def load_reference_checkpoint(model: EPALM, path: str | Path) -> dict[str, Any]:
     for key in ("injected_hidden_states", "shared_connector", "prompt_len", "mlp"):
         if key in facts and getattr(cfg, key) != facts[key]:
             mismatches.append(f"  {key}: configured {getattr(cfg, key)!r}, checkpoint has {facts[key]!r}")
-    state = {k: v.float() for k, v in state.items()}
+    state = with_current_keys({k: v.float() for k, v in state.items()}, model.modality)
     try:
         load_trainable_weights(model, state, source=str(path))
     except DataFormatError as error:

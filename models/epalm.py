@@ -1,6 +1,7 @@
 """eP-ALM and its neighbours: frozen perception encoders and a frozen decoder LM joined by trainable
-connectors and a soft prompt. A connector's tokens are injected into the LM's layers (eP-ALM,
-models/injection.py) or enter as LM input embeddings (the input-prefix connector)."""
+connectors and a soft prompt. Where a connector's tokens enter the LM is its placement's business
+(models/connectors/placements.py: injected into the LM's layers, eP-ALM's, or LM input embeddings);
+the hooks that put them there are models/injection.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,13 +10,13 @@ import torch
 from torch import nn
 
 from epalm.models.config import ModelConfig
-from epalm.models.connectors import Connector
+from epalm.models.connectors import Connector, Placement
 from epalm.models.encoders.base import PerceptionEncoder
 from epalm.models.injection import Conditioning, InjectionPlan, VisualInjector
 from epalm.models.language_models.frozen_lm import FrozenLanguageModel
+from epalm.models.legacy_beam_search import legacy_beam_search
 from epalm.models.media_instances import instance_order
 from epalm.models.precision import autocast_dtype, native_precision
-from epalm.models.legacy_beam_search import legacy_beam_search
 from epalm.models.soft_prompt import SoftPrompt
 
 MediaInput = torch.Tensor | dict[str, torch.Tensor] | None
@@ -30,13 +31,14 @@ class EPALM(nn.Module):
     """Only the connectors and `prompt_module` train (plus LayerNorms when the config unfreezes them, and the LM's
     LoRA adapters or all its weights when `model.lm.train` says so: models/language_models/lm_training.py).
 
-    `encoder` / `connector` serve the config's `model.encoder` (their state-dict keys are the reference's:
-    `connector.{i}.weight`); `extra_encoders` / `extra_connectors` the modalities of `model.extra_encoders`.
+    `encoders` / `connectors` hold one frozen encoder and one connector per modality of `model.encoders`, in its
+    order; the first is the main modality (what an untagged medium is). State-dict keys: `connectors.<modality>.*`,
+    `prompt_module.*` (a reference checkpoint's `connector.{i}.*` are the main modality's: models/checkpoint.py).
 
     Media reach the model in one of two layouts (both in `forward` and `generate`):
     - one instance per sample, `media` `(B, ...)` or `features` `(B, K, d_enc)` of the main modality (or a
-      one-entry `{modality: tensor}` for another), text without a placeholder: eP-ALM's slot at position 0,
-      or the input-prefix tokens after the soft prompt;
+      one-entry `{modality: tensor}` for another), text without a placeholder: the instance's positions are in
+      the prefix (eP-ALM's slot at position 0, or the input tokens after the soft prompt);
     - several instances per sample (chat messages with placeholders): `media` / `features` map each
       modality to its instances `(M_m, ...)`, and `media_index` `(B, T)` marks the text positions the
       collator expanded each placeholder into (models/media_instances.py).
@@ -46,74 +48,80 @@ class EPALM(nn.Module):
         self,
         config: ModelConfig,
         lm: FrozenLanguageModel,
-        encoder: PerceptionEncoder | None,
-        connector: Connector | None,
+        encoders: dict[str, PerceptionEncoder],
+        connectors: dict[str, Connector],
         prompt_module: SoftPrompt | None,
         plan: InjectionPlan | None,
         pad_token_id: int,
         eos_token_id: int,
-        extra_encoders: dict[str, PerceptionEncoder] | None = None,
-        extra_connectors: dict[str, Connector] | None = None,
     ):
         super().__init__()
+        if list(encoders) != list(connectors):
+            raise ValueError(f"one connector per encoder: encoders {list(encoders)}, connectors {list(connectors)}")
+        placements = {connector.placement.name for connector in connectors.values()}
+        if len(placements) > 1:
+            raise ValueError(f"the connectors of one model write to one place, got {sorted(placements)}")
         self.config = config
         self.lm = lm
-        self.encoder = encoder
-        self.connector = connector
-        self.extra_encoders = nn.ModuleDict(extra_encoders or {})
-        self.extra_connectors = nn.ModuleDict(extra_connectors or {})
+        self.encoders = nn.ModuleDict(encoders)
+        self.connectors = nn.ModuleDict(connectors)
         self.prompt_module = prompt_module
         self.plan = plan
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.injector = VisualInjector(lm, plan, config.injection_mode)
-        for module in self.encoders().values():
+        for module in self.encoders.values():
             module.requires_grad_(False)
         self._unfreeze_layer_norms()
         self.train(False)
 
     # --- structure ---------------------------------------------------------------------------------------
-    def encoders(self) -> dict[str, PerceptionEncoder]:
-        """modality -> frozen encoder, main modality first."""
-        if self.encoder is None:
-            return {}
-        return {self.encoder.modality: self.encoder, **dict(self.extra_encoders.items())}
-
     @property
     def modality(self) -> str | None:
-        """The main modality (of `model.encoder`), None for a blind model."""
-        return self.encoder.modality if self.encoder is not None else None
-
-    def encoder_for(self, modality: str | None) -> PerceptionEncoder:
-        encoders = self.encoders()
-        if not encoders:
-            raise ValueError("this model is blind (visual: false): it has no encoder")
-        modality = modality or self.modality
-        if modality not in encoders:
-            raise ValueError(f"this model has no encoder for modality '{modality}'; it reads {sorted(encoders)}")
-        return encoders[modality]
-
-    def connector_for(self, modality: str | None) -> Connector:
-        modality = modality or self.modality
-        self.encoder_for(modality)  # the same error for a modality the model does not read
-        return self.connector if modality == self.modality else self.extra_connectors[modality]
+        """The main modality (the first of `model.encoders`), None for a blind model."""
+        return next(iter(self.encoders), None)
 
     @property
-    def placement(self) -> str | None:
-        """"layers" (eP-ALM injection), "input" (input tokens), None (blind)."""
-        return self.connector.placement if self.connector is not None else None
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    def encoder_for(self, modality: str | None = None) -> PerceptionEncoder:
+        if not self.encoders:
+            raise ValueError("this model is blind (visual: false): it has no encoder")
+        modality = modality or self.modality
+        if modality not in self.encoders:
+            raise ValueError(f"this model has no encoder for modality '{modality}'; it reads {self.modalities}")
+        return self.encoders[modality]
+
+    def connector_for(self, modality: str | None = None) -> Connector:
+        self.encoder_for(modality)  # the same error for a modality the model does not read
+        return self.connectors[modality or self.modality]
+
+    @property
+    def placement(self) -> Placement | None:
+        """Where the connectors' tokens enter the LM (None: blind)."""
+        return next(iter(self.connectors.values())).placement if self.connectors else None
 
     @property
     def tokens_per_instance(self) -> int:
-        """Text positions one media instance takes where a placeholder stands (0 for a blind model)."""
-        return self.connector.tokens_per_instance if self.connector is not None else 0
+        """Positions one media instance takes where a placeholder stands (0 for a blind model)."""
+        return next(iter(self.connectors.values())).tokens_per_instance if self.connectors else 0
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt_module.prompt_len if self.prompt_module is not None else 0
 
     @property
     def prefix_len(self) -> int:
-        """Positions before BOS in the one-instance layout: slot, soft prompt, input-prefix tokens."""
-        prompt = self.prompt_module.prompt_len if self.prompt_module is not None else 0
-        media = {"layers": 1, "input": self.tokens_per_instance}.get(self.placement, 0)
-        return prompt + media
+        """Positions before BOS in the one-instance layout: the instance's positions and the soft prompt."""
+        return self.prompt_len + self.tokens_per_instance
+
+    def describe_bridge(self) -> str:
+        """The bridge in a few words: how the media enter the LM."""
+        if self.placement is None:
+            return "blind (no encoder)"
+        layers = sorted(self.plan.layer_tokens) if self.plan is not None else []
+        return self.placement.describe(self.tokens_per_instance, layers, self.config.injected_hidden_states)
 
     # --- parameters and modes --------------------------------------------------------------------------
     def _unfreeze_layer_norms(self) -> None:
@@ -121,7 +129,7 @@ class EPALM(nn.Module):
         if self.config.unfreeze_text_layer_norm:
             targets.append(self.lm)
         if self.config.unfreeze_vision_layer_norm:
-            targets.extend(self.encoders().values())
+            targets.extend(self.encoders.values())
         for module in targets:
             for sub in module.modules():
                 if isinstance(sub, nn.LayerNorm) or type(sub).__name__.endswith("RMSNorm"):
@@ -131,12 +139,12 @@ class EPALM(nn.Module):
         # The frozen encoders stay in eval mode (no dropout); so does the LM, by its own train() (which lets
         # only LoRA's dropout follow `mode`, when model.lm.train is lora).
         super().train(mode)
-        for encoder in self.encoders().values():
+        for encoder in self.encoders.values():
             encoder.eval()
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the tensors that train, under their module paths (reference key names for the bridge)."""
+        """Only the tensors that train, under their module paths."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {name: t.detach() for name, t in self.state_dict().items() if name in names}
 
@@ -151,7 +159,7 @@ class EPALM(nn.Module):
             return encoder(media.to(weight.dtype), self.config.injected_hidden_states, self.config.readout)
 
     def connect(self, features: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        """Connector outputs of encoder features: `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
+        """Connector outputs of encoder features: `(M, W, d)`, W tokens in the width of the connector's placement."""
         connector = self.connector_for(modality)
         # Under autocast the connector's matmuls read the autocast dtype: cast there once (fp32 cached features),
         # or not at all (features of an encoder held in that dtype), rather than to fp32 and back in each Linear.
@@ -167,34 +175,43 @@ class EPALM(nn.Module):
         return self.connect(features, modality)
 
     def _instance_tokens(self, media: MediaInput, features: MediaInput) -> torch.Tensor:
-        """The rows of every instance of the batch, modalities in `instance_order`: `(M, W, d)`."""
+        """The connector outputs of every instance of the batch, modalities in `instance_order`: `(M, W, d)`."""
         media = media if isinstance(media, dict) or media is None else {self.modality: media}
         features = features if isinstance(features, dict) or features is None else {self.modality: features}
         names = instance_order(set(media or {}) | set(features or {}))
         parts = [self.media_tokens((media or {}).get(m), (features or {}).get(m), m) for m in names]
         if parts:
             return torch.cat(parts, dim=0)
-        width = self.lm.hidden_size if self.placement == "layers" else self.lm.embedding_size
-        weight = next(self.connector.parameters())
-        return weight.new_zeros(0, self.config.injected_hidden_states if self.placement == "layers" else 1, width)
+        # No instance in the batch: the connector of an empty batch gives the right (0, W, d).
+        encoder = self.encoder_for(None)
+        weight = next(self.connector_for(None).parameters())
+        return self.connect(weight.new_zeros(0, self.config.injected_hidden_states, encoder.hidden_size))
 
     def conditioning(self, media: MediaInput = None, features: MediaInput = None,
                      media_index: torch.Tensor | None = None, tokens: torch.Tensor | None = None) -> Conditioning:
         """What the LM receives besides the text. `tokens` replaces the connector's outputs (already computed,
-        e.g. by a generated adapter): `(B, ...)` in the one-instance layout, `(M, W, d)` with `media_index`."""
+        e.g. by a generated adapter): `(B, W, d)` in the one-instance layout, `(M, W, d)` with `media_index`."""
         prompt = self.prompt_module() if self.prompt_module is not None else None
-        if self.connector is None:
-            return Conditioning(prompt=prompt)
-        if media_index is None:
-            modality, media, features = _one_modality(media, features)
-            visual = tokens if tokens is not None else self.media_tokens(media, features, modality)
-            if self.placement == "layers":
-                return Conditioning(prompt=prompt, slot=visual)
-            return Conditioning(prompt=prompt, prefix=visual)
-        rows = tokens if tokens is not None else self._instance_tokens(media, features)
-        if self.placement == "input":
-            rows = rows.flatten(0, 1)  # instance i, token j -> row i * N + j; layers: instance i -> row i
-        return Conditioning(prompt=prompt, text_index=media_index, text_tokens=rows, text_placement=self.placement)
+        prompt_len = self.prompt_len
+        placement = self.placement
+        if placement is None:
+            return Conditioning(prompt=prompt, prefix_len=prompt_len)
+        if media_index is not None:  # media positions inside the text, after the prompt
+            rows = tokens if tokens is not None else self._instance_tokens(media, features)
+            in_prefix = media_index.new_full((media_index.shape[0], prompt_len), -1)
+            return Conditioning(prompt=prompt, placement=placement, rows=placement.rows(rows),
+                                media_index=torch.cat([in_prefix, media_index], dim=1), prefix_len=prompt_len)
+        modality, media, features = _one_modality(media, features)
+        visual = tokens if tokens is not None else self.media_tokens(media, features, modality)
+        batch, positions = visual.shape[0], self.tokens_per_instance
+        media_start, prompt_start = placement.prefix_order(prompt_len, positions)
+        index = torch.full((batch, prompt_len + positions), -1, dtype=torch.long, device=visual.device)
+        index[:, media_start:media_start + positions] = (
+            torch.arange(batch, device=visual.device)[:, None] * positions
+            + torch.arange(positions, device=visual.device))
+        return Conditioning(prompt=prompt, prompt_start=prompt_start, placement=placement,
+                            rows=placement.rows(visual), media_index=index, prefix_len=prompt_len + positions,
+                            one_instance=True)
 
     # --- forward -----------------------------------------------------------------------------------------
     def _with_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -256,7 +273,8 @@ class EPALM(nn.Module):
         `beam_score_length="sequence"` scores beams as transformers 4.20 did (models/legacy_beam_search.py),
         recomputing every step; "generated" is transformers' own beam search.
         """
-        epalm_slots = self.config.injection_mode == "epalm" and self.placement == "layers"
+        epalm_slots = self.config.injection_mode == "epalm" and self.placement is not None and \
+            self.placement.masks_as_slots
         if use_cache is None:
             use_cache = not epalm_slots
         if use_cache and epalm_slots:

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import torch
 
+from epalm.common.errors import ConfigError, check_choice
 from epalm.models.config import ModelConfig
 from epalm.models.connectors import build_connector
 from epalm.models.encoders import build_encoder
 from epalm.models.encoders.base import PerceptionEncoder
 from epalm.models.epalm import EPALM
 from epalm.models.injection import plan_injection
-from epalm.models.language_models.frozen_lm import build_language_model, load_tokenizer
+from epalm.models.language_models.frozen_lm import build_language_model
+from epalm.models.language_models.tokenizer import load_tokenizer
 from epalm.models.modalities import load_plugins
 from epalm.models.partitioned_params import full_shape, gathered
 from epalm.models.soft_prompt import SoftPrompt
-from epalm.common.errors import ConfigError, check_choice
 
 PROMPT_INITS = ("random", "vocab")
 
@@ -27,12 +28,13 @@ def _prompt_init(cfg: ModelConfig, embeddings: torch.Tensor) -> torch.Tensor | N
         return embeddings[rows].detach().float().clone()
 
 
-def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, name: str, modality: str | None = None) -> None:
+def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, modality: str) -> None:
+    key = f"model.encoders.{modality}"
     if not 1 <= cfg.injected_hidden_states <= encoder.num_layers:
-        raise ConfigError(f"model.injected_hidden_states={cfg.injected_hidden_states} but encoder {name} "
+        raise ConfigError(f"model.injected_hidden_states={cfg.injected_hidden_states} but encoder {key} "
                           f"('{encoder.name}') has {encoder.num_layers} blocks")
-    if modality is not None and encoder.modality != modality:
-        raise ConfigError(f"{name} is listed under modality '{modality}' but its type reads '{encoder.modality}'")
+    if encoder.modality != modality:
+        raise ConfigError(f"{key}: type '{cfg.encoders[modality].type}' reads {encoder.modality}, not {modality}")
 
 
 def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: bool = True) -> tuple[EPALM, object]:
@@ -41,19 +43,13 @@ def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: boo
     if tokenizer is None and load_tokenizer_if_missing:
         tokenizer = load_tokenizer(cfg.lm.tokenizer or cfg.lm.name)
     lm = build_language_model(cfg.lm, tokenizer)
-    encoder = connector = plan = None
-    extra_encoders, extra_connectors = {}, {}
+    encoders, connectors, plan = {}, {}, None
     if cfg.visual:
-        encoder = build_encoder(cfg.encoder)
-        _check_encoder(cfg, encoder, "model.encoder")
-        connector = build_connector(cfg, encoder.hidden_size, lm)
-        for modality, encoder_cfg in cfg.extra_encoders.items():
-            if modality == encoder.modality:
-                raise ConfigError(f"model.extra_encoders.{modality}: model.encoder already reads {modality}")
-            extra_encoders[modality] = build_encoder(encoder_cfg)
-            _check_encoder(cfg, extra_encoders[modality], f"model.extra_encoders.{modality}", modality)
-            extra_connectors[modality] = build_connector(cfg, extra_encoders[modality].hidden_size, lm)
-        if connector.placement == "layers":
+        for modality, encoder_cfg in cfg.encoders.items():
+            encoders[modality] = build_encoder(encoder_cfg)
+            _check_encoder(cfg, encoders[modality], modality)
+            connectors[modality] = build_connector(cfg, encoders[modality].hidden_size, lm)
+        if next(iter(connectors.values())).placement.needs_plan:
             plan = plan_injection(
                 cfg.start_layer_idx, cfg.end_layer_idx, cfg.injected_hidden_states, lm.num_layers,
                 cfg.text_step, cfg.select_higher_step,
@@ -65,6 +61,6 @@ def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: boo
     config = lm.model.config
     eos = tokenizer.eos_token_id if tokenizer is not None else config.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer is not None else config.pad_token_id
-    model = EPALM(cfg, lm, encoder, connector, prompt, plan, pad_token_id=pad if pad is not None else eos,
-                  eos_token_id=eos, extra_encoders=extra_encoders, extra_connectors=extra_connectors)
+    model = EPALM(cfg, lm, encoders, connectors, prompt, plan, pad_token_id=pad if pad is not None else eos,
+                  eos_token_id=eos)
     return model, tokenizer

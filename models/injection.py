@@ -11,8 +11,9 @@ The sequence the decoder sees is a prefix, then the text: `[slot][prompt_1..P][p
 - prefix: input-prefix connector tokens (input embeddings) of one instance per sample, for text without
   a placeholder.
 - Media placeholders inside the text (several instances per prompt) were expanded by the collator into
-  positions marked by `text_index`: each is an in-text slot (layer injection: replaced at the injection
+  positions marked by the media index: each is an in-text slot (layer injection: replaced at the injection
   layers, masked as the slot is) or an input token (its input embedding replaced).
+What is written where is the placement's (models/connectors/placements.py): the hooks below ask it.
 Prefix positions get position id 0 and no learned position embedding; text positions (media positions
 inside the text included) count from BOS, from the attention mask alone.
 
@@ -36,8 +37,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 from epalm.common.errors import ConfigError, did_you_mean
+from epalm.models.connectors.placements import Placement
+from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 
 MODES = ("causal", "epalm")
 
@@ -121,33 +123,25 @@ def _read_argument(args: tuple, kwargs: dict, name: str, position: int | None):
 class Conditioning:
     """What one forward (or one generate call) adds to the text, already in the LM's widths.
 
-    prompt: `(P, d_embed)` soft prompt.
-    slot: `(B, K, d_lm)` the visual tokens of one slot at position 0 (eP-ALM's layout).
-    prefix: `(B, N, d_embed)` input tokens after the prompt (input-prefix connector, no placeholder).
-    text_index: `(B, T0)` long over the initial text: -1 for text, else the row of `text_tokens` that the
-        media position holds (the collator expands each placeholder into its instance's positions).
-    text_tokens: the rows: `(R, K, d_lm)` in-text slots (`text_placement` "layers") or `(R, d_embed)`
-        input tokens ("input"); rows are shared by the batch, so beams need no copies.
+    prompt: `(P, d_embed)` soft prompt, at positions `prompt_start .. prompt_start + P - 1` of the prefix.
+    placement: where `rows` go (the connectors' placement, models/connectors/placements.py); None: no media.
+    rows: the media tokens, shared by the batch (so beams need no copies): `(R, K, d_lm)` slots for layer
+        injection, `(R, d_embed)` input tokens; `media_index` says which position holds which row.
+    media_index: `(B, prefix_len + T0)` long over the prefix and the initial text: the row of `rows` a media
+        position holds, -1 elsewhere. Media positions are in the prefix (one instance per sample, eP-ALM's
+        layout: the slot at position 0, or input tokens after the prompt) or inside the text (placeholders the
+        collator expanded, several instances per sample).
+    prefix_len: positions before BOS.
+    one_instance: the media are the prefix's (known to be present without reading the device).
     """
 
     prompt: torch.Tensor | None = None
-    slot: torch.Tensor | None = None
-    prefix: torch.Tensor | None = None
-    text_index: torch.Tensor | None = None
-    text_tokens: torch.Tensor | None = None
-    text_placement: str | None = None
-
-    @property
-    def prefix_len(self) -> int:
-        return ((self.slot is not None) + (self.prompt.shape[0] if self.prompt is not None else 0)
-                + (self.prefix.shape[1] if self.prefix is not None else 0))
-
-    @property
-    def batch_size(self) -> int | None:
-        for tensor in (self.slot, self.prefix, self.text_index):
-            if tensor is not None:
-                return tensor.shape[0]
-        return None
+    prompt_start: int = 0
+    placement: Placement | None = None
+    rows: torch.Tensor | None = None
+    media_index: torch.Tensor | None = None
+    prefix_len: int = 0
+    one_instance: bool = False
 
 
 def _in_dtype(cond: Conditioning, dtype: torch.dtype) -> Conditioning:
@@ -155,8 +149,7 @@ def _in_dtype(cond: Conditioning, dtype: torch.dtype) -> Conditioning:
     def cast(tensor: torch.Tensor | None) -> torch.Tensor | None:
         return tensor.to(dtype) if tensor is not None and tensor.is_floating_point() else tensor
 
-    return replace(cond, prompt=cast(cond.prompt), slot=cast(cond.slot), prefix=cast(cond.prefix),
-                   text_tokens=cast(cond.text_tokens))
+    return replace(cond, prompt=cast(cond.prompt), rows=cast(cond.rows))
 
 
 def _per_row(tensor: torch.Tensor | None, batch: int) -> torch.Tensor | None:
@@ -170,13 +163,12 @@ def _per_row(tensor: torch.Tensor | None, batch: int) -> torch.Tensor | None:
 class _ForwardState:
     """What the hooks need for the forward pass now running (one generation step, or one training step)."""
 
-    cond: Conditioning  # rows repeated for beams
-    prefix_len: int
+    cond: Conditioning  # media_index repeated for beams
     mask_before: torch.Tensor  # additive (B, 1, q, kv), layers before the first injection layer
     mask_after: torch.Tensor  # additive (B, 1, q, kv), from the first injection layer on
     prefix_in_query: bool  # the whole sequence is among this pass's queries (no KV cache yet)
     position_keep: torch.Tensor  # (B, q, 1): 0 at prefix positions, where learned position tables are silenced
-    media_index: torch.Tensor | None  # (B, q) long: row of cond.text_tokens at in-text media positions, else -1
+    media_index: torch.Tensor | None  # (B, q) long: the row of cond.rows at media positions, else -1
 
 
 class VisualInjector:
@@ -195,8 +187,8 @@ class VisualInjector:
     # --- public -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def active(self, cond: Conditioning):
-        if (cond.slot is not None or cond.text_placement == "layers") and self.plan is None:
-            raise ValueError("slot tokens need an injection plan (a connector with placement 'layers')")
+        if cond.placement is not None and cond.placement.needs_plan and self.plan is None:
+            raise ValueError(f"media of placement '{cond.placement.name}' need an injection plan")
         self._cond = _in_dtype(cond, self.lm.dtype)  # once per forward or generation, not per layer or step
         try:
             yield
@@ -237,13 +229,9 @@ class VisualInjector:
             mask2d = torch.ones(tokens.shape[0], past + tokens.shape[1], dtype=torch.long, device=tokens.device)
         q_len = tokens.shape[1]
         past = mask2d.shape[1] - q_len
-        batch = tokens.shape[0]
-        cond = self._cond
-        cond = replace(cond, slot=_per_row(cond.slot, batch), prefix=_per_row(cond.prefix, batch),
-                       text_index=_per_row(cond.text_index, batch))
-        prefix_len = cond.prefix_len
-        kwargs["position_ids"] = self._position_ids(mask2d, prefix_len)[:, past:]
-        self._state = self._forward_state(cond, prefix_len, mask2d.bool(), q_len, past)
+        cond = replace(self._cond, media_index=_per_row(self._cond.media_index, tokens.shape[0]))
+        kwargs["position_ids"] = self._position_ids(mask2d, cond.prefix_len)[:, past:]
+        self._state = self._forward_state(cond, mask2d.bool(), q_len, past)
         return args, kwargs
 
     def _position_ids(self, mask2d: torch.Tensor, prefix_len: int) -> torch.Tensor:
@@ -255,42 +243,34 @@ class VisualInjector:
         return torch.cat([prefix, text_positions], dim=1)
 
     @staticmethod
-    def _media_index(cond: Conditioning, prefix_len: int, length: int) -> torch.Tensor | None:
-        """`(B, length)` over the whole sequence: the text_tokens row of each in-text media position, else -1
-        (text generated after the initial input holds no media)."""
-        if cond.text_index is None:
+    def _whole_index(cond: Conditioning, length: int) -> torch.Tensor | None:
+        """`(B, length)` over the whole sequence: text generated after the initial input holds no media."""
+        index = cond.media_index
+        if index is None:
             return None
-        index = cond.text_index
-        batch, text_len = index.shape
-        before = index.new_full((batch, prefix_len), -1)
-        after = index.new_full((batch, max(0, length - prefix_len - text_len)), -1)
-        return torch.cat([before, index, after], dim=1)[:, :length]
+        after = index.new_full((index.shape[0], max(0, length - index.shape[1])), -1)
+        return torch.cat([index, after], dim=1)[:, :length]
 
-    def _forward_state(self, cond: Conditioning, prefix_len: int, mask2d: torch.Tensor, q_len: int,
-                       past: int) -> _ForwardState:
+    def _forward_state(self, cond: Conditioning, mask2d: torch.Tensor, q_len: int, past: int) -> _ForwardState:
         device = mask2d.device
         length = mask2d.shape[1]
         queries = torch.arange(past, past + q_len, device=device)[:, None]
         keys = torch.arange(length, device=device)[None, :]
         allowed = (keys <= queries)[None] & mask2d[:, None, :]  # (B, q, kv): causal and not padding
-        media_index = self._media_index(cond, prefix_len, length)
-        slots = torch.zeros(mask2d.shape[0], length, dtype=torch.bool, device=device)  # (B, kv)
-        has_slots = cond.slot is not None  # known without reading the device (no host sync) but for in-text slots
-        if cond.slot is not None:
-            slots[:, 0] = True
-        if media_index is not None and cond.text_placement == "layers":
-            slots |= media_index >= 0
-            has_slots = has_slots or bool(slots.any())
+        media_index = self._whole_index(cond, length)
         before = after = allowed
-        if has_slots:
-            slot_keys = slots[:, None, :]  # (B, 1, kv)
-            slot_queries = slots[:, past:, None]  # (B, q, 1)
-            itself = (keys == queries)[None]  # (1, q, kv)
-            before = allowed & (~slot_keys | itself)  # nobody reads a slot before it holds a visual token
-            if self.mode == "epalm":
-                after = allowed | slot_keys | slot_queries  # every position reads a slot, a slot reads every one
-            else:
-                after = allowed & (~slot_queries | itself)  # a slot sees only itself
+        if media_index is not None and cond.placement is not None and cond.placement.masks_as_slots:
+            slots = media_index >= 0  # (B, kv)
+            # Known without reading the device (no host sync) in the one-instance layout, where the prefix holds them.
+            if cond.one_instance or bool(slots.any()):
+                slot_keys = slots[:, None, :]  # (B, 1, kv)
+                slot_queries = slots[:, past:, None]  # (B, q, 1)
+                itself = (keys == queries)[None]  # (1, q, kv)
+                before = allowed & (~slot_keys | itself)  # nobody reads a slot before it holds a visual token
+                if self.mode == "epalm":
+                    after = allowed | slot_keys | slot_queries  # every position reads a slot, a slot reads every one
+                else:
+                    after = allowed & (~slot_queries | itself)  # a slot sees only itself
         dtype = self.lm.dtype
         low = torch.finfo(dtype).min
 
@@ -298,11 +278,10 @@ class VisualInjector:
             zero = torch.zeros((), dtype=dtype, device=device)
             return torch.where(m, zero, torch.full((), low, dtype=dtype, device=device))[:, None]
 
-        keep = (torch.arange(past, past + q_len, device=device) >= prefix_len).to(dtype)
+        keep = (torch.arange(past, past + q_len, device=device) >= cond.prefix_len).to(dtype)
         mask_before = additive(before)
         return _ForwardState(
             cond=cond,
-            prefix_len=prefix_len,
             mask_before=mask_before,
             mask_after=mask_before if after is before else additive(after),
             prefix_in_query=past == 0,
@@ -315,20 +294,20 @@ class VisualInjector:
         if self._cond is None or state is None or not state.prefix_in_query:
             return None
         cond, batch, width = state.cond, output.shape[0], output.shape[2]
-        if cond.text_placement == "input" and state.media_index is not None:
-            output = _put_rows(output, state.media_index, cond.text_tokens)
-        if state.prefix_len == 0:
-            return output
-        pieces = []
-        if cond.slot is not None:
-            # Placeholder: masked until the first injection layer overwrites it.
-            pieces.append(output.new_zeros(batch, 1, width))
-        if cond.prompt is not None:
-            pieces.append(cond.prompt.to(output.dtype)[None].expand(batch, -1, -1))
-        if cond.prefix is not None:
-            pieces.append(cond.prefix.to(output.dtype))
-        pieces.append(output[:, state.prefix_len :])
-        return torch.cat(pieces, dim=1)
+        if cond.prefix_len:
+            # The prefix: the prompt where the layout puts it, zeros at its media positions (a slot's is masked
+            # until the first injection layer overwrites it; input tokens are written below).
+            prompt_len = cond.prompt.shape[0] if cond.prompt is not None else 0
+            after = cond.prefix_len - cond.prompt_start - prompt_len
+            pieces = [output.new_zeros(batch, cond.prompt_start, width)] if cond.prompt_start else []
+            if cond.prompt is not None:
+                pieces.append(cond.prompt.to(output.dtype)[None].expand(batch, -1, -1))
+            if after:
+                pieces.append(output.new_zeros(batch, after, width))
+            output = torch.cat([*pieces, output[:, cond.prefix_len:]], dim=1)
+        if cond.placement is not None and state.media_index is not None:
+            output = cond.placement.write_embeddings(output, state.media_index, cond.rows)
+        return output
 
     def _after_position_table(self, module, args, output):
         state = self._state
@@ -348,24 +327,12 @@ class VisualInjector:
                 return None
             mask = state.mask_before if before_injection else state.mask_after
             args, kwargs = _replace_argument(args, kwargs, "attention_mask", mask_position, mask)
-            if token_index is not None and state.prefix_in_query:
-                cond = state.cond
+            cond = state.cond
+            if token_index is not None and state.prefix_in_query and cond.placement is not None \
+                    and state.media_index is not None:
                 hidden = _read_argument(args, kwargs, "hidden_states", hidden_position)
-                if cond.slot is not None:
-                    token = cond.slot[:, token_index]
-                    hidden = torch.cat([token[:, None].to(hidden.dtype), hidden[:, 1:]], dim=1)
-                if cond.text_placement == "layers" and state.media_index is not None:
-                    hidden = _put_rows(hidden, state.media_index, cond.text_tokens[:, token_index])
+                hidden = cond.placement.write_layer(hidden, state.media_index, cond.rows, token_index)
                 args, kwargs = _replace_argument(args, kwargs, "hidden_states", hidden_position, hidden)
             return args, kwargs
 
         return hook
-
-
-def _put_rows(hidden: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """`hidden` `(B, L, d)` with position (b, t) replaced by `rows[index[b, t]]` wherever index >= 0."""
-    if rows is None or rows.shape[0] == 0:
-        return hidden
-    where = index >= 0
-    gathered = rows.to(hidden.dtype)[index.clamp_min(0)]
-    return torch.where(where[..., None], gathered, hidden)

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 import yaml
 
-from epalm.models.param_count import ARCHITECTURES, build_on_meta, count_parameters
-from epalm.common.errors import ConfigError, MissingFileError, UserError
 from epalm.common.command_line import add_debug_flag, command_parser, run_command
+from epalm.common.errors import ConfigError, MissingFileError, UserError
+from epalm.models.param_count import ARCHITECTURES, build_on_meta, count_parameters
 from epalm.training.run_config import RunConfig, load_yaml, resolve_config
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ def main_arguments(args: argparse.Namespace, overlay_path: Path, run_dir: Path) 
 def _counting_config(cfg: RunConfig):
     """The model config with no weights to fetch: shipped architectures for known hub ids, random encoders."""
     model = copy.deepcopy(cfg.model)
-    model.encoder.pretrained, model.encoder.checkpoint = False, None
+    for encoder in model.encoders.values():
+        encoder.pretrained, encoder.checkpoint = False, None
     if not model.lm.random_init:
         by_hub = {facts.get("_hub_id"): name for name, facts in shipped_architectures().items()}
         if model.lm.name in by_hub:

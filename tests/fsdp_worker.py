@@ -39,7 +39,7 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 def build(precision: str):
     half = DTYPES[precision]
     return tiny_model("opt", seed=0, lm=dataclasses.replace(tiny_lm_config("opt"), dtype=half),
-                      encoder=dataclasses.replace(TINY_VIT, dtype=half))
+                      encoders={"image": dataclasses.replace(TINY_VIT, dtype=half)})
 
 
 def autocast(precision: str):

@@ -85,7 +85,7 @@ def test_full_size_shapes_are_the_paper_recipes(name, lm_weights, encoder_weight
     shape = get_shape(name)
     model = build_on_meta(shape.model)  # shapes only: milliseconds for billions of weights
     assert matmul_weights(model.lm) == pytest.approx(lm_weights, rel=0.01)
-    assert matmul_weights(model.encoder) == pytest.approx(encoder_weights, rel=0.01)
+    assert matmul_weights(model.encoder_for()) == pytest.approx(encoder_weights, rel=0.01)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == pytest.approx(trainable, rel=0.01)
     assert shape.batch_size == batch and shape.modes
     flops = training_step_flops(model, shape.batch_size, shape.text_len)

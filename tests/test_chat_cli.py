@@ -17,14 +17,15 @@ from torch.nn import functional as F
 from epalm.dataset.tasks import TASK_READERS
 from tests.tiny_models import tiny_model
 from tests.tiny_run import build_tiny_setup, tiny_config
+from epalm.common.command_line import run_command
 from epalm.inference import chat, predict
-from epalm.training import run
 from epalm.inference.chat_inputs import MediaReader, parse_message
 from epalm.inference.checkpoint_source import find_source, load_model
-from epalm.common.command_line import run_command
 from epalm.inference.conversation import CHAT, ONE_INSTANCE, Conversation, GenerationSettings
+from epalm.inference.nearest_tokens import nearest_tokens
+from epalm.models.checkpoint import reference_state
+from epalm.training import run
 from epalm.training.data import build_dataset, make_collator
-from epalm.inference.nearest_tokens import nearest_tokens, vocabulary_space
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,9 +114,10 @@ def test_one_image_message_is_read_exactly_as_evaluation_reads_the_sample(loaded
     assert reply.layout == ONE_INSTANCE
     dataset = build_dataset(tiny["split"], loaded.model, loaded.cfg, train=False)
     expected = make_collator("qa", loaded.tokenizer, loaded.cfg, train=False)([dataset[3]])
-    for key in ("input_ids", "attention_mask", "media"):
+    for key in ("input_ids", "attention_mask"):
         assert torch.equal(reply.batch[key], expected[key]), key
-    assert reply.batch["media"].shape[0] == 1 and "media_index" not in reply.batch
+    assert torch.equal(reply.batch["media"]["image"], expected["media"])  # keyed: that modality's encoder reads it
+    assert reply.batch["media"]["image"].shape[0] == 1 and "media_index" not in reply.batch
     assert loaded.tokenizer.decode(reply.batch["input_ids"][0]).endswith("</a>")
     # the model's answer to it is the evaluation's generation on that batch
     new = loaded.model.generate(expected["input_ids"], expected["attention_mask"], media=expected["media"],
@@ -236,7 +238,7 @@ def test_tokens_compare_in_the_space_each_connector_writes(connector):
         if connector == "prefix" else {}
     model = tiny_model("opt", **options)
     embeddings = model.lm.model.get_input_embeddings().weight[:50]
-    space, description = vocabulary_space(model, 50)
+    space, description = model.placement.vocabulary_space(model.lm, 50)
     if connector == "prefix":
         assert torch.equal(space, embeddings) and space.shape[1] == 24
         assert model.connect(model.encode(torch.zeros(1, 3, 32, 32))).shape[-1] == 24
@@ -267,7 +269,8 @@ def test_reference_pth_and_checkpoint_folder_load_the_same_model(loaded, tiny):
     weights = tiny["run"] / "checkpoints" / "last" / "trainable"
     assert find_source(str(tiny["run"]), []).weights == weights
     assert find_source(str(weights), []).run_config == tiny["run"] / "config.yaml"  # the run's sections found
-    state = {k: v.clone() for k, v in loaded.model.trainable_state_dict().items()}
+    state = {k: v.clone() for k, v in reference_state(loaded.model).items()}
+    assert sorted(state)[0] == "connector.0.bias"  # the reference's names
     torch.save({"model": state}, tiny["root"] / "released.pth")
     image = str(tiny["images"] / _image(tiny))
     answers = []

@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import epalm.training.run as entry
+from epalm.common.errors import DataFormatError
 from epalm.dataset.chat_collate import ChatCollator
 from epalm.dataset.chat_template import chat_segments
 from epalm.dataset.records import MediaItem
 from epalm.dataset.tasks import TASK_READERS
-from epalm.models.language_models.frozen_lm import load_tokenizer
+from epalm.models.language_models.tokenizer import load_tokenizer
 from epalm.models.media_instances import instance_order
-from epalm.common.errors import DataFormatError
+import epalm.training.run as entry
 from tests.tiny_run import build_tiny_setup, tiny_config
 
 
@@ -163,6 +163,6 @@ def test_main_trains_and_evaluates_on_two_image_rows(setup, tmp_path, connector)
     assert test["num_samples"] == 6 and test["num_predictions"] == 5 and test["num_skipped_media"] == 1
     assert test["main"]["name"] == "exact_match" and "same_colour" in test["per_question_type"]
     weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "trainable" / "model.safetensors"))
-    assert any(key.startswith("connector.") for key in weights)
+    assert any(key.startswith("connectors.image.") for key in weights)
     predictions = json.loads((tmp_path / "run" / "eval" / "test_predictions.json").read_text())
     assert {row["id"] for row in predictions} == {f"test{k}" for k in range(1, 6)}

@@ -16,11 +16,11 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-import epalm.training.run as entry
-from epalm.models.config import ModelConfig
+from epalm.common.command_line import DEBUG_ENV, run_command
 from epalm.common.config_io import ConfigError, to_dict
 from epalm.common.errors import UserError
-from epalm.common.command_line import DEBUG_ENV, run_command
+from epalm.models.config import ModelConfig
+import epalm.training.run as entry
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = "configs/demo/image_vqa.yaml"
@@ -37,7 +37,7 @@ COMMANDS = {
     "epalm.studies.probes": ("epalm.studies.probes.command", "epalm.studies.probes.command"),
     "epalm.demo.pretraining": ("epalm.demo.pretraining.__main__", "epalm.demo.pretraining.__main__"),
     "epalm.demo.pretraining.lm_sizes": ("epalm.demo.pretraining.lm_sizes", "epalm.demo.pretraining.lm_sizes"),
-    "epalm.models.param_count": ("epalm.models.param_count", "epalm.models.param_count"),
+    "epalm.training.count_parameters": ("epalm.training.count_parameters", "epalm.training.count_parameters"),
     "benchmarks.run": ("benchmarks.run", "benchmarks.run"),
     "benchmarks.ideas": ("benchmarks.ideas", "benchmarks.ideas"),
     "benchmarks.op_counts": ("benchmarks.op_counts", "benchmarks.op_counts"),
@@ -234,7 +234,7 @@ def run_in_repo(monkeypatch, tmp_path, capsys):
                                                       "folder (did you mean `models/demo_weights/opt-demo`?)"),
     (["--config", "configs/demo/image_vqaa.yaml"], "did you mean `configs/demo/image_vqa.yaml`?"),
     (["--set", "train.lr=["], "--set train.lr=[: the value is not valid YAML"),
-    (["--set", "model.encoder.dtype=bf16"], "encoder dtype must be one of"),
+    (["--set", "model.encoders.image.dtype=bf16"], "encoder dtype must be one of"),
 ])
 def test_config_values_fail_with_a_suggestion(run_in_repo, tmp_path, argv, expected):
     status, message = run_in_repo("--data_dir", str(tmp_path), *argv)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from epalm.common.errors import ConfigError, UnknownNameError
 from epalm.models.checkpoint import load_checkpoint, save_checkpoint
+from epalm.models.connectors import INPUT
 from epalm.models.connectors import CONNECTORS
 from epalm.models.media_instances import instance_order
-from epalm.common.errors import ConfigError, UnknownNameError
 from tests.tiny_models import images, text_batch, tiny_model
 
 PREFIX = dict(connector="prefix", connector_options={"tokens": 2}, injected_hidden_states=1)
@@ -27,20 +28,20 @@ def test_registry_lists_both_connectors_and_suggests_a_close_name():
 @pytest.mark.parametrize("hidden", [None, 16])
 def test_prefix_connector_shapes_and_only_its_weights_train(hidden):
     model = tiny_model("opt", **{**PREFIX, "connector_options": {"tokens": 3, "hidden": hidden}})
-    assert model.placement == "input" and model.plan is None and model.tokens_per_instance == 3
+    assert model.placement is INPUT and model.plan is None and model.tokens_per_instance == 3
     features = model.encode(images(4))
-    assert features.shape == (4, 1, model.encoder.hidden_size)
+    assert features.shape == (4, 1, model.encoder_for().hidden_size)
     tokens = model.connect(features)
     assert tokens.shape == (4, 3, model.lm.embedding_size)  # OPT's word_embed_proj_dim (24), before project_in
     trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"connector", "prompt_module"}
+    assert trainable == {"connectors", "prompt_module"}
     assert model.prefix_len == 3 + 3  # prompt, then the instance's tokens
     ids, mask = text_batch()
     out = model(ids, mask, media=images(3))
     assert out.logits.shape == (3, ids.shape[1], 97)
     out.logits.sum().backward()
-    assert all(p.grad is not None for p in model.connector.parameters())
-    assert all(p.grad is None for p in model.lm.parameters()) and all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.connector_for().parameters())
+    assert all(p.grad is None for p in model.lm.parameters()) and all(p.grad is None for p in model.encoder_for().parameters())
 
 
 def test_prefix_tokens_condition_the_text():
@@ -65,7 +66,7 @@ def test_prefix_cached_generation_equals_recomputation(kind, num_beams):
 def test_prefix_checkpoint_round_trip(tmp_path):
     model = tiny_model("opt", **{**PREFIX, "connector_options": {"tokens": 2, "hidden": 8}})
     with torch.no_grad():
-        for p in model.connector.parameters():
+        for p in model.connector_for().parameters():
             p.add_(torch.randn_like(p))
     save_checkpoint(model, tmp_path / "ckpt")
     torch.manual_seed(0)  # the frozen tiny LM and ViT are random: rebuild them as tiny_model did
@@ -153,7 +154,7 @@ def test_instances_of_several_modalities_are_numbered_in_instance_order():
 # --- encoder readout ------------------------------------------------------------------------------------------
 def test_mean_readout_is_the_mean_of_the_normed_patch_tokens():
     model = tiny_model("opt", readout="mean")
-    vit = model.encoder.model
+    vit = model.encoder_for().model
     x = images(2)
     with torch.no_grad():
         ours = model.encode(x)

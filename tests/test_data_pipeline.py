@@ -9,10 +9,10 @@ import torch
 
 from epalm.dataset.collate import TextCollator
 from epalm.dataset.media_dataset import MediaTextDataset, choose_target
-from epalm.models.modalities import get_modality
 from epalm.dataset.records import Sample
 from epalm.dataset.tasks import TASK_READERS
 from epalm.models.encoders import build_encoder
+from epalm.models.modalities import get_modality
 from tests.tiny_models import TINY_VIT
 from tests.tiny_run import build_tiny_setup
 
@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(setup):
-    from epalm.models.language_models.frozen_lm import load_tokenizer
+    from epalm.models.language_models.tokenizer import load_tokenizer
 
     return load_tokenizer(str(setup["tokenizer"]))
 

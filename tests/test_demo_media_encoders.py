@@ -8,19 +8,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from epalm.models.modalities.audio.decode import load_audio
-from epalm.models.modalities.video.decode import load_video_frames
-from epalm.demo.synthetic.audio_world import AudioWorld
-from epalm.demo.synthetic.video_world import VideoWorld
-from epalm.models.encoders import EncoderConfig, build_encoder
 from epalm.demo.pretraining.audio_encoder import (AUDIO_DIR, ASTDemoSettings, ast_demo_config, build_ast_demo,
                                                      render_audio_pool)
+from epalm.demo.pretraining.head_training import HeadTraining
 from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
 from epalm.demo.pretraining.shipped import DEFAULT_OUT
-from epalm.demo.pretraining.head_training import HeadTraining
 from epalm.demo.pretraining.video_encoder import (REPO_ROOT, VIDEO_DIR, TimesformerDemoSettings,
                                                      build_timesformer_demo, linear_probe, render_video_pool,
                                                      timesformer_demo_config)
+from epalm.demo.synthetic.audio_world import AudioWorld
+from epalm.demo.synthetic.video_world import VideoWorld
+from epalm.models.encoders import EncoderConfig, build_encoder
+from epalm.models.modalities.audio.decode import load_audio
+from epalm.models.modalities.video.decode import load_video_frames
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 SHIPPED = {"video": DEFAULT_OUT / VIDEO_DIR, "audio": DEFAULT_OUT / AUDIO_DIR}

@@ -8,10 +8,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from epalm.demo.synthetic.text_corpus import ANSWER_SEP, CONTEXT_SEP, EOS
-from epalm.demo.synthetic.worlds import discover_worlds
-from epalm.models.encoders import build_encoder
-from epalm.models.language_models.frozen_lm import build_language_model, load_tokenizer
 from epalm.demo.pretraining import (DEFAULT_OUT, LMSettings, TokenizerSettings, ViTSettings, demo_encoder_config,
                                        demo_lm_config, ensure_demo_models)
 from epalm.demo.pretraining.__main__ import main
@@ -21,6 +17,11 @@ from epalm.demo.pretraining.lm import answer_tokens, weighted_lm_loss
 from epalm.demo.pretraining.lm_evaluation import generate, generated_caption, held_out_questions, well_formed_for
 from epalm.demo.pretraining.settings import REPORT_FILE, TOKENIZER_DIR, VIT_DIR, VIT_WEIGHTS_FILE
 from epalm.demo.pretraining.vit import normalize
+from epalm.demo.synthetic.text_corpus import ANSWER_SEP, CONTEXT_SEP, EOS
+from epalm.demo.synthetic.worlds import discover_worlds
+from epalm.models.encoders import build_encoder
+from epalm.models.language_models.frozen_lm import build_language_model
+from epalm.models.language_models.tokenizer import load_tokenizer
 
 SHIPPED_TOKENIZER = DEFAULT_OUT / TOKENIZER_DIR
 MAX_FILE_BYTES = 5 * 1024 * 1024

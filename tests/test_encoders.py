@@ -122,9 +122,9 @@ def test_encoder_dtype_holds_the_frozen_weights_and_casts_the_media():
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     from tests.tiny_models import tiny_model
 
-    model = tiny_model("opt", encoder=EncoderConfig(type="timm_vit", name="vit_base_patch16_224",
-                                                    model_kwargs=TIMM_ARCH, dtype="bfloat16"))
-    model.encoder.load_state_dict(fp32.state_dict())
+    model = tiny_model("opt", encoders={"image": EncoderConfig(type="timm_vit", name="vit_base_patch16_224",
+                                                               model_kwargs=TIMM_ARCH, dtype="bfloat16")})
+    model.encoder_for().load_state_dict(fp32.state_dict())
     media = torch.randn(2, 3, fp32.image_size, fp32.image_size)
     with torch.no_grad():
         expected = fp32(media, 2)
@@ -138,7 +138,7 @@ def test_encoder_dtype_holds_the_frozen_weights_and_casts_the_media():
         cfg = RunConfig()
         cfg.model.unfreeze_vision_layer_norm = unfreeze
         resolve_weight_dtypes(cfg, "bf16")  # what make_accelerator applies (an Accelerator is once per process)
-        assert (cfg.model.lm.dtype, cfg.model.encoder.dtype) == ("bfloat16", expected_dtype)
+        assert (cfg.model.lm.dtype, cfg.model.encoders["image"].dtype) == ("bfloat16", expected_dtype)
 
 
 def test_encoder_config_is_strict():

@@ -50,9 +50,9 @@ def test_deepspeed_checkpoints_hold_only_trainable_weights_and_resume(setup, tmp
     _launch(launch)
     last = run / "checkpoints" / "last"
     trainable = load_file(str(last / "trainable" / "model.safetensors"))
-    assert set(trainable) == {"connector.0.weight", "connector.0.bias", "connector.1.weight", "connector.1.bias",
-                              "prompt_module.prefix_embedding.0.weight"}
-    assert trainable["connector.0.weight"].shape == (32, 48)  # gathered whole, also under ZeRO-3
+    assert set(trainable) == {"connectors.image.0.weight", "connectors.image.0.bias", "connectors.image.1.weight",
+                              "connectors.image.1.bias", "prompt_module.prefix_embedding.0.weight"}
+    assert trainable["connectors.image.0.weight"].shape == (32, 48)  # gathered whole, also under ZeRO-3
     (module_file,) = (last / "pytorch_model").glob("*model_states.pt")
     module = torch.load(module_file, map_location="cpu", weights_only=False)["module"]
     assert set(module) <= set(trainable), f"frozen weights in DeepSpeed's checkpoint: {set(module) - set(trainable)}"

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import epalm.training.run as entry
 from epalm.dataset.feature_cache import FeatureCache
+import epalm.training.run as entry
 from tests.tiny_run import build_tiny_setup, tiny_config
 
 
@@ -47,7 +47,7 @@ def test_cache_is_keyed_by_encoder_and_file(setup, tmp_path):
     config = str(tiny_config(setup, tmp_path / "c.yaml"))
     entry.main(["--config", config, "--output_dir", str(tmp_path / "a"), *base])
     entry.main(["--config", config, "--output_dir", str(tmp_path / "b"), *base,
-                "--set", "model.encoder.normalization=clip"])  # other preprocessing: a second cache
+                "--set", "model.encoders.image.normalization=clip"])  # other preprocessing: a second cache
     assert len(list(cache_dir.iterdir())) == 2
     folder = sorted(cache_dir.iterdir(), key=lambda p: p.stat().st_mtime)[0]
     cache = FeatureCache(folder)

@@ -1,4 +1,4 @@
-"""Few-shot integration of a new modality (models/fewshot, training/fewshot): the isometries, the common width, the
+"""Few-shot integration of a new modality (models/fewshot, studies/fewshot): the isometries, the common width, the
 hypernetwork's adapter, what few-shot adaptation may change, and the study end to end (`study --quick`)."""
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import json
 import pytest
 import torch
 
+from epalm.common.errors import ConfigError
+from epalm.demo.pretraining.video_encoder import REPO_ROOT
+from epalm.models.encoders import EncoderConfig
 from epalm.models.fewshot.common_width import CommonWidth, FeatureStatistics
 from epalm.models.fewshot.hypernetwork import HyperNetwork
 from epalm.models.fewshot.isometry import IsometricTransform
 from epalm.models.fewshot.low_rank_adapter import TrainableAdapter
 from epalm.models.fewshot.projector import SharedProjector
-from epalm.demo.pretraining.video_encoder import REPO_ROOT
 from epalm.studies.fewshot.__main__ import main
-from epalm.common.errors import ConfigError
+from epalm.studies.fewshot.caption_lm import CaptionLM, prefix_model
 from epalm.studies.fewshot.config import (EpalmBaselineConfig, FewShotConfig, HypernetworkConfig, ModalitySource,
                                      PretrainConfig, ProjectorConfig, StudyConfig, TuneConfig, load_config)
 from epalm.studies.fewshot.methods import Context, Shots, run_method
-from epalm.studies.fewshot.caption_lm import CaptionLM, prefix_model
-from epalm.models.encoders import EncoderConfig
 
 QUICK = REPO_ROOT / "configs" / "fewshot" / "quick.yaml"
 

@@ -21,8 +21,8 @@ from tests.tiny_models import tiny_model
 from epalm.training.fsdp_units import check_uniform_units, unit_parameters, use_epalm_units
 
 REPO = Path(__file__).resolve().parent.parent
-TRAINABLE = ["connector.0.bias", "connector.0.weight", "connector.1.bias", "connector.1.weight",
-             "prompt_module.prefix_embedding.0.weight"]
+TRAINABLE = ["connectors.image.0.bias", "connectors.image.0.weight", "connectors.image.1.bias",
+             "connectors.image.1.weight", "prompt_module.prefix_embedding.0.weight"]
 FROZEN_UNITS = ["OPTDecoderLayer"] * 4 + ["TimmViTEncoder"]
 
 
@@ -75,7 +75,7 @@ def test_accelerate_plugin_gets_the_units_and_the_mixed_precision():
 
     model = tiny_model("opt")
     model.lm.half()
-    model.encoder.half()
+    model.encoder_for().half()
     plugin = FullyShardedDataParallelPlugin(fsdp_version=1, auto_wrap_policy="SIZE_BASED_WRAP",
                                             min_num_params=1_000_000, sync_module_states=False)
     use_epalm_units(_accelerator(plugin), model)

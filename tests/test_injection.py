@@ -47,7 +47,7 @@ def reference_forward_opt(model, ids, mask, features):
     plan = model.plan
     batch, length = ids.shape
     prompt = model.prompt_module()
-    visual = model.connector(features)
+    visual = model.connector_for()(features)
     embeds = torch.cat([prompt[None].expand(batch, -1, -1), decoder.embed_tokens(ids)], 1)
     if decoder.project_in is not None:
         embeds = decoder.project_in(embeds)
@@ -82,7 +82,7 @@ def test_epalm_mode_equals_hand_written_reference(kind, layers):
     model = tiny_model(kind, injection_mode="epalm", start_layer_idx=start, end_layer_idx=end, text_step=text_step,
                        mlp=True)
     ids, mask = text_batch()
-    features = torch.randn(ids.shape[0], 2, model.encoder.hidden_size)
+    features = torch.randn(ids.shape[0], 2, model.encoder_for().hidden_size)
     with torch.no_grad():
         ours = model(ids, mask, features=features).logits
         ref = reference_forward_opt(model, ids, mask, features)

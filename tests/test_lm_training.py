@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import epalm.training.run as entry
-from epalm.models.checkpoint import load_checkpoint, load_checkpoint_weights, save_checkpoint
 from epalm.common.config_io import ConfigError
+from epalm.models.checkpoint import load_checkpoint, load_checkpoint_weights, save_checkpoint
 from epalm.models.language_models.frozen_lm import build_language_model
 from epalm.models.language_models.lm_checkpoint import peft_key
 from epalm.models.language_models.lm_training import LoraSettings
 from epalm.models.param_count import parameter_report
+import epalm.training.run as entry
 from tests.test_injection import reference_forward_opt
 from tests.tiny_models import images, text_batch, tiny_lm_config, tiny_model
 from tests.tiny_run import build_tiny_setup, tiny_config
@@ -57,7 +57,7 @@ def test_lora_trains_adapters_and_bridge_only(kind):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     lora = {n for n in trainable if ".lora_" in n}
     assert lora and all(n.startswith("lm.") and (".q_proj." in n or ".v_proj." in n) for n in lora)
-    assert all(n.startswith(("connector.", "prompt_module.")) for n in trainable - lora)
+    assert all(n.startswith(("connectors.", "prompt_module.")) for n in trainable - lora)
     assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if n in lora)
     groups = train_steps(model)
     assert {id(p) for p in groups["lm"]["params"]} == {id(p) for n, p in model.named_parameters() if n in lora}
@@ -82,10 +82,10 @@ def test_full_fine_tuning_trains_every_lm_weight_and_no_encoder_weight():
     assert len(groups["lm"]["params"]) == len(list(model.lm.parameters())) and groups["lm"]["lr"] == 1e-2
     after = model.state_dict()
     for key, value in before.items():
-        if key.startswith(("lm.", "connector.", "prompt_module.")):
+        if key.startswith(("lm.", "connectors.", "prompt_module.")):
             assert not torch.equal(value, after[key]), f"{key} did not train"
         else:
-            assert key.startswith("encoder.") and torch.equal(value, after[key]), f"{key} changed"
+            assert key.startswith("encoders.") and torch.equal(value, after[key]), f"{key} changed"
     assert not model.lm.model.training
     assert "every weight trains" in parameter_report(model)
 
@@ -105,7 +105,7 @@ def test_hooks_still_inject_under_lora():
     model = lm_trained_model("lora", injection_mode="epalm", mlp=True)
     randomise_lora_b(model)
     ids, mask = text_batch()
-    features = torch.randn(ids.shape[0], 2, model.encoder.hidden_size)
+    features = torch.randn(ids.shape[0], 2, model.encoder_for().hidden_size)
     with torch.no_grad():
         ours = model(ids, mask, features=features).logits
         ref = reference_forward_opt(model, ids, mask, features)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from epalm.common.errors import MediaDecodeError
 from epalm.models.modalities.audio.decode import load_audio
 from epalm.models.modalities.audio.modality import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures, spec_augment
-from epalm.common.errors import MediaDecodeError
 from epalm.models.modalities.image.decode import load_image
 from epalm.models.modalities.video.decode import load_video_frames, sample_frame_indices, select_frames
 

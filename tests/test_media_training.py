@@ -5,9 +5,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-import epalm.training.run as entry
 from epalm.demo.synthetic.build_audio import build_audio_dataset
 from epalm.demo.synthetic.build_video import build_video_dataset
+import epalm.training.run as entry
 from tests.tiny_run import build_word_tokenizer, tiny_config
 from epalm.training.mixture import MixtureBatchSampler, MixtureDataset
 
@@ -43,7 +43,7 @@ def test_tiny_media_training_and_evaluation(media_setup, tmp_path, task, feature
     modality, task_keys = TASKS[task]
     path = tiny_config(media_setup, tmp_path / "c.yaml")
     config = yaml.safe_load(path.read_text())
-    config["model"]["encoder"] = TINY_ENCODERS[modality]
+    config["model"]["encoders"] = {modality: TINY_ENCODERS[modality]}
     config["task"].update(task_keys)
     config["train"].update(max_steps=3, feature_cache=feature_cache, feature_cache_dir=str(tmp_path / "cache"))
     path.write_text(yaml.safe_dump(config))
@@ -61,8 +61,7 @@ def test_joint_training_on_video_and_audio_tasks(media_setup, tmp_path, feature_
     """One model (a TimeSformer and an AST, a connector each) trained on a mixture, evaluated per task."""
     path = tiny_config(media_setup, tmp_path / "c.yaml")
     config = yaml.safe_load(path.read_text())
-    config["model"]["encoder"] = TINY_ENCODERS["video"]
-    config["model"]["extra_encoders"] = {"audio": TINY_ENCODERS["audio"]}
+    config["model"]["encoders"] = {"video": TINY_ENCODERS["video"], "audio": TINY_ENCODERS["audio"]}
     config["mixture"] = {
         name: {"task": {"data_dir": str(media_setup["data"]), **TASKS[name][1], "val_split": ""}, "weight": 1.0}
         for name in ("video_qa", "audio_caption")
@@ -78,7 +77,8 @@ def test_joint_training_on_video_and_audio_tasks(media_setup, tmp_path, feature_
     assert (tmp_path / "run" / "eval" / "tasks.md").is_file()
     assert (tmp_path / "run" / "eval" / "audio_caption" / "test_predictions.json").is_file()
     weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "trainable" / "model.safetensors"))
-    assert {key.split(".")[0] for key in weights} == {"connector", "extra_connectors", "prompt_module"}
+    assert {".".join(key.split(".")[:2]) for key in weights} == {"connectors.video", "connectors.audio",
+                                                                 "prompt_module.prefix_embedding"}
 
 
 def test_mixture_batches_hold_one_task_and_follow_the_weights():

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-import epalm.dataset.metrics.caption_metrics as caption_module
 from epalm.dataset.metrics.answer_normalization import normalize_answer, process_punctuation
 from epalm.dataset.metrics.caption_metrics import caption_metrics, load_coco_references
 from epalm.dataset.metrics.exact_match import exact_match_accuracy
 from epalm.dataset.metrics.score import main
 from epalm.dataset.metrics.vqa_accuracy import load_vqa_ground_truth, question_accuracy, vqa_accuracy
+import epalm.dataset.metrics.caption_metrics as caption_module
 
 REPO = Path(__file__).resolve().parents[1]
 

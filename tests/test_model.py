@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from epalm.models.checkpoint import load_checkpoint, load_reference_checkpoint, reference_facts, save_checkpoint
-from epalm.models.param_count import main as param_count_main
+from epalm.training.count_parameters import main as param_count_main
 from tests.tiny_models import VOCAB, images, text_batch, tiny_model
 
 
@@ -18,18 +18,18 @@ def test_forward_shapes(kind):
     ids, mask = text_batch(batch=3, length=7)
     out = model(ids, mask, media=images(3))
     assert out.logits.shape == (3, 7, VOCAB)
-    assert model.encode(images(3)).shape == (3, 2, model.encoder.hidden_size)
+    assert model.encode(images(3)).shape == (3, 2, model.encoder_for().hidden_size)
 
 
 @pytest.mark.parametrize("kind", ["opt", "llama"])
 def test_optimizer_step_changes_only_the_bridge(kind):
     model = tiny_model(kind, mlp=True)
     model.train()
-    assert not model.lm.model.training and not model.encoder.model.training, "frozen parts must stay in eval mode"
+    assert not model.lm.model.training and not model.encoder_for().model.training, "frozen parts must stay in eval mode"
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert names and all(n.startswith(("connector.", "prompt_module.")) for n in names)
+    assert names and all(n.startswith(("connectors.image.", "prompt_module.")) for n in names)
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     ids, mask = text_batch()
     logits = model(ids, mask, media=images(3)).logits
@@ -78,13 +78,13 @@ def test_logits_at_supervised_positions_only_give_the_same_loss_and_gradients(ki
 
 def test_blind_model_has_no_encoder_and_only_a_prompt():
     model = tiny_model("opt", visual=False)
-    assert model.encoder is None and model.connector is None
+    assert not model.encoders and not model.connectors and model.placement is None
     assert set(model.trainable_state_dict()) == {"prompt_module.prefix_embedding.0.weight"}
 
 
 def test_shared_connector_and_layer_norm_unfreezing():
     shared = tiny_model("opt", shared_connector=True)
-    assert len(shared.connector) == 1
+    assert len(shared.connector_for()) == 1
     ln = tiny_model("llama", unfreeze_text_layer_norm=True)
     names = set(ln.trainable_state_dict())
     assert any(n.startswith("lm.") and "norm" in n for n in names)
@@ -124,13 +124,13 @@ def _reference_blob(k: int, shared: bool, prompt_len: int, mlp: bool, d_enc: int
 
 def test_reference_checkpoint_loads_and_facts_are_inferred(tmp_path):
     model = tiny_model("opt", mlp=True)
-    d_enc, d_lm, d_emb = model.encoder.hidden_size, model.lm.hidden_size, model.lm.embedding_size
+    d_enc, d_lm, d_emb = model.encoder_for().hidden_size, model.lm.hidden_size, model.lm.embedding_size
     blob = _reference_blob(2, False, 3, True, d_enc, d_lm, d_emb)
     torch.save(blob, tmp_path / "ref.pth")
     facts = load_reference_checkpoint(model, tmp_path / "ref.pth")
     assert facts["injected_hidden_states"] == 2 and facts["mlp"] and facts["prompt_len"] == 3
     assert not facts["shared_connector"]
-    assert torch.equal(model.connector[1].weight, blob["model"]["connector.1.weight"])
+    assert torch.equal(model.connector_for()[1].weight, blob["model"]["connector.1.weight"])
     assert torch.equal(model.prompt_module.prefix_embedding[3].bias, blob["model"]["prompt_module.prefix_embedding.3.bias"])
     shared = reference_facts(_reference_blob(6, True, 10, False, 8, 16, 16)["model"], {"injected_hidden_states": 6})
     assert shared["shared_connector"] and shared["injected_hidden_states"] == 6 and not shared["mlp"]
@@ -138,7 +138,7 @@ def test_reference_checkpoint_loads_and_facts_are_inferred(tmp_path):
 
 def test_mismatched_reference_checkpoint_fails_with_shapes(tmp_path):
     model = tiny_model("opt", mlp=False)
-    d_enc, d_lm, d_emb = model.encoder.hidden_size, model.lm.hidden_size, model.lm.embedding_size
+    d_enc, d_lm, d_emb = model.encoder_for().hidden_size, model.lm.hidden_size, model.lm.embedding_size
     torch.save(_reference_blob(2, False, 5, True, d_enc, d_lm, d_emb), tmp_path / "ref.pth")
     with pytest.raises(ValueError) as error:
         load_reference_checkpoint(model, tmp_path / "ref.pth")

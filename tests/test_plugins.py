@@ -41,7 +41,7 @@ def test_toy_modality_plugin_trains_evaluates_and_reloads(toy_setup, tmp_path):
     run = tmp_path / "run"
     result = entry.main([
         "--config", str(config), "--output_dir", str(run), "--set", "model.plugins=[tests.toy_modality]",
-        "--set", "model.encoder={type: toy_mlp, model_kwargs: {width: 12, depth: 3}}",
+        "--set", "model.encoders={toy: {type: toy_mlp, model_kwargs: {width: 12, depth: 3}}}",
         "--set", "task.reader=chat", "--set", f"task.data_dir={toy_setup['data']}", "--set", "task.train_split=train",
         "--set", "task.val_split=", "--set", "task.test_split=test"])
     test = result["test"]
@@ -51,7 +51,7 @@ def test_toy_modality_plugin_trains_evaluates_and_reloads(toy_setup, tmp_path):
     # A fresh process that never imported the plugin rebuilds the model from the checkpoint's own config.
     code = ("from epalm.models.checkpoint import load_checkpoint\n"
             f"model, _ = load_checkpoint({str(run / 'checkpoints' / 'last' / 'trainable')!r})\n"
-            "print(model.modality, type(model.encoder).__name__, model.encoder.hidden_size)")
+            "print(model.modality, type(model.encoder_for()).__name__, model.encoder_for().hidden_size)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]

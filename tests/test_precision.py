@@ -8,15 +8,15 @@ import dataclasses
 import pytest
 import torch
 
-import epalm.models.epalm
 from epalm.models.precision import held_dtype, native_precision
+import epalm.models.epalm
 from tests.tiny_models import TINY_VIT, tiny_lm_config, tiny_model
 
 
 def half_model(kind: str = "opt", lm_dtype: str = "bfloat16", encoder_dtype: str = "bfloat16"):
     lm = tiny_lm_config(kind)
     lm.dtype = lm_dtype
-    return tiny_model(kind, lm=lm, encoder=dataclasses.replace(TINY_VIT, dtype=encoder_dtype))
+    return tiny_model(kind, lm=lm, encoders={"image": dataclasses.replace(TINY_VIT, dtype=encoder_dtype)})
 
 
 def batch(model, seed: int = 0):
@@ -32,7 +32,7 @@ def batch(model, seed: int = 0):
 def autocast_seen(model, ids, mask, media) -> dict[str, bool]:
     """Whether autocast was on when the first LM layer, the first encoder block and the connector ran."""
     seen = {}
-    parts = {"lm": model.lm.layers[0], "encoder": model.encoder.model.blocks[0], "connector": model.connector[0]}
+    parts = {"lm": model.lm.layers[0], "encoder": model.encoder_for().model.blocks[0], "connector": model.connector_for()[0]}
     handles = [module.register_forward_pre_hook(lambda m, a, name=name: seen.__setitem__(
         name, torch.is_autocast_enabled("cpu"))) for name, module in parts.items()]
     try:
@@ -75,7 +75,7 @@ def test_training_step_values_are_bit_identical_to_running_under_autocast(kind, 
 
 def test_held_dtype_follows_the_weights():
     model = half_model()
-    assert held_dtype(model.lm) == torch.bfloat16 and held_dtype(model.connector) == torch.float32
+    assert held_dtype(model.lm) == torch.bfloat16 and held_dtype(model.connector_for()) == torch.float32
     model.lm.to(torch.float32)
     assert held_dtype(model.lm) == torch.float32
     mixed = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).to(torch.bfloat16))

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import epalm.training.run as entry
+from epalm.common.command_line import run_command
+from epalm.common.errors import DataFormatError
 from epalm.dataset.records import Sample
 from epalm.dataset.tasks.task_split import TaskSplit
-from epalm.common.errors import DataFormatError
 from epalm.studies.probes import command as probes
-from epalm.common.command_line import run_command
 from epalm.studies.probes.classifier import ProbeBudget, cross_validated_accuracy, majority_accuracy, stratified_folds
 from epalm.studies.probes.labels import media_labels
+import epalm.training.run as entry
 from tests.tiny_run import build_tiny_setup, tiny_config
 
 BUDGET = ProbeBudget(steps=60, width=32, folds=4, seed=0)

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-import epalm.training.run as entry
-from epalm.dataset.collate import TextCollator
 from epalm.common.config_io import ConfigError
-from epalm.models.language_models.frozen_lm import load_tokenizer
+from epalm.dataset.collate import TextCollator
+from epalm.models.language_models.tokenizer import load_tokenizer
 from epalm.models.legacy_beam_search import legacy_beam_search
+import epalm.training.run as entry
 from tests.test_injection import reference_forward_opt
 from tests.tiny_models import VOCAB, images, tiny_model
 from tests.tiny_run import build_tiny_setup, tiny_config
@@ -97,7 +97,7 @@ def test_reference_generation_equals_the_hand_written_spec(kind, eos):
     model = tiny_model(kind, seed=3, injection_mode="epalm", mlp=True)
     model.eos_token_id = eos
     ids, mask = padded(questions(7, [3, 9, 5]), "right")
-    features = torch.randn(3, 2, model.encoder.hidden_size, generator=torch.Generator().manual_seed(3))
+    features = torch.randn(3, 2, model.encoder_for().hidden_size, generator=torch.Generator().manual_seed(3))
     step = hand_written_step(model, features)
     with torch.no_grad():
         greedy = model.generate(ids, mask, features=features, max_new_tokens=8)
@@ -116,7 +116,7 @@ def test_the_beam_scores_change_an_answer_of_a_tiny_model():
     model = tiny_model("opt-post-ln", seed=3, injection_mode="epalm", mlp=True)
     model.eos_token_id = 88
     ids, mask = padded(questions(7, [3, 9, 5]), "right")
-    features = torch.randn(3, 2, model.encoder.hidden_size, generator=torch.Generator().manual_seed(3))
+    features = torch.randn(3, 2, model.encoder_for().hidden_size, generator=torch.Generator().manual_seed(3))
     kwargs = dict(features=features, max_new_tokens=8, num_beams=3)
     legacy = model.generate(ids, mask, beam_score_length="sequence", **kwargs)
     current = model.generate(ids, mask, **kwargs)

@@ -11,24 +11,24 @@ import torch
 import yaml
 from transformers import AutoTokenizer
 
-import epalm.training.run as entry
 from epalm.common.errors import MediaDecodeError
-from epalm.dataset.metrics.attribute_accuracy import parse_attributes
-from epalm.demo.synthetic.build_sensor import build_sensor_dataset
-from epalm.demo.synthetic.audio_world import AudioWorld
-from epalm.demo.synthetic.sensor_traces import CHANNELS, LENGTH, SAMPLE_RATE, SensorWorld, render_trace, write_trace
-from epalm.demo.synthetic.worlds import discover_worlds
-from epalm.dataset.tasks import TASK_READERS
-from epalm.models.encoders import ENCODERS, EncoderConfig, build_encoder
-from epalm.models.modalities import get_modality, placeholders
-from epalm.models.modalities.sensor import load_sensor_trace
 from epalm.common.errors import ConfigError, DataFormatError
+from epalm.dataset.metrics.attribute_accuracy import parse_attributes
+from epalm.dataset.tasks import TASK_READERS
 from epalm.demo.pretraining.head_training import HeadTraining
 from epalm.demo.pretraining.sensor_encoder import (SENSOR_DIR, SensorDemoSettings, build_sensor_demo,
                                                       sensor_demo_config, sensor_pool)
 from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
 from epalm.demo.pretraining.shipped import DEFAULT_OUT
 from epalm.demo.pretraining.video_encoder import REPO_ROOT, linear_probe
+from epalm.demo.synthetic.audio_world import AudioWorld
+from epalm.demo.synthetic.build_sensor import build_sensor_dataset
+from epalm.demo.synthetic.sensor_traces import CHANNELS, LENGTH, SAMPLE_RATE, SensorWorld, render_trace, write_trace
+from epalm.demo.synthetic.worlds import discover_worlds
+from epalm.models.encoders import ENCODERS, EncoderConfig, build_encoder
+from epalm.models.modalities import get_modality, placeholders
+from epalm.models.modalities.sensor import load_sensor_trace
+import epalm.training.run as entry
 
 SHIPPED = DEFAULT_OUT / SENSOR_DIR
 ENCODER_YAML = REPO_ROOT / "configs" / "demo" / "sensor_encoder.yaml"
@@ -127,7 +127,7 @@ def test_transform_crops_or_pads_to_the_encoders_length_and_normalises():
 
 
 def test_encoder_builds_from_its_config_and_reads_its_last_blocks():
-    config = EncoderConfig.from_dict(yaml.safe_load(ENCODER_YAML.read_text())["model"]["encoder"])
+    config = EncoderConfig.from_dict(yaml.safe_load(ENCODER_YAML.read_text())["model"]["encoders"]["sensor"])
     encoder = build_encoder(config)
     assert (encoder.modality, encoder.hidden_size, encoder.num_layers) == ("sensor", 96, 3)
     traces = torch.randn(2, 3, LENGTH)
@@ -210,7 +210,8 @@ def test_shipped_folder_is_small_loads_from_its_config_and_meets_its_targets():
     report = json.loads((SHIPPED / REPORT_FILE).read_text())
     assert all(accuracy >= 0.95 for accuracy in report["held_out_head_accuracy"].values()), report
     fields = json.loads((SHIPPED / ENCODER_FILE).read_text())
-    assert fields == {**yaml.safe_load(ENCODER_YAML.read_text())["model"]["encoder"], "normalization": "encoder"}
+    assert fields == {**yaml.safe_load(ENCODER_YAML.read_text())["model"]["encoders"]["sensor"],
+                      "normalization": "encoder"}
     encoder = build_encoder(sensor_demo_config())
     assert encoder.channel_mean.tolist() == pytest.approx(report["channel_mean"])
 

@@ -25,9 +25,9 @@ def test_fused_adamw_auto_is_fused_on_a_gpu_only():
     for p in model.parameters():
         if p.requires_grad:
             p.grad = torch.ones_like(p)
-    before = model.connector[0].weight.detach().clone()
+    before = model.connector_for()[0].weight.detach().clone()
     fused.step()  # torch's fused AdamW runs on the CPU too
-    assert not torch.equal(before, model.connector[0].weight)
+    assert not torch.equal(before, model.connector_for()[0].weight)
 
 
 def test_fused_adamw_leaves_overflowed_steps_visible_to_the_gradient_scaler():
@@ -43,10 +43,10 @@ def test_fused_adamw_leaves_overflowed_steps_visible_to_the_gradient_scaler():
     for p in model.parameters():
         if p.requires_grad:
             p.grad = torch.full_like(p, float("inf"))
-    before = model.connector[0].weight.detach().clone()
+    before = model.connector_for()[0].weight.detach().clone()
     scaler.step(optimizer)
     scaler.update()
-    assert calls == [] and torch.equal(before, model.connector[0].weight)
+    assert calls == [] and torch.equal(before, model.connector_for()[0].weight)
 
 
 def test_fused_adamw_setting_is_checked():

@@ -18,6 +18,7 @@ from scipy import ndimage
 from epalm.dataset.metrics.attribute_accuracy import attribute_accuracy, parse_attributes
 from epalm.dataset.metrics.caption_metrics import load_coco_references
 from epalm.dataset.metrics.vqa_accuracy import vqa_accuracy
+from epalm.dataset.tasks.vqa_v2 import read_vqa_v2
 from epalm.demo.synthetic.build import IMAGE_DIR, MARKER, build_image_dataset
 from epalm.demo.synthetic.image_world import (COLOURS, COUNTS, EXIST_COLOUR_TEMPLATES, EXIST_SHAPE_TEMPLATES,
                                            QUESTION_TEMPLATES, SHAPES, SIDES, ImageWorld)
@@ -25,7 +26,6 @@ from epalm.demo.synthetic.items import media_path_from_img_id
 from epalm.demo.synthetic.text_corpus import (ANSWER_SEP, CONTEXT_SEP, EOS, build_text_corpus, qa_text,
                                            tokenizer_training_lines, write_tokenizer_training_text)
 from epalm.demo.synthetic.worlds import QA, WORLDS, discover_worlds
-from epalm.dataset.tasks.vqa_v2 import read_vqa_v2
 
 SMALL = dict(n_train=12, n_val=5, n_test=4, questions_per_image=3)
 WORLD = ImageWorld()

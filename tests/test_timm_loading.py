@@ -13,8 +13,8 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from epalm.models.encoders import EncoderConfig, build_encoder
 from epalm.common.errors import DataFormatError
+from epalm.models.encoders import EncoderConfig, build_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_VIT = REPO / "models" / "demo_weights" / "vit-demo" / "model.safetensors"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from accelerate.utils import is_tensorboard_available, is_wandb_available
 
-import epalm.training.run as entry
 from epalm.common.errors import ConfigError
+import epalm.training.run as entry
 from tests.tiny_run import build_tiny_setup, tiny_config
 from epalm.training import trackers
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import epalm.training.run as entry
 from epalm.common.config_io import ConfigError
+import epalm.training.run as entry
 from tests.tiny_run import build_tiny_setup, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent

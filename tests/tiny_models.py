@@ -50,8 +50,8 @@ def tiny_model(kind: str = "opt", seed: int = 0, **overrides):
     """An EPALM on a tiny LM and a tiny ViT; `overrides` are ModelConfig fields."""
     torch.manual_seed(seed)
     fields = dict(
-        lm=tiny_lm_config(kind), encoder=TINY_VIT, injected_hidden_states=2, start_layer_idx=1, end_layer_idx=4,
-        prompt_len=3,
+        lm=tiny_lm_config(kind), encoders={"image": TINY_VIT}, injected_hidden_states=2, start_layer_idx=1,
+        end_layer_idx=4, prompt_len=3,
     )
     fields.update(overrides)
     model, _ = build_model(ModelConfig(**fields), load_tokenizer_if_missing=False)

@@ -33,6 +33,7 @@ class ToyModality(Modality):
         return vector
 
 
+@ENCODERS.register("toy_mlp")
 class ToyEncoder(PerceptionEncoder):
     modality = "toy"
 
@@ -55,14 +56,15 @@ class ToyEncoder(PerceptionEncoder):
     def preprocessing_fingerprint(self) -> dict:
         return {"encoder": "toy"}
 
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> ToyEncoder:
+        with torch.random.fork_rng(devices=[]):  # a frozen random encoder, the same at every rebuild
+            torch.manual_seed(0)
+            return cls(width=int(cfg.model_kwargs.get("width", 16)), depth=int(cfg.model_kwargs.get("depth", 3)))
+
 
 class ToyTransform:
     def __call__(self, vector: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(vector, dtype=torch.float32)
 
 
-@ENCODERS.register("toy_mlp")
-def build_toy_encoder(cfg: EncoderConfig) -> ToyEncoder:
-    with torch.random.fork_rng(devices=[]):  # a frozen random encoder, the same at every rebuild
-        torch.manual_seed(0)
-        return ToyEncoder(width=int(cfg.model_kwargs.get("width", 16)), depth=int(cfg.model_kwargs.get("depth", 3)))

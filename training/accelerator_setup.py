@@ -89,5 +89,6 @@ def resolve_weight_dtypes(cfg: RunConfig, precision: str) -> None:
     a fully fine-tuned LM too (its float32 master weights: models/language_models/lm_training.py)."""
     if cfg.model.lm.dtype == "auto":
         cfg.model.lm.dtype = "float32" if cfg.model.lm.train == "full" else LM_DTYPE[precision]
-    if cfg.model.encoder.dtype == "auto":
-        cfg.model.encoder.dtype = "float32" if cfg.model.unfreeze_vision_layer_norm else LM_DTYPE[precision]
+    for encoder in cfg.model.encoders.values():
+        if encoder.dtype == "auto":
+            encoder.dtype = "float32" if cfg.model.unfreeze_vision_layer_norm else LM_DTYPE[precision]

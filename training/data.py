@@ -6,13 +6,13 @@ import logging
 import torch
 from torch.utils.data import DataLoader
 
+from epalm.common.errors import DataFormatError
 from epalm.dataset.chat_collate import ChatCollator
 from epalm.dataset.collate import TextCollator
 from epalm.dataset.media_dataset import MediaTextDataset
 from epalm.dataset.tasks import TASK_READERS, TaskSplit
 from epalm.models.epalm import EPALM
 from epalm.models.modalities import get_modality
-from epalm.common.errors import DataFormatError
 from epalm.training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -40,11 +40,10 @@ def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
 
 def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, features=None) -> MediaTextDataset:
     preprocess = None
-    if model.encoder is not None and features is None:
-        configs = {model.modality: cfg.model.encoder, **cfg.model.extra_encoders}
-        preprocess = {modality: get_modality(modality).preprocessor(encoder, configs[modality],
+    if model.encoders and features is None:
+        preprocess = {modality: get_modality(modality).preprocessor(encoder, cfg.model.encoders[modality],
                                                                     train and cfg.train.augment)
-                      for modality, encoder in model.encoders().items()}
+                      for modality, encoder in model.encoders.items()}
     return MediaTextDataset(split, train, cfg.seed, preprocess, features, augment=cfg.train.augment)
 
 

@@ -13,9 +13,9 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
-from epalm.dataset.tasks.task_split import TaskSplit
 from epalm.common.atomic_io import write_text_atomic
-from epalm.models.language_models.frozen_lm import QA_SEPARATOR
+from epalm.dataset.tasks.task_split import TaskSplit
+from epalm.models.language_models.tokenizer import QA_SEPARATOR
 from epalm.training.html_report import write_html_report
 from epalm.training.provenance import provenance
 from epalm.training.run_config import EvalConfig, RunConfig

@@ -14,8 +14,7 @@ from epalm.models.modalities import get_modality
 from epalm.training.run_config import RunConfig
 
 
-def encoder_identity(cfg: RunConfig, enc: EncoderConfig | None = None) -> dict:
-    enc = enc or cfg.model.encoder
+def encoder_identity(cfg: RunConfig, enc: EncoderConfig) -> dict:
     return {
         "type": enc.type, "name": enc.name, "pretrained": enc.pretrained, "model_kwargs": enc.model_kwargs,
         "checkpoint": str(Path(enc.checkpoint).resolve()) if enc.checkpoint else None,
@@ -38,14 +37,14 @@ def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: Tas
                      run_dir: Path) -> dict[str, FeatureCache] | None:
     """`{modality: cache}` of the split's encoder outputs (computing what is missing, sharded over processes),
     or None when the cache is off or the model is blind."""
-    if not cfg.train.feature_cache or model.encoder is None:
+    if not cfg.train.feature_cache or not model.encoders:
         return None
-    configs = {model.modality: cfg.model.encoder, **cfg.model.extra_encoders}
+    configs = cfg.model.encoders
     caches = {}
     for modality, media in split_media(split).items():
         if modality not in configs:
             raise ValueError(f"{split.annotation_file}: {modality} media but the model reads "
-                             f"{sorted(configs)} (add model.extra_encoders.{modality})")
+                             f"{sorted(configs)} (add model.encoders.{modality})")
         caches[modality] = _modality_cache(cfg, accelerator, model, split, modality, configs[modality], media)
     return caches
 

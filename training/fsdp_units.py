@@ -30,15 +30,15 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from epalm.models.epalm import EPALM
 from epalm.common.errors import ConfigError, DataFormatError, LaunchError
+from epalm.models.epalm import EPALM
 
 COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 WRAPPED_PREFIX = "_fsdp_wrapped_module."
 
 
 def frozen_units(model: EPALM) -> list[nn.Module]:
-    return list(model.lm.layers) + list(model.encoders().values())
+    return list(model.lm.layers) + list(model.encoders.values())
 
 
 def replicated_lm_modules(model: EPALM) -> list[nn.Module]:
@@ -57,8 +57,7 @@ def replicated_lm_modules(model: EPALM) -> list[nn.Module]:
 
 
 def trainable_units(model: EPALM) -> list[nn.Module]:
-    connectors = [model.connector, *model.extra_connectors.values()]
-    return [m for m in (*connectors, model.prompt_module) if m is not None]
+    return [m for m in (*model.connectors.values(), model.prompt_module) if m is not None]
 
 
 def unit_parameters(model: EPALM) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -84,7 +83,7 @@ def check_uniform_units(model: EPALM) -> None:
         if len(dtypes) > 1:
             raise ConfigError(
                 f"FSDP unit '{unit or 'the model root'}' would flatten weights of several dtypes {dtypes}; every unit "
-                "must have one dtype (model.lm.dtype / model.encoder.dtype hold whole components)"
+                "must have one dtype (model.lm.dtype / model.encoders.<m>.dtype hold whole components)"
             )
 
 
@@ -129,7 +128,8 @@ def use_epalm_units(accelerator, model: EPALM) -> None:
 
     if accelerator.distributed_type != DistributedType.FSDP:
         return
-    if accelerator.num_processes == 1 and model.prompt_module is None and model.placement == "layers":
+    if accelerator.num_processes == 1 and model.prompt_module is None and model.placement is not None \
+            and model.placement.needs_plan:
         raise LaunchError("FSDP on one process shards nothing, and without a soft prompt torch's NO_SHARD mode "
                           "loses the first injection layer's weights from the state dict: launch without an FSDP "
                           "config (or on several GPUs)")

@@ -5,10 +5,10 @@ import html
 from pathlib import Path
 from typing import Any
 
+from epalm.common.atomic_io import write_text_atomic
 from epalm.common.errors import MediaDecodeError
 from epalm.dataset.records import Sample, media_items
 from epalm.dataset.tasks.task_split import TaskSplit
-from epalm.common.atomic_io import write_text_atomic
 from epalm.models.modalities import get_modality
 
 def _media_cell(split: TaskSplit, sample: Sample, page_dir: Path) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from transformers import get_cosine_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
 
+from epalm.common.errors import ConfigError
 from epalm.models.epalm import EPALM
 from epalm.models.language_models.lm_training import is_lm_weight
-from epalm.common.errors import ConfigError
 from epalm.training.run_config import TrainConfig
 
 # train.lm_lr's default for each way the LM trains (models/language_models/lm_training.py): LoRA's usual rate, and a small one
@@ -24,7 +24,7 @@ def parameter_groups(model: EPALM, cfg: TrainConfig) -> list[dict]:
             continue
         if is_lm_weight(name, finetuning):
             part = "lm"
-        elif name.startswith(("connector.", "extra_connectors.")):
+        elif name.startswith("connectors."):
             part = "connector"
         else:
             part = "prompt" if name.startswith("prompt_module.") else "other"

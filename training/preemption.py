@@ -21,10 +21,12 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from epalm.common.errors import StoppedToResume
+
 # sysexits.h's EX_TEMPFAIL, "temporary failure, the user is invited to retry": distinct from 0 (done),
 # 1 (a bug's traceback), 2 (a user error), 124 (timeout(1)), 130 (Ctrl-C) and 128+N (killed by signal N).
 # run_scripts/launch.sh passes it on and run_scripts/slurm/ requeues the job on it.
-PREEMPTED_EXIT_STATUS = 75  # os.EX_TEMPFAIL
+PREEMPTED_EXIT_STATUS = StoppedToResume.exit_status  # 75, os.EX_TEMPFAIL
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 PREEMPTED_MARKER = "preempted.json"  # in the run folder
 
@@ -32,7 +34,7 @@ PREEMPTED_MARKER = "preempted.json"  # in the run folder
 SIGNAL_AT_STEP_ENV = "EPALM_SIGNAL_AT_STEP"
 
 
-class TrainingPreempted(Exception):
+class TrainingPreempted(StoppedToResume):
     """Training stopped on a preemption signal after saving its resumable state (not an error: retry later)."""
 
     def __init__(self, step: int, signal_name: str, checkpoint: Path):

@@ -11,8 +11,10 @@ import inspect
 from pathlib import Path
 
 import torch
-from transformers import CONFIG_MAPPING
 
+from epalm.common.errors import (ConfigError, DataFormatError, MissingFileError, UnknownNameError, check_choice,
+                                did_you_mean)
+from epalm.common.registry import Registry
 from epalm.dataset.collate import LOSS_TOKENS
 from epalm.dataset.metrics.vqa_accuracy import VQA_VERSIONS
 from epalm.dataset.tasks import TASK_READERS
@@ -22,12 +24,9 @@ from epalm.models.config import ModelConfig
 from epalm.models.connectors import CONNECTORS
 from epalm.models.encoders import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
-from epalm.models.modalities.image.timm_vit import check_timm_name
 from epalm.models.factory import PROMPT_INITS
 from epalm.models.injection import MODES
-from epalm.common.registry import Registry
-from epalm.common.errors import (ConfigError, DataFormatError, MissingFileError, UnknownNameError, check_choice,
-                                did_you_mean)
+from epalm.models.model_source import check_model_source
 from epalm.training.accelerator_setup import PRECISIONS, resolve_precision
 from epalm.training.loss import REDUCTIONS
 from epalm.training.run_config import RunConfig
@@ -75,24 +74,9 @@ def check_choices(cfg: RunConfig) -> None:
             check_registered(f"{key}.type", ENCODERS, encoder.type)
 
 
-def looks_local(name: str) -> bool:
-    """A path rather than a hub id (`org/name`): absolute, relative with ./ or ../, deeper, or a file."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".json")
-
-
-def check_model_source(key: str, name: str | None) -> None:
-    """A model named by a local path must be there (transformers would call it a malformed hub id)."""
-    if not name or name in CONFIG_MAPPING or not looks_local(name) or Path(name).expanduser().exists():
-        return
-    parent = Path(name).expanduser().parent
-    siblings = [str(parent / p.name) for p in parent.iterdir()] if parent.is_dir() else []
-    raise MissingFileError(f"{key} {name}: no such file or folder{did_you_mean(name.rstrip('/'), siblings)}")
-
-
 def encoder_sections(cfg: RunConfig) -> list[tuple[str, EncoderConfig]]:
-    """(config key, section) of the main encoder and of every extra one."""
-    return [("model.encoder", cfg.model.encoder),
-            *((f"model.extra_encoders.{m}", enc) for m, enc in cfg.model.extra_encoders.items())]
+    """(config key, section) of every encoder."""
+    return [(f"model.encoders.{modality}", encoder) for modality, encoder in cfg.model.encoders.items()]
 
 
 def check_models(cfg: RunConfig) -> None:
@@ -101,10 +85,11 @@ def check_models(cfg: RunConfig) -> None:
     if not cfg.model.visual:
         return
     for key, encoder in encoder_sections(cfg):
-        if encoder.type == "timm_vit":
-            check_timm_name(encoder.name)
-        else:
-            check_model_source(f"{key}.name", encoder.name)
+        encoder_class = ENCODERS.get(encoder.type)
+        if encoder_class.modality != key.rsplit(".", 1)[1]:
+            raise ConfigError(f"{key}: type '{encoder.type}' reads {encoder_class.modality}, not "
+                              f"{key.rsplit('.', 1)[1]} (name the section by its modality)")
+        encoder_class.check_config(encoder, key)  # what each encoder can check cheaply (a timm name ...)
 
 
 def check_checkpoint_folder(path: Path, model: ModelConfig) -> None:

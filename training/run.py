@@ -201,4 +201,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Resolve `argv` (main.py's flags) and run; returns the test metrics and training progress."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run(resolve_config(argv))
+    try:
+        return run(resolve_config(argv))
+    finally:
+        # A process group left to the interpreter's exit can abort it ("terminate called without an active
+        # exception": gloo's threads outlive Python's teardown), turning a finished run's exit status into 134.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

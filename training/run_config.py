@@ -12,13 +12,13 @@ from typing import Any
 
 import yaml
 
-from epalm.dataset.collate import PADDING_SIDES
-from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from epalm.common.atomic_io import write_text_atomic
-from epalm.models.config import ModelConfig
+from epalm.common.command_line import add_debug_flag, command_parser
 from epalm.common.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict, yaml_problem
 from epalm.common.errors import MissingFileError, did_you_mean
-from epalm.common.command_line import add_debug_flag, command_parser
+from epalm.dataset.collate import PADDING_SIDES
+from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
+from epalm.models.config import ModelConfig, translate_legacy_encoders
 
 
 @dataclass
@@ -172,7 +172,7 @@ FLAGS = {
     "output_dir": "output_dir",
     "data_dir": "task.data_dir",
     "text_model": "model.lm.name",
-    "vision_model": "model.encoder.name",
+    "vision_model": "model.encoders.<main>.name",  # the first encoder's (image when the configs name none)
     "checkpoint": "checkpoint",
     "seed": "seed",
 }
@@ -243,17 +243,30 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _translate_legacy(values: dict[str, Any], source: str) -> None:
+    """Old `model.encoder` / `model.extra_encoders` keys read as `model.encoders` (models/config.py)."""
+    if isinstance(values.get("model"), dict):
+        values["model"] = translate_legacy_encoders(values["model"], source)
+
+
+def _main_encoder(values: dict[str, Any]) -> str:
+    encoders = (values.get("model") or {}).get("encoders") or {}
+    return next(iter(encoders), "image")
+
+
 def resolve_config(argv: list[str] | None = None) -> RunConfig:
     args = argument_parser().parse_args(argv)
     values: dict[str, Any] = {}
     for path in args.config:  # load_yaml's errors name the file (an included one too)
         values = merge(values, load_yaml(path))
+    _translate_legacy(values, ", ".join(args.config) or "config")
     for flag, dotted in {**FLAGS, **SWITCHES}.items():
         value = getattr(args, flag)
         if value is not None:
-            set_dotted(values, dotted, value)
+            set_dotted(values, dotted.replace("<main>", _main_encoder(values)), value)
     for text in args.set:
         set_dotted(values, *parse_override(text))
+    _translate_legacy(values, "--set")
     return from_dict(RunConfig, values)
 
 

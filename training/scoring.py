@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from epalm.common.errors import check_choice
 from epalm.dataset.metrics.attribute_accuracy import attribute_accuracy
 from epalm.dataset.metrics.caption_metrics import caption_metrics
 from epalm.dataset.metrics.exact_match import exact_match_accuracy
 from epalm.dataset.metrics.vqa_accuracy import vqa_accuracy
 from epalm.dataset.tasks.task_split import TaskSplit
-from epalm.common.errors import check_choice
 
 DEFAULT_METRIC = {"vqa_v2": "vqa", "gqa": "exact_match", "video_qa": "exact_match"}
 METRICS = ("vqa", "exact_match", "caption")

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from epalm.common.errors import ConfigError, DataFormatError
 from epalm.dataset.metrics.prediction_alignment import MissingPolicy, align, predictions_by_id
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
-from epalm.common.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
 

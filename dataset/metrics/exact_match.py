@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from epalm.common.errors import DataFormatError
 from epalm.dataset.metrics.answer_normalization import normalize_answer
 from epalm.dataset.metrics.prediction_alignment import MissingPolicy, align, predictions_by_id
 from epalm.dataset.metrics.qa_result import QAResult, summarize
 from epalm.dataset.metrics.vqa_accuracy import human_answer_strings
-from epalm.common.errors import DataFormatError
 
 
 def gold_answers(truth: Mapping[str, Any], where: str) -> dict[str, float]:

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from epalm.common.command_line import add_debug_flag, command_parser, run_command
+from epalm.common.errors import DataFormatError
 from epalm.dataset.metrics.caption_metrics import CAPTION_METRICS, caption_metrics, load_coco_references, load_coco_results
 from epalm.dataset.metrics.exact_match import exact_match_accuracy
 from epalm.dataset.metrics.prediction_alignment import MISSING_POLICIES, predictions_by_id
 from epalm.dataset.metrics.vqa_accuracy import VQA_VERSIONS, load_vqa_ground_truth, vqa_accuracy
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
-from epalm.common.errors import DataFormatError
-from epalm.common.command_line import add_debug_flag, command_parser, run_command
 
 EXAMPLES = """examples:
   # official VQA v2 accuracy of a run's predictions (the questions file selects the questions scored)

@@ -22,13 +22,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from epalm.common.errors import ConfigError, DataFormatError
 from epalm.dataset.metrics.answer_normalization import (
     clean_whitespace, normalize_answer, process_digits_articles, process_punctuation,
 )
 from epalm.dataset.metrics.prediction_alignment import MissingPolicy, align, predictions_by_id
 from epalm.dataset.metrics.qa_result import QAResult, summarize
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
-from epalm.common.errors import ConfigError, DataFormatError
 
 VQA_VERSIONS = ("2021", "2017")
 

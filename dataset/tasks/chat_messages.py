@@ -20,10 +20,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from epalm.common.errors import DataFormatError, did_you_mean
 from epalm.dataset.records import MediaItem, Sample
 from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
 from epalm.models.modalities import get_modality, modality_names, placeholders
-from epalm.common.errors import DataFormatError, did_you_mean
 
 ROLES = ("system", "user", "assistant")
 FIXED_KEYS = ("id", "messages", "meta")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from epalm.common.errors import ConfigError, DataFormatError, did_you_mean
 from epalm.dataset.records import Sample
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
 from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
 from epalm.dataset.tasks.vqa_v2 import coco_image_path
-from epalm.common.errors import ConfigError, DataFormatError, did_you_mean
 
 COCO_SPLITS = ("train", "val", "test")
 _KARPATHY_SPLIT = {"train": "train", "restval": "train", "val": "val", "test": "test"}

@@ -11,10 +11,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+from epalm.common.errors import DataFormatError
 from epalm.dataset.records import Sample
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
 from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
-from epalm.common.errors import DataFormatError
 
 
 def _captions(entry: dict, where: str) -> list[str]:

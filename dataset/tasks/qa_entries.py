@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from epalm.common.errors import DataFormatError
 from epalm.dataset.records import Sample
 from epalm.dataset.tasks.annotation_file import require
-from epalm.common.errors import DataFormatError
 
 
 def _answers(entry: dict, where: str) -> tuple[list[str], list[float] | None]:

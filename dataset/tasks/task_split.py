@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from epalm.dataset.records import Sample
-from epalm.common.registry import Registry
 from epalm.common.errors import MissingFileError, did_you_mean
+from epalm.common.registry import Registry
+from epalm.dataset.records import Sample
 
 
 @dataclass

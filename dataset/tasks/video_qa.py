@@ -6,10 +6,10 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from epalm.common.errors import ConfigError, did_you_mean
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
 from epalm.dataset.tasks.qa_entries import qa_sample
 from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
-from epalm.common.errors import ConfigError, did_you_mean
 
 VIDEO_QA_SPLITS = ("train", "val", "test")
 VIDEO_QA_FOLDERS = {"msrvtt": "MSRVTT", "msvd": "MSVD"}

@@ -13,11 +13,11 @@ import logging
 import re
 from pathlib import Path
 
+from epalm.common.errors import DataFormatError, MissingFileError
 from epalm.dataset.records import Sample
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
 from epalm.dataset.tasks.qa_entries import qa_sample
 from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
-from epalm.common.errors import DataFormatError, MissingFileError
 
 logger = logging.getLogger(__name__)
 

@@ -23,19 +23,19 @@ from torch import nn
 from tqdm import tqdm
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
-from epalm.models.modalities.audio.decode import load_audio
-from epalm.models.modalities.audio.modality import AUDIOSET_MEAN, AUDIOSET_STD
-from epalm.demo.synthetic.audio_world import CLIP_SECONDS, SAMPLE_RATE, AudioWorld
-from epalm.models.encoders import EncoderConfig, build_encoder
-from epalm.models.modalities.audio.ast import ASTEncoder
 from epalm.demo.pretraining.folders import atomic_folder, write_json
-from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
-from epalm.demo.pretraining.timing import Timer
-from epalm.demo.pretraining.shipped import DEFAULT_OUT
 from epalm.demo.pretraining.head_training import AttributeHeads, HeadTraining, Labels, pretrain_heads
+from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
+from epalm.demo.pretraining.shipped import DEFAULT_OUT
+from epalm.demo.pretraining.timing import Timer
 from epalm.demo.pretraining.video_encoder import (MediaPool, attribute_classes, cls_features, file_sizes,
                                                      folder_encoder_config, head_accuracy, label_tensors, linear_probe,
                                                      loss_summary, repo_relative, torch_threads)
+from epalm.demo.synthetic.audio_world import CLIP_SECONDS, SAMPLE_RATE, AudioWorld
+from epalm.models.encoders import EncoderConfig, build_encoder
+from epalm.models.modalities.audio.ast import ASTEncoder
+from epalm.models.modalities.audio.decode import load_audio
+from epalm.models.modalities.audio.modality import AUDIOSET_MEAN, AUDIOSET_STD
 
 AUDIO_DIR = "ast-demo"
 FBANK_WINDOW, FBANK_SHIFT = 400, 160  # Kaldi fbank at 16 kHz: 25 ms windows every 10 ms

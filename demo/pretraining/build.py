@@ -13,13 +13,10 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
-from epalm.demo.synthetic.text_corpus import build_text_corpus, tokenizer_training_lines
-from epalm.demo.synthetic.worlds import discover_worlds
-from epalm.models.encoders import build_encoder
-from epalm.models.language_models.frozen_lm import build_language_model, load_tokenizer
 from epalm.common.errors import ConfigError, did_you_mean
 from epalm.demo.pretraining.audio_encoder import AUDIO_DIR, build_ast_demo
 from epalm.demo.pretraining.folders import atomic_folder, read_json, write_json
+from epalm.demo.pretraining.head_training import AttributeHeads
 from epalm.demo.pretraining.images import render_pool, sample_images
 from epalm.demo.pretraining.lm import new_opt, pretrain_lm, tokenize_documents
 from epalm.demo.pretraining.lm_evaluation import evaluate_lm
@@ -30,9 +27,13 @@ from epalm.demo.pretraining.shipped import DEFAULT_OUT, encoder_config, lm_confi
 from epalm.demo.pretraining.timing import Timer
 from epalm.demo.pretraining.tokenizer import train_tokenizer, unknown_token_share
 from epalm.demo.pretraining.video_encoder import VIDEO_DIR, build_timesformer_demo
-from epalm.demo.pretraining.head_training import AttributeHeads
 from epalm.demo.pretraining.vit import build_pretrained_encoder, cls_features, normalize, pretrain_vit
 from epalm.demo.pretraining.vit_evaluation import head_accuracy, linear_probe
+from epalm.demo.synthetic.text_corpus import build_text_corpus, tokenizer_training_lines
+from epalm.demo.synthetic.worlds import discover_worlds
+from epalm.models.encoders import build_encoder
+from epalm.models.language_models.frozen_lm import build_language_model
+from epalm.models.language_models.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The demo encoders' pretraining loop: one linear head per attribute on the final CLS (as eP-ALM reads it),
-summed cross-entropy, AdamW on a warm-up + cosine schedule, a fixed number of steps. The ViT, the TimeSformer and
+summed cross-entropy, AdamW on a warm-up + cosine schedule, a fixed number of steps (training/fixed_steps.py). The ViT, the TimeSformer and
 the AST all train through `pretrain_heads`; each brings its own batch maker (augmentation) and parameter groups.
 """
 from __future__ import annotations
@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from epalm.models.encoders import PerceptionEncoder
+from epalm.training.fixed_steps import train_fixed_steps
 
 Labels = dict[str, torch.Tensor]
 # (inputs, labels, generator) -> the batch the network trains on (augmentation), labels changed to match.
@@ -53,30 +52,25 @@ def pretrain_heads(encoder: PerceptionEncoder, heads: AttributeHeads, inputs: to
     network.train()
     parameters = [*network.parameters(), *heads.parameters()]
     if param_groups is None:
-        optimizer = torch.optim.AdamW(parameters, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(param_groups, lr=recipe.lr)
-    schedule = get_cosine_schedule_with_warmup(optimizer, recipe.warmup_steps, recipe.steps)
+        groups = [{"params": parameters, "lr": recipe.lr, "weight_decay": recipe.weight_decay}]
+    else:  # AdamW's own default decay (0.01) where a group names none
+        groups = [{"lr": recipe.lr, "weight_decay": 0.01, **group} for group in param_groups]
     generator = torch.Generator().manual_seed(seed)
-    order, cursor, losses = torch.randperm(len(inputs), generator=generator), 0, []
-    bar = tqdm(range(recipe.steps), desc=desc, unit="step", disable=not progress)
-    for step in bar:
+    order, cursor = torch.randperm(len(inputs), generator=generator), 0
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        nonlocal order, cursor
         if cursor + recipe.batch_size > len(order):  # a new epoch, in a new order
             order, cursor = torch.randperm(len(inputs), generator=generator), 0
         index = order[cursor:cursor + recipe.batch_size]
         cursor += recipe.batch_size
         batch, batch_labels = make_batch(inputs[index], {a: v[index] for a, v in labels.items()}, generator)
         logits = heads(encoder(batch, 1)[:, 0])
-        loss = sum(recipe.loss_weights.get(a, 1.0) * nn.functional.cross_entropy(logits[a], batch_labels[a])
+        return sum(recipe.loss_weights.get(a, 1.0) * nn.functional.cross_entropy(logits[a], batch_labels[a])
                    for a in logits)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    losses = train_fixed_steps(groups, loss_of_step, recipe.steps, recipe.warmup_steps, clip_parameters=parameters,
+                               desc=desc, progress=progress)
     network.requires_grad_(False)
     network.eval()
     return losses

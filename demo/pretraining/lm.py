@@ -11,11 +11,11 @@ import random
 from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
-from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
 
-from epalm.demo.synthetic.text_corpus import ANSWER_SEP
 from epalm.demo.pretraining.settings import LMSettings
+from epalm.demo.synthetic.text_corpus import ANSWER_SEP
+from epalm.training.fixed_steps import train_fixed_steps
 
 
 def new_opt(tokenizer: PreTrainedTokenizerFast, settings: LMSettings) -> OPTForCausalLM:
@@ -102,24 +102,16 @@ def pretrain_lm(model: OPTForCausalLM, rows: Sequence[list[int]], tokenizer: Pre
     if len(batches) < settings.steps:
         raise ValueError(f"LM pretraining needs {settings.steps} batches of {settings.batch_size} documents, "
                          f"got {len(rows)} documents")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.98),
-                                  weight_decay=settings.weight_decay)
-    schedule = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    groups = [{"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay}]
     answer_sep_id = tokenizer.convert_tokens_to_ids(ANSWER_SEP)
-    model.train()
-    losses = []
-    bar = tqdm(range(settings.steps), desc="LM pretraining", unit="step", disable=not progress)
-    for step in bar:
+
+    def loss_of_step(step: int) -> torch.Tensor:
         batch = pad_batch(batches[step], tokenizer.pad_token_id)
-        loss = weighted_lm_loss(model(**batch).logits, batch, answer_sep_id, tokenizer.eos_token_id,
+        return weighted_lm_loss(model(**batch).logits, batch, answer_sep_id, tokenizer.eos_token_id,
                                 settings.answer_loss_weight)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    model.train()
+    losses = train_fixed_steps(groups, loss_of_step, settings.steps, settings.warmup_steps, betas=(0.9, 0.98),
+                               desc="LM pretraining", progress=progress)
     model.eval()
     return losses

@@ -21,9 +21,6 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from epalm.demo.synthetic.sensor_traces import CHANNELS, LENGTH, SensorWorld
-from epalm.models.encoders import EncoderConfig, build_encoder
-from epalm.models.modalities.sensor import SensorEncoder, SensorEncoderOptions, load_sensor_trace
 from epalm.demo.pretraining.folders import atomic_folder, read_json, write_json
 from epalm.demo.pretraining.head_training import AttributeHeads, BatchMaker, HeadTraining, Labels, pretrain_heads
 from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
@@ -32,6 +29,9 @@ from epalm.demo.pretraining.timing import Timer
 from epalm.demo.pretraining.video_encoder import (MediaPool, attribute_classes, cls_features, file_sizes,
                                                      head_accuracy, label_tensors, linear_probe, loss_summary,
                                                      repo_relative, torch_threads)
+from epalm.demo.synthetic.sensor_traces import CHANNELS, LENGTH, SensorWorld
+from epalm.models.encoders import EncoderConfig, build_encoder
+from epalm.models.modalities.sensor import SensorEncoder, SensorEncoderOptions, load_sensor_trace
 
 SENSOR_DIR = "sensor-demo"
 WEIGHTS_FILE = "model.safetensors"

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from epalm.models.encoders import EncoderConfig
-from epalm.models.language_models.frozen_lm import LanguageModelConfig
 from epalm.demo.pretraining.folders import read_json
 from epalm.demo.pretraining.settings import ENCODER_FILE, LM_DIR, VIT_DIR, VIT_WEIGHTS_FILE
+from epalm.models.encoders import EncoderConfig
+from epalm.models.language_models.frozen_lm import LanguageModelConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "models" / "demo_weights"
 

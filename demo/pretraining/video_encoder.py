@@ -27,18 +27,18 @@ from torch import nn
 from tqdm import tqdm
 from transformers import TimesformerConfig, TimesformerModel, VideoMAEImageProcessor
 
-from epalm.models.modalities.video.decode import load_video_frames, sample_frame_indices
+from epalm.demo.pretraining.folders import atomic_folder, read_json, write_json
+from epalm.demo.pretraining.head_training import (AttributeHeads, BatchMaker, HeadTraining, Labels,
+                                                     pretrain_heads)
+from epalm.demo.pretraining.probes import PROBED_BLOCKS, probe_accuracy
+from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
+from epalm.demo.pretraining.shipped import DEFAULT_OUT
+from epalm.demo.pretraining.timing import Timer
 from epalm.demo.synthetic.video_world import NUM_FRAMES as CLIP_FRAMES
 from epalm.demo.synthetic.video_world import VideoWorld
 from epalm.models.encoders import EncoderConfig, PerceptionEncoder, build_encoder
+from epalm.models.modalities.video.decode import load_video_frames, sample_frame_indices
 from epalm.models.modalities.video.timesformer import TimesformerEncoder
-from epalm.demo.pretraining.head_training import (AttributeHeads, BatchMaker, HeadTraining, Labels,
-                                                     pretrain_heads)
-from epalm.demo.pretraining.folders import atomic_folder, read_json, write_json
-from epalm.demo.pretraining.probes import PROBED_BLOCKS, probe_accuracy
-from epalm.demo.pretraining.settings import ENCODER_FILE, REPORT_FILE
-from epalm.demo.pretraining.timing import Timer
-from epalm.demo.pretraining.shipped import DEFAULT_OUT
 
 VIDEO_DIR = "timesformer-demo"
 REPO_ROOT = DEFAULT_OUT.parents[1]

@@ -11,10 +11,10 @@ import torch
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
-from epalm.models.encoders import EncoderConfig, PerceptionEncoder, build_encoder
 from epalm.demo.pretraining.head_training import AttributeHeads, HeadTraining, Labels, pretrain_heads
 from epalm.demo.pretraining.images import ImagePool
 from epalm.demo.pretraining.settings import ViTSettings
+from epalm.models.encoders import EncoderConfig, PerceptionEncoder, build_encoder
 
 # A horizontal flip mirrors these attribute values; every other attribute keeps its label.
 MIRRORED_VALUES = {"side": {"left": "right", "right": "left"}}

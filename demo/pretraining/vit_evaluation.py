@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from epalm.models.encoders import PerceptionEncoder
+from epalm.demo.pretraining.head_training import AttributeHeads
 from epalm.demo.pretraining.images import ImagePool
 from epalm.demo.pretraining.probes import PROBED_BLOCKS, probe_accuracy
-from epalm.demo.pretraining.head_training import AttributeHeads
 from epalm.demo.pretraining.vit import cls_features
+from epalm.models.encoders import PerceptionEncoder
 
 
 @torch.no_grad()

@@ -14,8 +14,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from epalm.common.atomic_io import atomic_path, write_json_atomic
-from epalm.common.errors import ConfigError
 from epalm.common.command_line import run_command
+from epalm.common.errors import ConfigError
 from epalm.demo.synthetic.build_command import build_parser
 from epalm.demo.synthetic.coco_format import caption_ground_truth, karpathy_coco
 from epalm.demo.synthetic.image_world import ImageWorld

@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from epalm.common.errors import ConfigError
 from epalm.common.command_line import run_command
+from epalm.common.errors import ConfigError
 from epalm.demo.synthetic.build_command import build_parser
 from epalm.demo.synthetic.caption_world_build import (SPLITS, CaptionWorldDataset, CaptionWorldLayout, ItemHook,
                                                    build_caption_world)

@@ -17,9 +17,9 @@ from typing import Any, ClassVar, TypeVar
 
 from tqdm import tqdm
 
-from epalm.demo.synthetic.worlds import World
 from epalm.common.atomic_io import atomic_path, write_json_atomic
 from epalm.common.errors import ConfigError
+from epalm.demo.synthetic.worlds import World
 
 SPLITS = ("train", "val", "test")
 

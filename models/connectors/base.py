@@ -10,12 +10,11 @@ from torch import nn
 
 from epalm.common.config_io import from_dict
 from epalm.common.registry import Registry
+from epalm.models.connectors.placements import Placement
+from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the model config imports the encoder and LM configs, not the connectors: no cycle at run time
     from epalm.models.config import ModelConfig
-    from epalm.models.language_models.frozen_lm import FrozenLanguageModel
-
-PLACEMENTS = ("layers", "input")
 
 
 @dataclass
@@ -26,14 +25,15 @@ class NoOptions:
 class Connector(nn.Module, ABC):
     """Maps the frozen encoder's features of M media instances, `(M, K, d_enc)`, to what the LM receives.
 
-    placement: "layers": returns `(M, K, d_lm)`, the visual token of each injection layer of one slot
-        position (d_lm: the decoder's hidden width); "input": returns `(M, N, d_embed)`, N LM input
-        embeddings (d_embed: the input-embedding width, before OPT's project_in).
-    tokens_per_instance: text positions one instance takes (1 slot, or N input tokens).
+    placement: where the tokens enter the LM (models/connectors/placements.py): LAYERS: returns `(M, K, d_lm)`,
+        the visual token of each injection layer of one slot position (d_lm: the decoder's hidden width); INPUT:
+        returns `(M, N, d_embed)`, N LM input embeddings (d_embed: the input-embedding width, before OPT's
+        project_in). A connector that writes somewhere new brings a new Placement.
+    tokens_per_instance: positions one instance takes (1 slot, or N input tokens).
     Options: a dataclass of the connector's own keys, read strictly from `model.connector_options`.
     """
 
-    placement: ClassVar[str]
+    placement: ClassVar[Placement]
     Options: ClassVar[type] = NoOptions
     tokens_per_instance: int
 
@@ -58,6 +58,7 @@ def build_connector(cfg: ModelConfig, encoder_width: int, lm: FrozenLanguageMode
     cls = connector_class(cfg.connector)
     options = from_dict(cls.Options, dict(cfg.connector_options), "model.connector_options")
     connector = cls.from_config(cfg, options, encoder_width, lm)
-    if connector.placement not in PLACEMENTS:
-        raise TypeError(f"connector '{cfg.connector}': placement '{connector.placement}' is not one of {PLACEMENTS}")
+    if not isinstance(connector.placement, Placement):
+        raise TypeError(f"connector '{cfg.connector}': placement {connector.placement!r} is not a Placement "
+                        "(models/connectors/placements.py)")
     return connector

@@ -6,17 +6,19 @@ import torch
 from torch import nn
 
 from epalm.models.connectors.base import CONNECTORS, Connector
+from epalm.models.connectors.placements import LAYERS
 
 
 @CONNECTORS.register("linear")
 class LinearConnection(nn.ModuleList, Connector):
     """K separate `Linear(d_enc, d_lm)` (eP-ALM) or one shared by all K tokens (eP-ALM_pt-L).
 
-    A ModuleList of the Linears, so that held as `EPALM.connector` its keys are the reference's
-    (`connector.{i}.weight`, `connector.{i}.bias`).
+    A ModuleList of the Linears, so that held as `EPALM.connectors[modality]` its keys are the reference's
+    `connector.{i}.weight` / `.bias` with the modality in between (`connectors.image.{i}.weight`; models/checkpoint.py
+    maps a reference file's keys).
     """
 
-    placement = "layers"
+    placement = LAYERS
     tokens_per_instance = 1
 
     def __init__(self, encoder_size: int, lm_size: int, num_tokens: int, shared: bool):

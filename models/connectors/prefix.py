@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from epalm.models.connectors.base import CONNECTORS, Connector
 from epalm.common.errors import ConfigError
+from epalm.models.connectors.base import CONNECTORS, Connector
+from epalm.models.connectors.placements import INPUT
 
 
 @dataclass
@@ -31,7 +32,7 @@ class PrefixOptions:
 class PrefixConnector(Connector):
     """`(M, K, d_enc)` (K encoder blocks read, 1 by default) -> flattened `(M, K*d_enc)` -> `(M, N, d_embed)`."""
 
-    placement = "input"
+    placement = INPUT
     Options = PrefixOptions
 
     def __init__(self, encoder_size: int, num_features: int, embed_size: int, tokens: int, hidden: int | None):

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
 
 from epalm.common.registry import Registry
+from epalm.models.model_source import check_model_source
+
+if TYPE_CHECKING:
+    from epalm.models.encoders.config import EncoderConfig
 
 
 READOUTS = ("cls", "mean")
@@ -29,6 +33,17 @@ class PerceptionEncoder(nn.Module, ABC):
     hidden_size: int
     num_layers: int
 
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: EncoderConfig) -> PerceptionEncoder:
+        """Build (and load the weights `cfg` names) from an encoder config section."""
+
+    @classmethod
+    def check_config(cls, cfg: EncoderConfig, key: str) -> None:
+        """Cheap checks before anything is loaded (a run's preflight; `key` names the section in messages):
+        by default, a `name` that is a local path must be there. An encoder adds what it can check cheaply."""
+        check_model_source(f"{key}.name", cfg.name)
+
     @abstractmethod
     def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         """Encode a batch and return `(B, num_tokens, hidden_size)`.
@@ -47,5 +62,6 @@ class PerceptionEncoder(nn.Module, ABC):
         return {}
 
 
-# A modality plugin may define its own encoder (models/modalities/*.py): those modules are discovered too.
-ENCODERS: Registry[PerceptionEncoder] = Registry("perception encoder", discover=("epalm.models.modalities",))
+# One discovery rule: every module under models/modalities (each modality's folder holds its encoders), and the
+# modules a config's `plugins` names; a class registers itself with `@ENCODERS.register("type name")`.
+ENCODERS: Registry[type[PerceptionEncoder]] = Registry("perception encoder", discover=("epalm.models.modalities",))

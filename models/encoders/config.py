@@ -14,7 +14,8 @@ ENCODER_DTYPES = ("auto", "float32", "float16", "bfloat16")
 class EncoderConfig:
     """One perception encoder.
 
-    type: registry name: "timm_vit", "timesformer" or "ast".
+    type: registry name of the encoder class (models/modalities/<modality>/: "timm_vit", "timesformer", "ast",
+        "sensor_transformer", or a plugin's); it must read the modality the section is listed under.
     name: a timm model name (tags allowed, e.g. "vit_base_patch16_224.augreg_in21k_ft_in1k"), or for
         TimeSformer / AST a transformers hub id or local folder ("" = architecture from `model_kwargs` alone).
     checkpoint: a local weight file: a timm checkpoint, or the ORIGINAL TimeSformer `.pyth` / AST `.pth`.

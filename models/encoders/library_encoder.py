@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from transformers.utils import cached_file
 
-from epalm.models.encoders.base import READOUTS, PerceptionEncoder
 from epalm.common.errors import ConfigError
+from epalm.models.encoders.base import READOUTS, PerceptionEncoder
 
 
 class LibraryEncoder(PerceptionEncoder):

@@ -1,15 +1,13 @@
-"""Load the ORIGINAL TimeSformer (`.pyth`) and AST (`.pth`) weight files into transformers models.
+"""Mapping an encoder's ORIGINAL weight file (its authors' release, keys in the timm ViT layout) onto a transformers
+model: rules that rename (or split) key families, a report of every key, checks.
 
-eP-ALM uses `TimeSformer_divST_8x32_224_K600.pyth` (facebookresearch/TimeSformer) and
-`audioset_10_10_0.4593.pth` (YuanGongND/ast). Their keys follow the timm ViT layout; each rule below
-renames one key family to the installed transformers model's state dict, splitting AST's fused qkv.
-Every source key left unused is reported (classifier heads at INFO, anything else as a warning) and
-every model weight left unfilled is an error that names it.
+The rules of each encoder live with it: models/modalities/video/timesformer_original.py (TimeSformer's `.pyth`),
+models/modalities/audio/ast_original.py (AST's `.pth`). Every source key left unused is reported (classifier heads
+at INFO, anything else as a warning) and every model weight left unfilled is an error that names it.
 """
 from __future__ import annotations
 
 import logging
-import math
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -18,7 +16,6 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from transformers import ASTConfig, ASTModel, TimesformerConfig, TimesformerModel
 
 from epalm.common.errors import DataFormatError
 
@@ -33,63 +30,14 @@ def _same(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _third(index: int) -> Transform:
+def third(index: int) -> Transform:
     """Slice one of q, k, v out of a fused qkv weight `(3*d, d)` or bias `(3*d,)` (timm order: q, k, v)."""
     return lambda tensor: tensor.chunk(3, dim=0)[index]
 
 
-def _rename(target: str) -> list[tuple[str, Transform]]:
+def rename(target: str) -> list[tuple[str, Transform]]:
     return [(target, _same)]
 
-
-_TIMESFORMER_RULES: list[Rule] = [
-    (r"cls_token", _rename("embeddings.cls_token")),
-    (r"pos_embed", _rename("embeddings.position_embeddings")),
-    (r"time_embed", _rename("embeddings.time_embeddings")),
-    (r"patch_embed\.proj\.(weight|bias)", _rename(r"embeddings.patch_embeddings.projection.\1")),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", _rename(r"encoder.layer.\1.layernorm_before.\2")),
-    # transformers keeps TimeSformer's fused qkv, so no split here
-    (r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", _rename(r"encoder.layer.\1.attention.attention.qkv.\2")),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", _rename(r"encoder.layer.\1.attention.output.dense.\2")),
-    (r"blocks\.(\d+)\.temporal_norm1\.(weight|bias)", _rename(r"encoder.layer.\1.temporal_layernorm.\2")),
-    (
-        r"blocks\.(\d+)\.temporal_attn\.qkv\.(weight|bias)",
-        _rename(r"encoder.layer.\1.temporal_attention.attention.qkv.\2"),
-    ),
-    (
-        r"blocks\.(\d+)\.temporal_attn\.proj\.(weight|bias)",
-        _rename(r"encoder.layer.\1.temporal_attention.output.dense.\2"),
-    ),
-    (r"blocks\.(\d+)\.temporal_fc\.(weight|bias)", _rename(r"encoder.layer.\1.temporal_dense.\2")),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", _rename(r"encoder.layer.\1.layernorm_after.\2")),
-    (r"blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", _rename(r"encoder.layer.\1.intermediate.dense.\2")),
-    (r"blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", _rename(r"encoder.layer.\1.output.dense.\2")),
-    (r"norm\.(weight|bias)", _rename(r"layernorm.\1")),
-]
-_TIMESFORMER_HEADS = [r"head\.(weight|bias)"]
-
-_AST_RULES: list[Rule] = [
-    (r"v\.cls_token", _rename("embeddings.cls_token")),
-    (r"v\.dist_token", _rename("embeddings.distillation_token")),
-    (r"v\.pos_embed", _rename("embeddings.position_embeddings")),
-    (r"v\.patch_embed\.proj\.(weight|bias)", _rename(r"embeddings.patch_embeddings.projection.\1")),
-    (r"v\.blocks\.(\d+)\.norm1\.(weight|bias)", _rename(r"layers.\1.layernorm_before.\2")),
-    (
-        r"v\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)",
-        [
-            (r"layers.\1.attention.q_proj.\2", _third(0)),
-            (r"layers.\1.attention.k_proj.\2", _third(1)),
-            (r"layers.\1.attention.v_proj.\2", _third(2)),
-        ],
-    ),
-    (r"v\.blocks\.(\d+)\.attn\.proj\.(weight|bias)", _rename(r"layers.\1.attention.o_proj.\2")),
-    (r"v\.blocks\.(\d+)\.norm2\.(weight|bias)", _rename(r"layers.\1.layernorm_after.\2")),
-    (r"v\.blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", _rename(r"layers.\1.mlp.fc1.\2")),
-    (r"v\.blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", _rename(r"layers.\1.mlp.fc2.\2")),
-    (r"v\.norm\.(weight|bias)", _rename(r"layernorm.\1")),
-]
-# AST's AudioSet classifier: the DeiT heads it never uses, and its own LayerNorm + Linear head.
-_AST_HEADS = [r"v\.head\.(weight|bias)", r"v\.head_dist\.(weight|bias)", r"mlp_head\.\d+\.(weight|bias)"]
 
 # timm ViTs (both originals build on one) use LayerNorm eps 1e-6; transformers' ASTConfig defaults to 1e-12.
 ORIGINAL_LAYER_NORM_EPS = 1e-6
@@ -124,7 +72,7 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def strip_prefixes(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Drop the DataParallel `module.` and the wrapper `model.` prefixes wherever the original saved them."""
     out = {}
     for key, value in state.items():
@@ -190,97 +138,16 @@ def load_mapped_weights(model: nn.Module, mapped: dict[str, torch.Tensor], repor
     report.loaded = sorted(expected)
 
 
-def _num_blocks(state: dict[str, torch.Tensor], pattern: str) -> int:
+def num_blocks(state: dict[str, torch.Tensor], pattern: str) -> int:
     indices = {int(m.group(1)) for key in state if (m := re.match(pattern, key))}
     if not indices:
         raise DataFormatError("checkpoint has no transformer blocks")
     return max(indices) + 1
 
 
-def _require(state: dict[str, torch.Tensor], keys: list[str], path: str) -> None:
+def require_keys(state: dict[str, torch.Tensor], keys: list[str], path: str) -> None:
     absent = [key for key in keys if key not in state]
     if absent:
         raise DataFormatError(f"{path}: not an original checkpoint of this encoder; missing {absent}")
 
 
-def timesformer_config_from_state(
-    state: dict[str, torch.Tensor], overrides: dict[str, Any], path: str
-) -> TimesformerConfig:
-    """Architecture read off the tensor shapes (heads: d/64, the ViT convention), then `overrides`."""
-    _require(state, ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"], path)
-    hidden = state["cls_token"].shape[-1]
-    patch = state["patch_embed.proj.weight"].shape[-1]
-    grid = math.isqrt(state["pos_embed"].shape[1] - 1)
-    if "time_embed" not in state:
-        attention_type = "space_only"
-    elif "blocks.0.temporal_attn.qkv.weight" in state:
-        attention_type = "divided_space_time"
-    else:
-        attention_type = "joint_space_time"
-    values: dict[str, Any] = dict(
-        hidden_size=hidden,
-        num_hidden_layers=_num_blocks(state, r"blocks\.(\d+)\."),
-        num_attention_heads=max(1, hidden // 64),
-        intermediate_size=state["blocks.0.mlp.fc1.weight"].shape[0],
-        patch_size=patch,
-        image_size=grid * patch,
-        num_channels=state["patch_embed.proj.weight"].shape[1],
-        num_frames=state["time_embed"].shape[1] if "time_embed" in state else 8,
-        qkv_bias="blocks.0.attn.qkv.bias" in state,
-        attention_type=attention_type,
-        layer_norm_eps=ORIGINAL_LAYER_NORM_EPS,
-    )
-    values.update(overrides)
-    return TimesformerConfig(**values)
-
-
-def load_original_timesformer(
-    path: str | Path, overrides: dict[str, Any] | None = None
-) -> tuple[TimesformerModel, KeyMappingReport]:
-    """Build a `TimesformerModel` from facebookresearch/TimeSformer's `.pyth` (keys `model.blocks.0...`)."""
-    path = str(path)
-    state = _strip_prefixes(read_original_state_dict(path), ("module.", "model."))
-    config = timesformer_config_from_state(state, dict(overrides or {}), path)
-    model = TimesformerModel(config)
-    mapped, report = map_keys(state, _TIMESFORMER_RULES, _TIMESFORMER_HEADS, path)
-    load_mapped_weights(model, mapped, report)
-    return model.eval(), report
-
-
-def ast_config_from_state(state: dict[str, torch.Tensor], overrides: dict[str, Any], path: str) -> ASTConfig:
-    """Architecture read off the tensor shapes; strides, length and mel bins come from `overrides`
-    (default: AST's 10/10 strides), since they are not stored in the weights. The position table is checked."""
-    _require(state, ["v.cls_token", "v.pos_embed", "v.patch_embed.proj.weight", "v.blocks.0.mlp.fc1.weight"], path)
-    hidden = state["v.cls_token"].shape[-1]
-    values: dict[str, Any] = dict(
-        hidden_size=hidden,
-        num_hidden_layers=_num_blocks(state, r"v\.blocks\.(\d+)\."),
-        num_attention_heads=max(1, hidden // 64),
-        intermediate_size=state["v.blocks.0.mlp.fc1.weight"].shape[0],
-        patch_size=state["v.patch_embed.proj.weight"].shape[-1],
-        qkv_bias="v.blocks.0.attn.qkv.bias" in state,
-        layer_norm_eps=ORIGINAL_LAYER_NORM_EPS,
-    )
-    values.update(overrides)
-    config = ASTConfig(**values)
-    freq = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
-    time = (config.max_length - config.patch_size) // config.time_stride + 1
-    positions = state["v.pos_embed"].shape[1]
-    if positions != freq * time + 2:
-        raise DataFormatError(
-            f"{path}: pos_embed has {positions} positions but mel_bins={config.num_mel_bins}, "
-            f"audio_frames={config.max_length}, frequency/time stride={config.frequency_stride}/{config.time_stride} "
-            f"give {freq} x {time} + 2 = {freq * time + 2}; set the values the checkpoint was trained with"
-        )
-    return config
-
-
-def load_original_ast(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[ASTModel, KeyMappingReport]:
-    """Build an `ASTModel` from YuanGongND/ast's `.pth` (keys `module.v.blocks.0...`, fused qkv)."""
-    path = str(path)
-    state = _strip_prefixes(read_original_state_dict(path), ("module.",))
-    config = ast_config_from_state(state, dict(overrides or {}), path)
-    model = ASTModel(config)
-    mapped, report = map_keys(state, _AST_RULES, _AST_HEADS, path)
-    load_mapped_weights(model, mapped, report)
-    return model.eval(), report

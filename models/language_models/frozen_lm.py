@@ -1,4 +1,5 @@
-"""A frozen Hugging Face decoder-only causal LM, plus where its layer stack and position table live."""
+"""A frozen Hugging Face decoder-only causal LM, plus where its layer stack and position table live (its family's
+layout: models/language_models/families.py)."""
 from __future__ import annotations
 
 import json
@@ -8,65 +9,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-from epalm.models.language_models.lm_training import LoraSettings, apply_lm_training, check_lm_training, describe, set_lora_dropout
+from epalm.common.command_line import notice_once
 from epalm.common.errors import ConfigError, loading
-
-QA_SEPARATOR = "</a>"
-
-
-@dataclass(frozen=True)
-class DecoderLayout:
-    """Attribute paths inside a `*ForCausalLM` module.
-
-    layers: the ModuleList of decoder blocks, in order.
-    position_table: an additive learned position embedding to silence at prompt and visual positions
-        (None for rotary models, whose prefix positions get position id 0: an identity rotation).
-    pad_position_id: the position id padding gets (OPT's own rule gives -1, which its offset table
-        accepts; plain tables need an index >= 0).
-    """
-
-    layers: str
-    position_table: str | None = None
-    pad_position_id: int = 0
-
-
-# One entry per model_type whose layers are not found by the generic search below, or that adds a
-# learned position table. Rotary families (llama, mistral, qwen2, gemma, phi3 ...) need no entry.
-DECODER_LAYOUTS: dict[str, DecoderLayout] = {
-    "opt": DecoderLayout("model.decoder.layers", "model.decoder.embed_positions", pad_position_id=-1),
-    "gpt2": DecoderLayout("transformer.h", "transformer.wpe"),
-    "gpt_neo": DecoderLayout("transformer.h", "transformer.wpe"),
-    "gptj": DecoderLayout("transformer.h"),
-    "gpt_neox": DecoderLayout("gpt_neox.layers"),
-    "llama": DecoderLayout("model.layers"),
-}
-
-
-def _get_path(root: nn.Module, path: str) -> nn.Module:
-    module = root
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module
-
-
-def locate_layout(model: PreTrainedModel) -> DecoderLayout:
-    """The table entry for the model type, else the one ModuleList holding `num_hidden_layers` blocks."""
-    model_type = model.config.model_type
-    if model_type in DECODER_LAYOUTS:
-        return DECODER_LAYOUTS[model_type]
-    n_layers = model.config.num_hidden_layers
-    candidates = [
-        name for name, module in model.named_modules() if isinstance(module, nn.ModuleList) and len(module) == n_layers
-    ]
-    if len(candidates) != 1:
-        raise ConfigError(
-            f"cannot locate the decoder layer stack of model_type '{model_type}': ModuleLists of length "
-            f"{n_layers} found at {candidates or 'none'}; add an entry to DECODER_LAYOUTS in models/language_models/frozen_lm.py"
-        )
-    return DecoderLayout(candidates[0])
-
+from epalm.models.language_models.families import locate_layout
+from epalm.models.language_models.lm_training import LoraSettings, apply_lm_training, check_lm_training, describe, set_lora_dropout
 
 @dataclass
 class LanguageModelConfig:
@@ -104,6 +53,13 @@ class LanguageModelConfig:
         check_lm_training(self.train, self.dtype)
 
 
+def _get_path(root: nn.Module, path: str) -> nn.Module:
+    module = root
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
 DTYPES = {"auto": torch.float32, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -131,6 +87,14 @@ class FrozenLanguageModel(nn.Module):
     @property
     def position_table(self) -> nn.Module | None:
         return _get_path(self.model, self.layout.position_table) if self.layout.position_table else None
+
+    @property
+    def project_in(self) -> nn.Module | None:
+        """The input projection from embedding width to hidden width (OPT's `project_in`), if the LM has one."""
+        for name, module in self.model.named_modules():
+            if name.split(".")[-1] == "project_in":
+                return module
+        return None
 
     @property
     def num_layers(self) -> int:
@@ -164,17 +128,6 @@ class FrozenLanguageModel(nn.Module):
         return self
 
 
-def load_tokenizer(name: str):
-    """The LM's tokenizer with the QA separator `</a>` and a pad token (eos where the LM has none)."""
-    with loading("tokenizer", name):
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    if QA_SEPARATOR not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [QA_SEPARATOR]})
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def load_lm_config(name: str, overrides: dict[str, Any] | None = None):
     """A transformers config from a hub id, a local folder, or a bare `config.json`-style file."""
     if name in CONFIG_MAPPING:  # a bare model type ("opt", "llama"): the library's default config
@@ -188,17 +141,28 @@ def load_lm_config(name: str, overrides: dict[str, Any] | None = None):
         return AutoConfig.from_pretrained(name, **(overrides or {}))
 
 
+def attention_for(config, requested: str) -> str:
+    """`requested`, except "sdpa" for a family whose transformers class has no SDPA attention (GPT-Neo): "eager",
+    with a note (the injection passes its own additive masks, which both implementations take)."""
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if requested == "sdpa" and model_class is not None and not getattr(model_class, "_supports_sdpa", True):
+        notice_once(f"model.lm.attn_implementation: {model_class.__name__} has no sdpa attention; using eager")
+        return "eager"
+    return requested
+
+
 def build_language_model(cfg: LanguageModelConfig, tokenizer=None) -> FrozenLanguageModel:
     """Load (or, with `random_init`, build from the config) the frozen LM, sized for `tokenizer` if given."""
     dtype = DTYPES[cfg.dtype]
     if cfg.random_init:
         config = load_lm_config(cfg.name, cfg.config_overrides)
-        config._attn_implementation = cfg.attn_implementation
+        config._attn_implementation = attention_for(config, cfg.attn_implementation)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
+        attention = attention_for(load_lm_config(cfg.name, cfg.config_overrides), cfg.attn_implementation)
         with loading("LM", cfg.name):
             model = AutoModelForCausalLM.from_pretrained(
-                cfg.name, dtype=dtype, attn_implementation=cfg.attn_implementation, **cfg.config_overrides
+                cfg.name, dtype=dtype, attn_implementation=attention, **cfg.config_overrides
             )
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
         # `</a>` is new to this vocabulary and has no spare row (OPT has spare rows, so the reference

@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from epalm.common.atomic_io import atomic_path, write_text_atomic
+from epalm.common.errors import ConfigError, MissingFileError
 from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 from epalm.models.language_models.lm_training import ADAPTER_NAME, LM_PREFIX, is_lm_weight
-from epalm.common.errors import ConfigError, MissingFileError
 
 LORA_DIR = "lora"
 LORA_WEIGHTS = "adapter_model.safetensors"

@@ -16,15 +16,10 @@ stay off: the ablation changes what trains, not the LM's regularisation); only L
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from epalm.common.errors import ConfigError
-
-if TYPE_CHECKING:
-    from epalm.models.language_models.frozen_lm import FrozenLanguageModel, LanguageModelConfig
 
 LM_TRAINING = ("frozen", "lora", "full")
 ADAPTER_NAME = "default"  # peft's name for the one adapter
@@ -68,7 +63,7 @@ def check_lm_training(train: str, dtype: str) -> None:
                           f"precision runs them under autocast), but model.lm.dtype={dtype}: use auto or float32")
 
 
-def apply_lm_training(lm: "FrozenLanguageModel", cfg: "LanguageModelConfig") -> None:
+def apply_lm_training(lm: nn.Module, cfg) -> None:
     """Make what `cfg.train` says trainable in a frozen LM (at build time, before any hook is installed)."""
     lm.finetuning = cfg.train
     if cfg.train == "lora":
@@ -138,7 +133,7 @@ def set_lora_dropout(model: nn.Module, training: bool) -> None:
             module.lora_dropout.train(training)
 
 
-def describe(lm: "FrozenLanguageModel") -> str:
+def describe(lm: nn.Module) -> str:
     """For the parameter report: how the LM trains."""
     if lm.finetuning == "lora":
         config = lm.lora_config

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from epalm.common.registry import Registry
 from epalm.common.errors import ConfigError
+from epalm.common.registry import Registry
 
 if TYPE_CHECKING:  # the encoders import the plugins' transforms: no import cycle at run time
     from epalm.models.encoders.base import PerceptionEncoder

@@ -1,8 +1,9 @@
 """The sensor modality, a whole plugin in one file: multi-channel 1-D traces (`.npy`) and their encoder.
 
     model:
-      encoder: {type: sensor_transformer, checkpoint: models/demo_weights/sensor-demo/model.safetensors,
-                model_kwargs: {channels: 3, length: 3072, window: 128, hop: 64, width: 96, depth: 3, heads: 4}}
+      encoders:
+        sensor: {type: sensor_transformer, checkpoint: models/demo_weights/sensor-demo/model.safetensors,
+                  model_kwargs: {channels: 3, length: 3072, window: 128, hop: 64, width: 96, depth: 3, heads: 4}}
 
 What a plugin declares (docs/sensor_modality.md walks through it): the modality (name "sensor", placeholder
 `<sensor>`, chat data key "sensors"), how a file decodes (a float `(channels, samples)` NumPy array, anything
@@ -23,13 +24,13 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 from torch import nn
 
-from epalm.common.errors import MediaDecodeError
 from epalm.common.config_io import from_dict
+from epalm.common.errors import MediaDecodeError
+from epalm.common.errors import ConfigError, DataFormatError
 from epalm.models.encoders.base import ENCODERS, READOUTS, PerceptionEncoder
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.modalities.base import Modality, register_modality
 from epalm.models.modalities.previews import png_data_uri
-from epalm.common.errors import ConfigError, DataFormatError
 
 PREVIEW_SIZE = (192, 64)
 PREVIEW_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
@@ -37,7 +38,7 @@ PREVIEW_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
 
 @dataclass
 class SensorEncoderOptions:
-    """`model.encoder.model_kwargs` of the sensor_transformer encoder.
+    """`model.encoders.sensor.model_kwargs` of the sensor_transformer encoder.
 
     channels, length: the trace's channels and samples (longer traces are cropped, shorter ones padded).
     window, hop: the short-time Fourier transform making one token per frame (Hann window of `window` samples,
@@ -55,7 +56,7 @@ class SensorEncoderOptions:
     def __post_init__(self) -> None:
         for key in ("channels", "length", "window", "hop", "width", "depth", "heads"):
             if getattr(self, key) < 1:
-                raise ConfigError(f"model.encoder.model_kwargs.{key} must be >= 1, got {getattr(self, key)}")
+                raise ConfigError(f"model.encoders.sensor.model_kwargs.{key} must be >= 1, got {getattr(self, key)}")
         if self.window > self.length or self.width % self.heads:
             raise ConfigError(f"sensor_transformer: window {self.window} must fit in length {self.length} and "
                               f"width {self.width} must be a multiple of heads {self.heads}")
@@ -70,7 +71,7 @@ class SensorEncoderOptions:
 
     @classmethod
     def of(cls, cfg: EncoderConfig) -> SensorEncoderOptions:
-        return from_dict(cls, dict(cfg.model_kwargs), "model.encoder.model_kwargs")
+        return from_dict(cls, dict(cfg.model_kwargs), "model.encoders.sensor.model_kwargs")
 
 
 def load_sensor_trace(path: str, channels: int) -> np.ndarray:
@@ -140,6 +141,7 @@ def trace_plot(trace: np.ndarray) -> Image.Image:
     return image
 
 
+@ENCODERS.register("sensor_transformer")
 class SensorEncoder(PerceptionEncoder):
     """One token per short-time spectrum (the log magnitudes of every channel, a Linear to `width`) + CLS + learned
     positions, `depth` pre-norm transformer blocks, a final LayerNorm. A spectrum, not raw samples, per token: a
@@ -203,22 +205,22 @@ class SensorEncoder(PerceptionEncoder):
                 "mean": [round(v, 6) for v in self.channel_mean.tolist()],
                 "std": [round(v, 6) for v in self.channel_std.tolist()]}
 
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> SensorEncoder:
+        if cfg.pretrained:
+            raise ConfigError("encoder type 'sensor_transformer' has no library weights: give `checkpoint` "
+                              "(a .safetensors file) instead of `pretrained: true`")
+        if cfg.normalization != "encoder":
+            raise ConfigError("encoder type 'sensor_transformer' normalises with its own channel statistics: "
+                              "use normalization: encoder")
+        encoder = SensorEncoder(SensorEncoderOptions.of(cfg), cfg.name or str(cfg.checkpoint or "random-init"))
+        if cfg.checkpoint:
+            state = load_file(cfg.checkpoint)
+            try:
+                encoder.load_state_dict(state)
+            except RuntimeError as error:  # missing, unexpected or differently shaped tensors
+                detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])
+                raise DataFormatError(f"{cfg.checkpoint}: not a sensor_transformer checkpoint of model_kwargs "
+                                      f"{cfg.model_kwargs}: {detail[:300]}") from None
+        return encoder.eval()
 
-@ENCODERS.register("sensor_transformer")
-def build_sensor_encoder(cfg: EncoderConfig) -> SensorEncoder:
-    if cfg.pretrained:
-        raise ConfigError("encoder type 'sensor_transformer' has no library weights: give `checkpoint` "
-                          "(a .safetensors file) instead of `pretrained: true`")
-    if cfg.normalization != "encoder":
-        raise ConfigError("encoder type 'sensor_transformer' normalises with its own channel statistics: "
-                          "use normalization: encoder")
-    encoder = SensorEncoder(SensorEncoderOptions.of(cfg), cfg.name or str(cfg.checkpoint or "random-init"))
-    if cfg.checkpoint:
-        state = load_file(cfg.checkpoint)
-        try:
-            encoder.load_state_dict(state)
-        except RuntimeError as error:  # missing, unexpected or differently shaped tensors
-            detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])
-            raise DataFormatError(f"{cfg.checkpoint}: not a sensor_transformer checkpoint of model_kwargs "
-                                  f"{cfg.model_kwargs}: {detail[:300]}") from None
-    return encoder.eval()

@@ -1,4 +1,4 @@
-"""python -m training.fewshot {features,pretrain,hypernetwork,tune,study} [--quick] [--config F ...]
+"""python -m epalm.studies.fewshot {features,pretrain,hypernetwork,tune,study} [--quick] [--config F ...]
 [--set KEY=VALUE] [--force]
 
 features: build the data sets and cache every modality's encoder features (stage 0);
@@ -24,13 +24,13 @@ COMMANDS = ("features", "pretrain", "hypernetwork", "tune", "study")
 
 
 EXAMPLES = """examples:
-  python -m training.fewshot study
-  python -m training.fewshot study --quick
-  python -m training.fewshot tune --set study.eval_items=100"""
+  python -m epalm.studies.fewshot study
+  python -m epalm.studies.fewshot study --quick
+  python -m epalm.studies.fewshot tune --set study.eval_items=100"""
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = command_parser("python -m training.fewshot", __doc__, EXAMPLES)
+    parser = command_parser("python -m epalm.studies.fewshot", __doc__, EXAMPLES)
     parser.add_argument("command", choices=COMMANDS, help="the stage to run (those before it run first)")
     parser.add_argument("--config", action="append", default=[],
                         metavar="FILE",

@@ -12,18 +12,18 @@ import torch
 
 from epalm.dataset.collate import TextCollator
 from epalm.models.config import ModelConfig
-from epalm.models.encoders import EncoderConfig
+from epalm.models.encoders import EncoderConfig, encoder_modality
 from epalm.models.epalm import EPALM
 from epalm.models.factory import build_model
 from epalm.models.language_models.frozen_lm import LanguageModelConfig
-from epalm.training.evaluator import clean_prediction
 from epalm.studies.fewshot.config import EpalmBaselineConfig
+from epalm.training.evaluator import clean_prediction
 from epalm.training.loss import lm_loss, predicting_positions
 
 
 def prefix_model(lm: str, encoder: EncoderConfig, tokens: int) -> tuple[EPALM, object]:
     """An EPALM reading N input tokens and no soft prompt; its own connector is never used (`tokens=` replaces it)."""
-    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoder=encoder, connector="prefix",
+    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoders={encoder_modality(encoder): encoder}, connector="prefix",
                       connector_options={"tokens": tokens}, injected_hidden_states=1, prompt_len=0)
     return build_model(cfg)
 
@@ -33,7 +33,7 @@ def injection_model(lm: str, encoder: EncoderConfig, recipe: EpalmBaselineConfig
     """eP-ALM: a linear connection per encoder block injected into the LM's layers, and a soft prompt started from
     vocabulary rows (the demo's recipe), randomly initialised from `seed`."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoder=encoder, connector="linear",
+    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoders={encoder_modality(encoder): encoder}, connector="linear",
                       injected_hidden_states=min(recipe.injected_hidden_states, blocks),
                       start_layer_idx=recipe.start_layer_idx, end_layer_idx=recipe.end_layer_idx,
                       prompt_len=recipe.prompt_len, prompt_init="vocab")

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from epalm.common.config_io import from_dict, merge, parse_override, set_dotted, to_dict
-from epalm.models.encoders.config import EncoderConfig
 from epalm.common.errors import ConfigError
+from epalm.models.config import translate_legacy_encoders
+from epalm.models.encoders.config import EncoderConfig
 from epalm.training.run_config import load_yaml
 
 METHODS = ("hypernetwork", "hypernetwork_finetuned", "scratch", "pretrained_finetuned", "lora", "epalm_injection")
@@ -19,8 +20,8 @@ METHODS = ("hypernetwork", "hypernetwork_finetuned", "scratch", "pretrained_fine
 @dataclass
 class ModalitySource:
     """One modality: its data (a task reader over `data_dir`, built first by a synthetic builder when `build`
-    names one) and its frozen encoder (`encoder_config`: a YAML file whose `model.encoder` section builds it, or
-    `encoder`: that section inline).
+    names one) and its frozen encoder (`encoder_config`: a YAML file whose `model.encoders` section, of one encoder, builds it;
+    or `encoder`: that encoder's section inline).
 
     build: "" (the data is already in `data_dir`) or a synthetic data set: image, video, audio, sensor;
     build_options: that builder's arguments (n_train, n_val, n_test, seed ...).
@@ -41,17 +42,19 @@ class ModalitySource:
         if not self.reader:
             raise ConfigError("a modality needs `reader` (a task reader of dataset/tasks)")
         if bool(self.encoder_config) == (self.encoder is not None):
-            raise ConfigError("a modality needs exactly one of `encoder_config` (a YAML file with model.encoder) "
+            raise ConfigError("a modality needs exactly one of `encoder_config` (a YAML file with model.encoders) "
                               "and `encoder` (the section inline)")
 
     def encoder_section(self) -> EncoderConfig:
         if self.encoder is not None:
             return self.encoder
-        values = load_yaml(self.encoder_config)
-        section = values.get("model", {}).get("encoder")
-        if not isinstance(section, dict):
-            raise ConfigError(f"{self.encoder_config}: no model.encoder section")
-        return from_dict(EncoderConfig, section, f"{self.encoder_config}: model.encoder")
+        model = translate_legacy_encoders(load_yaml(self.encoder_config).get("model") or {}, self.encoder_config)
+        encoders = model.get("encoders")
+        if not isinstance(encoders, dict) or len(encoders) != 1:
+            raise ConfigError(f"{self.encoder_config}: expected a model.encoders section of one encoder, found "
+                              f"{sorted(encoders) if isinstance(encoders, dict) else 'none'}")
+        (modality, section), = encoders.items()
+        return from_dict(EncoderConfig, section, f"{self.encoder_config}: model.encoders.{modality}")
 
 
 @dataclass
@@ -146,7 +149,7 @@ class StudyConfig:
 
 @dataclass
 class TuneConfig:
-    """`python -m training.fewshot tune`: each training method's lr chosen on the validation split, over `lrs`
+    """`python -m epalm.studies.fewshot tune`: each training method's lr chosen on the validation split, over `lrs`
     at every k of `shots` (seed `seed`, `eval_items` validation items, the study's steps and batch size)."""
 
     shots: list[int] = field(default_factory=lambda: [32, 256])

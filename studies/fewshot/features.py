@@ -14,15 +14,15 @@ from typing import Any, Callable
 
 import torch
 
+from epalm.common.errors import ConfigError
 from epalm.dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
+from epalm.dataset.tasks import TASK_READERS, TaskSplit
 from epalm.demo.synthetic.build import build_image_dataset
 from epalm.demo.synthetic.build_audio import build_audio_dataset
 from epalm.demo.synthetic.build_sensor import build_sensor_dataset
 from epalm.demo.synthetic.build_video import build_video_dataset
-from epalm.dataset.tasks import TASK_READERS, TaskSplit
 from epalm.models.encoders import EncoderConfig, build_encoder
 from epalm.models.modalities import get_modality
-from epalm.common.errors import ConfigError
 from epalm.studies.fewshot.config import FewShotConfig, ModalitySource
 from epalm.training.scoring import attribute_vocabulary
 

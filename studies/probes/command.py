@@ -25,20 +25,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from epalm.common.command_line import add_debug_flag, command_parser
+from epalm.common.errors import ConfigError, DataFormatError, MissingFileError
 from epalm.dataset.feature_cache import encode_items
 from epalm.dataset.tasks import TASK_READERS
 from epalm.dataset.tasks.task_split import TaskSplit
+from epalm.inference.checkpoint_source import CheckpointSource, find_source, load_model, pick_device
 from epalm.models.connectors import build_connector
 from epalm.models.epalm import EPALM
 from epalm.models.modalities import get_modality
-from epalm.common.errors import ConfigError, DataFormatError, MissingFileError
-from epalm.inference.checkpoint_source import CheckpointSource, find_source, load_model, pick_device
-from epalm.common.command_line import add_debug_flag, command_parser
-from epalm.training.data import read_split
-from epalm.training.preflight import check_reader_options, check_registered
 from epalm.studies.probes.classifier import ProbeBudget, cross_validated_accuracy, majority_accuracy
 from epalm.studies.probes.labels import MediaLabels, media_labels
 from epalm.studies.probes.report import ProbeRow, markdown_table, write_report
+from epalm.training.data import read_split
+from epalm.training.preflight import check_reader_options, check_registered
 from epalm.training.run_config import RunConfig, resolve_config
 
 EPILOG = """examples:
@@ -120,17 +120,12 @@ def read_probe_split(cfg: RunConfig, split: str | None) -> TaskSplit:
 
 
 # --- representations ----------------------------------------------------------------------------------------
-def encoder_config(model: EPALM, modality: str):
-    return model.config.encoder if modality == model.modality else model.config.extra_encoders[modality]
-
-
 def checked_modality(model: EPALM, modality: str, checkpoint: Path) -> str:
     """The split's modality, if the model has an encoder and a connector for it."""
-    if model.connector is None:
+    if model.placement is None:
         raise ConfigError(f"{checkpoint}: a blind model (visual: false) has no encoder or connector to probe")
-    if modality not in model.encoders():
-        raise ConfigError(f"{checkpoint}: the split's media are {modality} but the model reads "
-                          f"{sorted(model.encoders())}")
+    if modality not in model.encoders:
+        raise ConfigError(f"{checkpoint}: the split's media are {modality} but the model reads {model.modalities}")
     return modality
 
 
@@ -139,7 +134,7 @@ def encode_media(model: EPALM, split: TaskSplit, media: list[str], batch_size: i
                  device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Encoder features `(K, d_enc)` of each media item, with the test-time preprocessing; and the failures."""
     modality = split.modality
-    preprocess = get_modality(modality).preprocessor(model.encoder_for(modality), encoder_config(model, modality),
+    preprocess = get_modality(modality).preprocessor(model.encoder_for(modality), model.config.encoders[modality],
                                                      train=False)
     return encode_items(media, split.media_root, load=preprocess,
                         encode=lambda batch: model.encode(batch.to(device), modality),
@@ -222,7 +217,7 @@ def run_probes(args: argparse.Namespace) -> dict[str, Any]:
     report = {
         "checkpoint": str(source.weights), "task": split.task, "split": split.split, "modality": modality,
         "annotation_file": str(split.annotation_file), "label_source": labels.source, "items": len(media),
-        "unreadable": len(errors), "connector": model.config.connector, "placement": model.placement,
+        "unreadable": len(errors), "connector": model.config.connector, "placement": model.placement.name,
         "shapes": {"before": list(reps["before"].shape[1:]), "after": list(reps["after_trained"].shape[1:])},
         "budget": asdict(budget), "dropped": labels.dropped,
     }

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from epalm.dataset.tasks.task_split import TaskSplit
 from epalm.common.errors import DataFormatError, did_you_mean
+from epalm.dataset.tasks.task_split import TaskSplit
 
 
 @dataclass

@@ -6,14 +6,15 @@ from typing import Any, Callable
 import torch
 from transformers import ASTConfig, ASTModel
 
+from epalm.common.errors import ConfigError, loading
 from epalm.models.encoders.base import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
-from epalm.models.encoders.original_checkpoints import load_original_ast
+from epalm.models.modalities.audio.ast_original import load_original_ast
 from epalm.models.modalities.audio.modality import AUDIOSET_MEAN, AUDIOSET_STD, FbankFeatures
-from epalm.common.errors import ConfigError, loading
 
 
+@ENCODERS.register("ast")
 class ASTEncoder(LibraryEncoder):
     modality = "audio"
 
@@ -49,29 +50,29 @@ class ASTEncoder(LibraryEncoder):
     def preprocessing_fingerprint(self) -> dict:
         return {"encoder": "ast", "name": self.name, **self.preprocessing(train=False).fingerprint()}
 
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> ASTEncoder:
+        if cfg.normalization != "encoder":
+            raise ConfigError(
+                "encoder type 'ast' has one normalisation (AudioSet fbank statistics): use normalization: encoder"
+            )
+        for key in ("max_length", "num_mel_bins"):
+            if key in cfg.model_kwargs:
+                raise ConfigError(f"set the fbank size with the encoder's audio_frames / mel_bins, not model_kwargs.{key}")
+        overrides = {"max_length": cfg.audio_frames, "num_mel_bins": cfg.mel_bins, **cfg.model_kwargs}
+        if cfg.checkpoint:
+            model, _ = load_original_ast(cfg.checkpoint, overrides)
+        elif cfg.pretrained:
+            if not cfg.name:
+                raise ConfigError("encoder type 'ast' with pretrained: true needs `name` (hub id or folder)")
+            with loading("AST", cfg.name):
+                model = ASTModel.from_pretrained(cfg.name, **overrides)
+        else:
+            with loading("AST config", cfg.name):
+                config = ASTConfig.from_pretrained(cfg.name, **overrides) if cfg.name else ASTConfig(**overrides)
+            model = ASTModel(config)
 
-@ENCODERS.register("ast")
-def build_ast(cfg: EncoderConfig) -> ASTEncoder:
-    if cfg.normalization != "encoder":
-        raise ConfigError(
-            "encoder type 'ast' has one normalisation (AudioSet fbank statistics): use normalization: encoder"
-        )
-    for key in ("max_length", "num_mel_bins"):
-        if key in cfg.model_kwargs:
-            raise ConfigError(f"set the fbank size with the encoder's audio_frames / mel_bins, not model_kwargs.{key}")
-    overrides = {"max_length": cfg.audio_frames, "num_mel_bins": cfg.mel_bins, **cfg.model_kwargs}
-    if cfg.checkpoint:
-        model, _ = load_original_ast(cfg.checkpoint, overrides)
-    elif cfg.pretrained:
-        if not cfg.name:
-            raise ConfigError("encoder type 'ast' with pretrained: true needs `name` (hub id or folder)")
-        with loading("AST", cfg.name):
-            model = ASTModel.from_pretrained(cfg.name, **overrides)
-    else:
-        with loading("AST config", cfg.name):
-            config = ASTConfig.from_pretrained(cfg.name, **overrides) if cfg.name else ASTConfig(**overrides)
-        model = ASTModel(config)
+        folder = read_preprocessor_config(cfg.name) if cfg.name and not cfg.checkpoint else {}
+        mean, std = float(folder.get("mean", AUDIOSET_MEAN)), float(folder.get("std", AUDIOSET_STD))
+        return ASTEncoder(model.eval(), cfg, mean, std)
 
-    folder = read_preprocessor_config(cfg.name) if cfg.name and not cfg.checkpoint else {}
-    mean, std = float(folder.get("mean", AUDIOSET_MEAN)), float(folder.get("std", AUDIOSET_STD))
-    return ASTEncoder(model.eval(), cfg, mean, std)

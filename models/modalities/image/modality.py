@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from timm.data import create_transform
 
-from epalm.models.modalities.image.decode import load_image
 from epalm.models.modalities.base import Modality, register_modality
+from epalm.models.modalities.image.decode import load_image
 from epalm.models.modalities.previews import png_data_uri
 
 # Train-time augmentation of the eP-ALM reference: RandomResizedCrop(scale 0.5-1), flip, RandAugment.

@@ -12,14 +12,15 @@ from timm.data import resolve_data_config
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 
+from epalm.common.errors import ConfigError, DataFormatError, did_you_mean
 from epalm.models.encoders.base import ENCODERS, READOUTS
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder
 from epalm.models.modalities.image.modality import image_transform
 from epalm.models.partitioned_params import gathered
-from epalm.common.errors import ConfigError, DataFormatError, did_you_mean
 
 
+@ENCODERS.register("timm_vit")
 class TimmViTEncoder(LibraryEncoder):
     modality = "image"
 
@@ -74,14 +75,26 @@ class TimmViTEncoder(LibraryEncoder):
             "std": list(self.std),
         }
 
+    @classmethod
+    def check_config(cls, cfg: EncoderConfig, key: str) -> None:
+        check_timm_name(cfg.name, f"{key}.name")
+
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> TimmViTEncoder:
+        check_timm_name(cfg.name)
+        kwargs: dict[str, Any] = {"num_classes": 0, **cfg.model_kwargs}  # the classifier head is never used
+        model = timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
+        if cfg.checkpoint:
+            load_weight_file(model, Path(cfg.checkpoint))
+        return TimmViTEncoder(model.eval(), cfg)
 
 
-def check_timm_name(name: str) -> None:
+def check_timm_name(name: str, key: str = "encoder name") -> None:
     """A name timm knows (tags allowed); `hf-hub:` and other prefixed sources are left to timm."""
     if not name:
-        raise ConfigError("encoder type 'timm_vit' needs `name`, a timm model name such as vit_base_patch16_224")
+        raise ConfigError(f"{key}: encoder type 'timm_vit' needs a timm model name such as vit_base_patch16_224")
     if ":" not in name and not timm.is_model(name):
-        raise ConfigError(f"model.encoder.name '{name}' is not a timm model"
+        raise ConfigError(f"{key} '{name}' is not a timm model"
                           f"{did_you_mean(name.split('.')[0], timm.list_models())} (see timm.list_models())")
 
 
@@ -127,12 +140,3 @@ def load_weight_file(model: nn.Module, path: Path) -> None:
                               f"missing {missing[:10]}, unexpected {unexpected[:10]}, shapes {shapes}")
     model.load_state_dict(state)
 
-
-@ENCODERS.register("timm_vit")
-def build_timm_vit(cfg: EncoderConfig) -> TimmViTEncoder:
-    check_timm_name(cfg.name)
-    kwargs: dict[str, Any] = {"num_classes": 0, **cfg.model_kwargs}  # the classifier head is never used
-    model = timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
-    if cfg.checkpoint:
-        load_weight_file(model, Path(cfg.checkpoint))
-    return TimmViTEncoder(model.eval(), cfg)

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from epalm.models.modalities.video.decode import load_video_frames
 from epalm.models.modalities.base import Modality, register_modality
 from epalm.models.modalities.previews import png_data_uri
+from epalm.models.modalities.video.decode import load_video_frames
 
 TRAIN_CROP_SCALE = (0.5, 1.0)
 PREVIEW_FRAMES = 4

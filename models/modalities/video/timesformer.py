@@ -9,12 +9,12 @@ from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from torch import nn
 from transformers import TimesformerConfig, TimesformerModel
 
+from epalm.common.errors import ConfigError, loading
 from epalm.models.encoders.base import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
-from epalm.models.encoders.original_checkpoints import load_original_timesformer
 from epalm.models.modalities.video.modality import VideoTransform
-from epalm.common.errors import ConfigError, loading
+from epalm.models.modalities.video.timesformer_original import load_original_timesformer
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ TIMESFORMER_MEAN = (0.45, 0.45, 0.45)
 TIMESFORMER_STD = (0.225, 0.225, 0.225)
 
 
+@ENCODERS.register("timesformer")
 class TimesformerEncoder(LibraryEncoder):
     modality = "video"
 
@@ -58,6 +59,36 @@ class TimesformerEncoder(LibraryEncoder):
             "frame_sampling": "segment-middle",
         }
 
+    @classmethod
+    def from_config(cls, cfg: EncoderConfig) -> TimesformerEncoder:
+        overrides = dict(cfg.model_kwargs)
+        if "num_frames" in overrides:
+            raise ConfigError("set the clip length with the encoder's `num_frames`, not model_kwargs.num_frames")
+        if cfg.checkpoint:
+            model, _ = load_original_timesformer(cfg.checkpoint, overrides)
+        elif cfg.pretrained:
+            if not cfg.name:
+                raise ConfigError("encoder type 'timesformer' with pretrained: true needs `name` (hub id or folder)")
+            with loading("TimeSformer", cfg.name):
+                model = TimesformerModel.from_pretrained(cfg.name, **overrides)
+        else:
+            if cfg.name:
+                with loading("TimeSformer config", cfg.name):
+                    config = TimesformerConfig.from_pretrained(cfg.name, **overrides)
+            else:
+                config = TimesformerConfig(**overrides)
+            config.num_frames = cfg.num_frames
+            model = TimesformerModel(config)
+        match_num_frames(model, cfg.num_frames)
+
+        if cfg.normalization == "clip":
+            mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
+        else:
+            folder = read_preprocessor_config(cfg.name) if cfg.name and not cfg.checkpoint else {}
+            mean = tuple(folder.get("image_mean", TIMESFORMER_MEAN))
+            std = tuple(folder.get("image_std", TIMESFORMER_STD))
+        return TimesformerEncoder(model.eval(), cfg, mean, std)
+
 
 def match_num_frames(model: TimesformerModel, num_frames: int) -> None:
     """Serve `num_frames`-frame clips with weights trained on another length (eP-ALM: 16-frame captioning
@@ -75,33 +106,3 @@ def match_num_frames(model: TimesformerModel, num_frames: int) -> None:
     model.config.num_frames = num_frames
     logger.info("TimeSformer trained on %d frames serves %d-frame clips (time embeddings resized)", trained, num_frames)
 
-
-@ENCODERS.register("timesformer")
-def build_timesformer(cfg: EncoderConfig) -> TimesformerEncoder:
-    overrides = dict(cfg.model_kwargs)
-    if "num_frames" in overrides:
-        raise ConfigError("set the clip length with the encoder's `num_frames`, not model_kwargs.num_frames")
-    if cfg.checkpoint:
-        model, _ = load_original_timesformer(cfg.checkpoint, overrides)
-    elif cfg.pretrained:
-        if not cfg.name:
-            raise ConfigError("encoder type 'timesformer' with pretrained: true needs `name` (hub id or folder)")
-        with loading("TimeSformer", cfg.name):
-            model = TimesformerModel.from_pretrained(cfg.name, **overrides)
-    else:
-        if cfg.name:
-            with loading("TimeSformer config", cfg.name):
-                config = TimesformerConfig.from_pretrained(cfg.name, **overrides)
-        else:
-            config = TimesformerConfig(**overrides)
-        config.num_frames = cfg.num_frames
-        model = TimesformerModel(config)
-    match_num_frames(model, cfg.num_frames)
-
-    if cfg.normalization == "clip":
-        mean, std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
-    else:
-        folder = read_preprocessor_config(cfg.name) if cfg.name and not cfg.checkpoint else {}
-        mean = tuple(folder.get("image_mean", TIMESFORMER_MEAN))
-        std = tuple(folder.get("image_std", TIMESFORMER_STD))
-    return TimesformerEncoder(model.eval(), cfg, mean, std)

@@ -7,6 +7,6 @@ OUTPUT_DIR=${OUTPUT_DIR:-outputs/audio/caption/epalm}
 CHECKPOINT=${CHECKPOINT:-$OUTPUT_DIR/best}
 export DATA_DIR
 reference=()
-case "$CHECKPOINT" in *.pth) reference=(--config configs/compat/reference_eval_audio.yaml) ;; esac
+case "$CHECKPOINT" in *.pth|*.pt|*.bin) reference=(--config configs/compat/reference_eval_audio.yaml) ;; esac
 exec "$(dirname "$0")/../../launch.sh" configs/audio/epalm_audiocaps.yaml "$OUTPUT_DIR/evaluate" --evaluate --checkpoint "$CHECKPOINT" \
   "${reference[@]}" "$@"

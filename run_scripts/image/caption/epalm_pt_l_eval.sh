@@ -7,6 +7,6 @@ OUTPUT_DIR=${OUTPUT_DIR:-outputs/image/caption/epalm_pt_l}
 CHECKPOINT=${CHECKPOINT:-$OUTPUT_DIR/best}
 export DATA_DIR
 reference=()
-case "$CHECKPOINT" in *.pth) reference=(--config configs/compat/reference_eval.yaml) ;; esac
+case "$CHECKPOINT" in *.pth|*.pt|*.bin) reference=(--config configs/compat/reference_eval.yaml) ;; esac
 exec "$(dirname "$0")/../../launch.sh" configs/image/epalm_pt_l_caption.yaml "$OUTPUT_DIR/evaluate" --evaluate --checkpoint "$CHECKPOINT" \
   "${reference[@]}" "$@"
