@@ -230,3 +230,11 @@ def test_vqa_reader_finds_the_image_of_an_img_id_with_any_extension_and_folders(
     assert [s.media for s in split] == ["beach01.png", "trip/dune02.jpeg", "cat.jpg",
                                         "COCO_val2014_000000000042.png", "ghost.jpg", "beach01.png"]
     assert "`<img_id>.jpg`" in split.media_rule and "any extension" in split.media_rule
+
+
+def test_questions_with_only_human_answers_train_on_them(tmp_path):
+    answers = ["cat"] * 7 + ["kitten"] * 2 + [{"answer": "tabby cat"}]
+    write(tmp_path / "vqa" / "mine.json", [{"img_id": "cat", "sent": "what?", "question_id": 1, "answers": answers}])
+    (sample,) = TASK_READERS.build("vqa_v2", tmp_path, "mine")
+    assert sample.targets == ["cat", "kitten", "tabby cat"] and sample.target_weights == [7.0, 2.0, 1.0]
+    assert vqa_accuracy({1: "kitten"}, {1: sample.meta}).overall == pytest.approx(60.0)

@@ -27,7 +27,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from epalm.common.errors import MediaDecodeError
 
@@ -42,10 +42,8 @@ PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.
 
 
 def _reason(error: BaseException) -> str:
-    if isinstance(error, UnidentifiedImageError):
-        return "not an image Pillow can identify"
-    if isinstance(error, Image.DecompressionBombError):
-        return f"too many pixels ({error})"
+    """'not a decodable image (UnidentifiedImageError: cannot identify image file ...)', 'image file is
+    truncated', 'DecompressionBombError: Image size ... exceeds limit ...'."""
     return f"not a decodable image ({type(error).__name__}: {error})"
 
 
@@ -134,6 +132,9 @@ def image_size(path: str) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            return (height, width) if _orientation(image) in ROTATED_ORIENTATIONS else (width, height)
+            # Pillow finds a PNG's EXIF chunk written after the pixels only by decoding them all (ms, not us)
+            header_only = image.format == "PNG" and "exif" not in image.info
+            rotated = not header_only and _orientation(image) in ROTATED_ORIENTATIONS
+            return (height, width) if rotated else (width, height)
     except PILLOW_ERRORS as error:
         raise MediaDecodeError(path, _reason(error)) from error
