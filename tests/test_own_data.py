@@ -108,8 +108,9 @@ def test_every_image_missing_is_one_error_before_training(mydata, capsys):
     status = run_command(entry.main, ["--config", CAPTION_CONFIG, "--data_dir", str(mydata), "--output_dir", "run"])
     errors = [line for line in console_lines(capsys) if line.startswith("error:")]
     assert status == 2 and len(errors) == 1
-    assert "no usable" in errors[0] and "cannot be read (missing 4)" in errors[0]
-    assert "mydata/COCO/images/moon16.png: file not found" in errors[0]  # the first paths, the reason
+    assert errors[0].startswith("error: coco_caption train: no usable training sample: 8 of 8 media files cannot "
+                                "be read (missing 8)")
+    assert "mydata/COCO/images/astronaut.png: file not found" in errors[0]  # the first paths, the reason
     assert "<filename>` as written" in errors[0]  # and what was looked for
     assert not Path("run/checkpoints").exists()  # before training
 
@@ -151,7 +152,7 @@ def test_a_tiny_data_set_logs_checkpoints_and_validates_a_bounded_number_of_time
     assert len(losses) == 50
     assert len(list(Path("run/eval").iterdir())) == 3 * 10 + 3  # ten validations (each 3 files) and the test
     # Each split's non-square images are counted once, though the test split also validates ten times.
-    assert [line.split(":")[0] for line in lines if "not square" in line] == ["vqa_v2 test", "vqa_v2 train"]
+    assert [line.split(":")[0] for line in lines if "not square" in line] == ["vqa_v2 train", "vqa_v2 test"]
 
 
 def test_save_best_without_a_validation_split_is_an_error_naming_the_key(mydata, capsys):

@@ -65,8 +65,8 @@ def read_splits(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
     a missing or malformed annotation file is reported in seconds, not after minutes of loading weights."""
     final_split = final_split_name(cfg)
     names = [final_split] if cfg.evaluate else [n for n in (cfg.task.val_split, final_split) if n]
+    train = None if cfg.evaluate else read_split(cfg, cfg.task.train_split, train=True)  # first: can it learn?
     evaluation = {name: read_split(cfg, name, train=False) for name in dict.fromkeys(names) if name}
-    train = None if cfg.evaluate else read_split(cfg, cfg.task.train_split, train=True)
     return train, evaluation
 
 
