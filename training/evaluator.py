@@ -107,7 +107,7 @@ def generate_predictions(
 
 
 def skipped_line(name: str, count: int, total: int, skipped: list[str], shown: int = 3) -> str:
-    """'eval test: 2 of 18 samples have no prediction (media not readable): a.jpg: file not found; ...'."""
+    """'test: 2 of 18 samples have no prediction, their media could not be read: a.jpg: file not found; ...'."""
     more = f"; and {len(skipped) - shown} more (all in the metrics file)" if len(skipped) > shown else ""
     return (f"{name}: {count} of {total} samples have no prediction, their media could not be read: "
             f"{'; '.join(skipped[:shown])}{more}")
@@ -136,15 +136,16 @@ def evaluate_split(
         valid = [row for row in rows if row["valid"]]
         predictions = {row["uid"]: row["prediction"] for row in valid}
         metric = metric_name(cfg.task.reader, split.kind, cfg.task.metric)
+        reported, why = metric_reason(cfg.task.reader, split, cfg.task.metric)
         with warnings.catch_warnings():  # the samples without a prediction are named below, with the reason
             warnings.filterwarnings("ignore", message=".*ground-truth ids have no prediction")
             metrics = score_predictions(split, predictions, metric, cfg.task.vqa_eval_version) if predictions else {
-                "main": {"name": metric_reason(cfg.task.reader, split, cfg.task.metric)[0], "value": None}
+                "main": {"name": reported, "value": None}
             }
         metrics.update(
             split=split.split, num_samples=len(split), num_predictions=len(predictions),
             num_skipped_media=len(rows) - len(valid), skipped_media=skipped[:20], provenance=provenance(cfg),
-            metric_reason=metric_reason(cfg.task.reader, split, cfg.task.metric)[1],
+            metric_reason=why,
         )
         if len(valid) < len(rows):
             accelerator.print(skipped_line(name, len(rows) - len(valid), len(rows), skipped))

@@ -100,7 +100,8 @@ class Trainer:
     def _save_last(self) -> None:
         """`checkpoints/last`, announced in one line (accelerate's own INFO lines are quiet: run_state.py)."""
         path = save_progress(self.accelerator, self.checkpoints, self.model)
-        self.accelerator.print(f"checkpoint: step {self.progress.step}, epoch {self.progress.epoch} -> {path}")
+        if self.accelerator.is_main_process:  # above the progress bar, not inside it
+            tqdm.write(f"checkpoint: step {self.progress.step}, epoch {self.progress.epoch} -> {path}")
 
     def _check_something_trained(self, skipped_media: set[str]) -> None:
         """A whole epoch in which no sample's media could be read (files that pass the check before training but
