@@ -180,3 +180,15 @@ def test_png_questions_are_read_and_the_metric_says_why(photos, tmp_path, monkey
                        [str(data), "--config", VQA_CONFIG, *splits]) == 0
     assert "metric: vqa_accuracy (VQA accuracy: every question has its human `answers`)" in "\n".join(
         console_lines(capsys))
+
+
+def test_no_sample_left_after_filtering_is_one_error_saying_why(photos, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = write_vqa_data(tmp_path / "myvqa", photos)
+    path = data / "vqa" / "train.json"
+    path.write_text(json.dumps([{k: v for k, v in q.items() if k != "answer"} for q in json.loads(path.read_text())]))
+    argv = ["--config", VQA_CONFIG, "--data_dir", str(data), "--output_dir", "run", "--set", "task.train_split=train",
+            "--set", "task.test_split=test"]
+    assert run_command(entry.main, argv) == 2
+    errors = [line for line in console_lines(capsys) if line.startswith("error:")]
+    assert len(errors) == 1 and "none of its 16 samples has a target to train on" in errors[0]
