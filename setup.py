@@ -39,6 +39,8 @@ setup(
     # tensorboardX (90 kB and protobuf): the TensorBoard tracker's event files are read back by the tests.
     # `trackers` is what train.log_with needs (TensorBoard itself to view the logs; wandb, a 26 MB wheel,
     # whose offline-run test skips where it is not installed).
-    extras_require={"test": ["pytest", "deepspeed", "tensorboardX"], "deepspeed": ["deepspeed"],
+    # scikit-image (about 37 MB installed with imageio and tifffile; scipy, networkx and lazy_loader come with the
+    # stack already) ships real photographs in its wheel: the tests save them in every image kind a user brings.
+    extras_require={"test": ["pytest", "deepspeed", "tensorboardX", "scikit-image>=0.22"], "deepspeed": ["deepspeed"],
                     "trackers": ["tensorboard", "wandb"]},
 )

@@ -208,7 +208,8 @@ class DemoRunner:
 
     def train(self, run_name: str, argv: list[str]) -> dict[str, Any]:
         start = time.time()
-        result = entry.main([*argv, "--output_dir", str(self.out / run_name), *self._quick(), *self.extra])
+        result = entry.main([*argv, "--output_dir", str(self.out / run_name), "--set",
+                             f"train.feature_cache_dir={self.out / 'feature_cache'}", *self._quick(), *self.extra])
         self.seconds[run_name] = time.time() - start
         return result
 

@@ -189,3 +189,52 @@ def test_audiocaps_reader_and_malformed_caption(tmp_path):
     write(path, [{"caption": "no audio"}])
     with pytest.raises(ValueError, match=r"entry 0: missing field 'audio' \(expected a string\)"):
         TASK_READERS.build("audiocaps", tmp_path, "val")
+
+
+# ---------------------------------------------------------------- a user's own files: any extension, folders
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+
+
+def caption_entry(filename: str, split: str = "test", **extra) -> dict:
+    return {"filename": filename, "split": split, "cocoid": len(filename), "sentences": [{"raw": "a photo"}], **extra}
+
+
+def test_caption_reader_finds_the_image_by_the_name_written(tmp_path):
+    """Without `filepath`, `astronaut_16.png` was looked up as `astronaut_16.jpg`."""
+    images = tmp_path / "COCO" / "images"
+    for name in ("astronaut_16.png", "beach.PNG", "trip/dune.jpeg", "val2014/COCO_val2014_000000000042.jpg"):
+        touch(images / name)
+    write(tmp_path / "COCO" / "dataset_coco.json", {"images": [
+        caption_entry("astronaut_16.png"), caption_entry("beach.jpg"), caption_entry("dune.jpg", filepath="trip"),
+        caption_entry("COCO_val2014_000000000042.jpg"), caption_entry("ghost.png")]})
+    split = TASK_READERS.build("coco_caption", tmp_path, "test")
+    assert [s.media for s in split] == ["astronaut_16.png", "beach.PNG", "trip/dune.jpeg",
+                                        "val2014/COCO_val2014_000000000042.jpg", "ghost.png"]
+    assert "`<filename>` as written" in split.media_rule and "any extension" in split.media_rule
+
+
+def test_vqa_reader_finds_the_image_of_an_img_id_with_any_extension_and_folders(tmp_path):
+    """The VQA reader always read `<img_id>.jpg`: a PNG data set had to be copied to JPEG."""
+    images = tmp_path / "COCO" / "images"
+    for name in ("beach01.png", "trip/dune02.jpeg", "cat.jpg", "COCO_val2014_000000000042.png"):
+        touch(images / name)
+    entries = [{"img_id": img_id, "sent": "what is it?", "question_id": k, "answer": "sand"}
+               for k, img_id in enumerate(["beach01", "trip/dune02", "cat", "COCO_val2014_000000000042", "ghost",
+                                           "beach01.png"])]
+    write(tmp_path / "vqa" / "mine.json", entries)
+    split = TASK_READERS.build("vqa_v2", tmp_path, "mine")
+    assert [s.media for s in split] == ["beach01.png", "trip/dune02.jpeg", "cat.jpg",
+                                        "COCO_val2014_000000000042.png", "ghost.jpg", "beach01.png"]
+    assert "`<img_id>.jpg`" in split.media_rule and "any extension" in split.media_rule
+
+
+def test_questions_with_only_human_answers_train_on_them(tmp_path):
+    answers = ["cat"] * 7 + ["kitten"] * 2 + [{"answer": "tabby cat"}]
+    write(tmp_path / "vqa" / "mine.json", [{"img_id": "cat", "sent": "what?", "question_id": 1, "answers": answers}])
+    (sample,) = TASK_READERS.build("vqa_v2", tmp_path, "mine")
+    assert sample.targets == ["cat", "kitten", "tabby cat"] and sample.target_weights == [7.0, 2.0, 1.0]
+    assert vqa_accuracy({1: "kitten"}, {1: sample.meta}).overall == pytest.approx(60.0)

@@ -13,6 +13,7 @@ from epalm.dataset.media_dataset import MediaTextDataset
 from epalm.dataset.tasks import TASK_READERS, TaskSplit
 from epalm.models.epalm import EPALM
 from epalm.models.modalities import get_modality
+from epalm.training.data_checks import check_split_media, no_sample_reason
 from epalm.training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
     if cfg.task.media_root:
         options["media_root"] = cfg.task.media_root
     task_split = TASK_READERS.build(cfg.task.reader, cfg.task.data_dir, split, **options)
+    read = len(task_split.samples)
     if train:
         # VQA questions with no answer in the label dict cannot be trained on (VL-T5 files have some).
         kept = [s for s in task_split.samples if s.targets]
@@ -34,7 +36,8 @@ def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
     if limit is not None:
         task_split.samples = task_split.samples[:limit]
     if not task_split.samples:
-        raise DataFormatError(f"{task_split.annotation_file}: split '{split}' has no usable sample")
+        raise DataFormatError(no_sample_reason(cfg, task_split, read, train))
+    check_split_media(cfg, task_split, train)  # no readable media: an error; failures named, left out of training
     return task_split
 
 

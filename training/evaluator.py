@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from epalm.models.language_models.tokenizer import QA_SEPARATOR
 from epalm.training.html_report import write_html_report
 from epalm.training.provenance import provenance
 from epalm.training.run_config import EvalConfig, RunConfig
-from epalm.training.scoring import metric_name, score_predictions
+from epalm.training.scoring import metric_name, metric_reason, score_predictions
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -105,6 +106,13 @@ def generate_predictions(
     return rows, sorted(set(gather_object(skipped)))
 
 
+def skipped_line(name: str, count: int, total: int, skipped: list[str], shown: int = 3) -> str:
+    """'test: 2 of 18 samples have no prediction, their media could not be read: a.jpg: file not found; ...'."""
+    more = f"; and {len(skipped) - shown} more (all in the metrics file)" if len(skipped) > shown else ""
+    return (f"{name}: {count} of {total} samples have no prediction, their media could not be read: "
+            f"{'; '.join(skipped[:shown])}{more}")
+
+
 def evaluate_split(
     accelerator: Accelerator,
     model,
@@ -128,13 +136,19 @@ def evaluate_split(
         valid = [row for row in rows if row["valid"]]
         predictions = {row["uid"]: row["prediction"] for row in valid}
         metric = metric_name(cfg.task.reader, split.kind, cfg.task.metric)
-        metrics = score_predictions(split, predictions, metric, cfg.task.vqa_eval_version) if predictions else {
-            "main": {"name": metric, "value": None}
-        }
+        reported, why = metric_reason(cfg.task.reader, split, cfg.task.metric)
+        with warnings.catch_warnings():  # the samples without a prediction are named below, with the reason
+            warnings.filterwarnings("ignore", message=".*ground-truth ids have no prediction")
+            metrics = score_predictions(split, predictions, metric, cfg.task.vqa_eval_version) if predictions else {
+                "main": {"name": reported, "value": None}
+            }
         metrics.update(
             split=split.split, num_samples=len(split), num_predictions=len(predictions),
             num_skipped_media=len(rows) - len(valid), skipped_media=skipped[:20], provenance=provenance(cfg),
+            metric_reason=why,
         )
+        if len(valid) < len(rows):
+            accelerator.print(skipped_line(name, len(rows) - len(valid), len(rows), skipped))
         out_dir.mkdir(parents=True, exist_ok=True)
         key = {"qa": "question_id", "chat": "id"}.get(split.kind, "image_id")
         value = "caption" if split.kind == "caption" else "answer"

@@ -76,5 +76,9 @@ def _modality_cache(cfg: RunConfig, accelerator: Accelerator, model, split: Task
             cache.add(merged, failed, split.media_root)
         accelerator.wait_for_everyone()
         cache = FeatureCache(folder)
-    accelerator.print(f"feature cache {folder}: {len(media)} {modality} items read from cached encoder outputs")
+    failed = [m for m in media if "error" in cache.entries.get(m, {})]
+    unreadable = f"; {len(failed)} could not be read, e.g. {failed[0]}: {cache.entries[failed[0]]['error']}" \
+        if failed else ""
+    accelerator.print(f"feature cache {folder}: {len(media) - len(failed)} {modality} items read from cached encoder "
+                      f"outputs{unreadable}")
     return cache

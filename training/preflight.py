@@ -142,8 +142,24 @@ def check_paths(cfg: RunConfig) -> None:
             raise MissingFileError(f"{key}.checkpoint {encoder.checkpoint}: no such file")
 
 
+def check_save_best(cfg: RunConfig) -> None:
+    """--save_best keeps the checkpoint of the best validation: without a validation it would do nothing."""
+    if not cfg.save_best or cfg.evaluate:
+        return
+    tasks = [entry.task for entry in cfg.mixture.values()] if cfg.mixture else [cfg.task]
+    if not any(task.val_split for task in tasks):
+        key = "mixture.<name>.task.val_split" if cfg.mixture else "task.val_split"
+        raise ConfigError(f"--save_best keeps the checkpoint with the best validation metric, but there is no "
+                          f"validation split: set {key} (e.g. --set {key}=val; the demo configs leave it empty) "
+                          "or drop --save_best")
+    if not cfg.eval.every_epoch:
+        raise ConfigError("--save_best keeps the checkpoint with the best validation metric, but eval.every_epoch "
+                          "is false (no validation during training): set it to true or drop --save_best")
+
+
 def preflight(cfg: RunConfig) -> None:
     """Everything that can be checked without loading a model or reading a data set."""
     check_choices(cfg)
     check_models(cfg)
     check_paths(cfg)
+    check_save_best(cfg)

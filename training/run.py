@@ -31,6 +31,7 @@ from epalm.training.mixture import mixture_loader
 from epalm.training.preflight import preflight
 from epalm.training.run_config import RunConfig, dump_config, resolve_config
 from epalm.training.run_state import load_trainable_into
+from epalm.training.scoring import metric_reason
 from epalm.training.trackers import check_tracker
 from epalm.training.trainer import Trainer
 
@@ -64,8 +65,8 @@ def read_splits(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
     a missing or malformed annotation file is reported in seconds, not after minutes of loading weights."""
     final_split = final_split_name(cfg)
     names = [final_split] if cfg.evaluate else [n for n in (cfg.task.val_split, final_split) if n]
+    train = None if cfg.evaluate else read_split(cfg, cfg.task.train_split, train=True)  # first: can it learn?
     evaluation = {name: read_split(cfg, name, train=False) for name in dict.fromkeys(names) if name}
-    train = None if cfg.evaluate else read_split(cfg, cfg.task.train_split, train=True)
     return train, evaluation
 
 
@@ -80,6 +81,8 @@ class TaskEvaluator:
     def __call__(self, split_name: str, name: str) -> dict[str, Any]:
         cfg, split = self.cfg, self.splits[split_name]
         if split_name not in self.loaders:
+            metric, why = metric_reason(cfg.task.reader, split, cfg.task.metric)
+            self.accelerator.print(f"{split.task} {split_name}: metric {metric} ({why})")
             features = encoder_features(cfg, self.accelerator, self.model, split, self.run_dir)
             self.loaders[split_name] = self.accelerator.prepare_data_loader(
                 build_loader(build_dataset(split, self.model, cfg, False, features), self.tokenizer, cfg, train=False,

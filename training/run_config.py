@@ -1,7 +1,8 @@
 """The run configuration: YAML files under configs/, command-line flags and `--set key=value` overrides.
 
-Precedence: dataclass defaults < `--config` files (later ones win) < flags < `--set`. The resolved
-configuration is written into the run folder as `config.yaml`.
+Precedence: dataclass defaults < `--config` files (later ones win) < flags < `--set`. A path a config file names
+is read relative to that file, as its `include:` is (training/config_paths.py). The resolved configuration is
+written into the run folder as `config.yaml`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from epalm.common.errors import MissingFileError, did_you_mean
 from epalm.dataset.collate import PADDING_SIDES
 from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from epalm.models.config import ModelConfig, translate_legacy_encoders
+from epalm.training.config_paths import resolve_config_paths
+from epalm.training.step_schedule import check_interval
 
 
 @dataclass
@@ -30,7 +33,13 @@ class TaskConfig:
 
     chat_template (chat rows): "auto" (the tokenizer's chat template when it has one, else the plain one),
     "plain" or "tokenizer" (dataset/chat_template.py). max_instances (chat rows): keep only the first n media
-    instances of each row, the others' placeholders get no positions (the "first instance only" ablation)."""
+    instances of each row, the others' placeholders get no positions (the "first instance only" ablation).
+
+    check_media: before anything is built, look at every media file of each split (an image's header; other
+    files: there and not empty; training/data_checks.py): a split with no readable file is an error, failures
+    are named on the console, training leaves their samples out, non-square images a squashing encoder will
+    distort are counted. max_unreadable_share: above this share of a split's files failing, that line is a
+    `warning:` (a `note:` below it)."""
 
     reader: str = "vqa_v2"
     data_dir: str = "data"
@@ -46,6 +55,8 @@ class TaskConfig:
     chat_template: str = "auto"
     max_instances: int | None = None
     prompt_template: str = DEFAULT_QA_TEMPLATE
+    check_media: bool = True
+    max_unreadable_share: float = 0.05
 
     def __post_init__(self) -> None:
         check_prompt_template(self.prompt_template)
@@ -75,7 +86,12 @@ class TrainConfig:
     augmentation; see docs/feature_cache.md).
 
     log_with: an experiment tracker through accelerate (none, tensorboard, wandb), beside train_log.jsonl;
-    tracker_project: its project name (empty: the output folder's name; see training/trackers.py)."""
+    tracker_project: its project name (empty: the output folder's name; see training/trackers.py).
+
+    log_every: steps between loss records; epoch_end_every: epochs between the epoch-end validation and save of
+    `checkpoints/last` (the end of training always does both); "auto" sizes both to the run, so a tiny data set
+    (one step an epoch) neither validates nor rewrites `last` at every step (training/step_schedule.py).
+    checkpoint_every_steps: also save `last` every n steps."""
 
     epochs: int = 1
     max_steps: int | None = None
@@ -96,7 +112,8 @@ class TrainConfig:
     augment: bool = True
     feature_cache: bool = False
     feature_cache_dir: str = ".cache/features"
-    log_every: int = 20
+    log_every: int | str = "auto"
+    epoch_end_every: int | str = "auto"
     checkpoint_every_steps: int | None = None
     log_with: str = "none"
     tracker_project: str = ""
@@ -105,6 +122,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.fused_adamw not in FUSED_ADAMW:
             raise ConfigError(f"train.fused_adamw must be one of auto, true, false; got {self.fused_adamw!r}")
+        check_interval("train.log_every", self.log_every)
+        check_interval("train.epoch_end_every", self.epoch_end_every)
 
 
 BEAM_SCORE_LENGTHS = ("generated", "sequence")
@@ -234,6 +253,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    resolve_config_paths(values, path)  # the inputs it names, relative to itself (training/config_paths.py)
     include = values.pop("include", None)
     if include:  # a config may build on others, relative to itself
         base: dict[str, Any] = {}

@@ -8,6 +8,7 @@ killed at any moment leaves either the previous checkpoint or the new one, never
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,6 +130,19 @@ def frozen_aliases_left_out(accelerator: Accelerator, model):
         handle.remove()
 
 
+@contextlib.contextmanager
+def quiet_accelerate_logs():
+    """accelerate logs half a dozen INFO lines per save_state / load_state (each file it writes); the trainer says
+    one line per checkpoint instead. Its warnings still show."""
+    logger = logging.getLogger("accelerate")
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def save_progress(accelerator: Accelerator, checkpoints: Path, model=None) -> Path:
     """Every process calls this; the folder swap happens on the main process once all have written."""
     final = checkpoints / "last"
@@ -136,7 +150,8 @@ def save_progress(accelerator: Accelerator, checkpoints: Path, model=None) -> Pa
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    with frozen_aliases_left_out(accelerator, model) if model is not None else contextlib.nullcontext():
+    with frozen_aliases_left_out(accelerator, model) if model is not None else contextlib.nullcontext(), \
+            quiet_accelerate_logs():
         accelerator.save_state(str(tmp), **state_kwargs(accelerator, saving=True))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

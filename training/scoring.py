@@ -22,6 +22,25 @@ def metric_name(reader: str, kind: str, configured: str) -> str:
     return name
 
 
+def metric_reason(reader: str, split: TaskSplit, configured: str) -> tuple[str, str]:
+    """(the main metric's name as the results report it, why it was chosen): the console says both at the start of
+    a split's first evaluation, and the metrics file keeps the reason."""
+    metric = metric_name(reader, split.kind, configured)
+    why = "task.metric" if configured else ""
+    if metric == "caption":
+        return "CIDEr", why or ("captions: CIDEr against each item's reference captions; BLEU, METEOR and ROUGE-L "
+                                "are in the metrics file")
+    if metric == "vqa":
+        if all("answers" in sample.meta for sample in split):
+            return "vqa_accuracy", why or "VQA accuracy: every question has its human `answers`"
+        return "exact_match", ("VQA accuracy needs each question's 10 human `answers` (an `answers` field, or the "
+                               "official annotation files beside the questions); without them, exact match against "
+                               "`label` / `answer`: docs/datasets.md")
+    if split.kind == "chat":
+        return "exact_match", why or "chat rows: the last assistant turn, after the VQA answer normalisation"
+    return "exact_match", why or f"the {reader} reader's metric"
+
+
 def attribute_vocabulary(split: TaskSplit) -> dict | None:
     """The synthetic worlds' caption attribute vocabulary: in the annotation file or beside it."""
     data = json.loads(Path(split.annotation_file).read_text())

@@ -13,6 +13,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from epalm.common.errors import DataFormatError
 from epalm.models.checkpoint import save_checkpoint
 from epalm.training.loss import training_loss
 from epalm.training.optim import build_optimizer, build_scheduler
@@ -21,11 +22,13 @@ from epalm.training.run_config import RunConfig
 from epalm.training.run_state import (
     TrainingProgress,
     latest_checkpoint,
+    quiet_accelerate_logs,
     register_trainable_only_checkpointing,
     save_progress,
     state_kwargs,
     trainable_state,
 )
+from epalm.training.step_schedule import epoch_end_interval, log_interval
 from epalm.training.trackers import start_trackers, tracker_values
 from epalm.training.training_curves import plot_training_curves
 
@@ -57,11 +60,14 @@ class Trainer:
         accum = cfg.train.grad_accum_steps
         self.steps_per_epoch = max(1, math.ceil(len(self.loader) / accum))
         self.total_steps = cfg.train.max_steps or self.steps_per_epoch * cfg.train.epochs
+        self.log_every = log_interval(cfg.train.log_every, self.total_steps)
+        self.epoch_end_every = epoch_end_interval(cfg.train.epoch_end_every, self.total_steps, self.steps_per_epoch)
         # Stepped by hand once per optimizer step (not prepared: accelerate would step it per process).
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_steps)
         accelerator.register_for_checkpointing(self.scheduler, self.progress)
         register_trainable_only_checkpointing(accelerator)
         self.log_path = run_dir / "train_log.jsonl"
+        self.rows_trained, self.something_trained = 0, False  # samples of this process whose media were readable
         start_trackers(cfg, accelerator, run_dir)
 
     # --- state --------------------------------------------------------------------------------------
@@ -70,7 +76,8 @@ class Trainer:
         if found is None:
             self.accelerator.print(f"--resume: no checkpoint under {self.checkpoints}, starting from scratch")
             return False
-        self.accelerator.load_state(str(found), **state_kwargs(self.accelerator, saving=False))
+        with quiet_accelerate_logs():
+            self.accelerator.load_state(str(found), **state_kwargs(self.accelerator, saving=False))
         self.accelerator.print(
             f"resumed from {found}: epoch {self.progress.epoch}, step {self.progress.step}, "
             f"{self.progress.batches_in_epoch} batches into the epoch"
@@ -89,6 +96,23 @@ class Trainer:
                                 extra={"best_value": value, "best_epoch": self.progress.epoch})
             self.accelerator.print(f"new best validation metric {value:.4f} (epoch {self.progress.epoch})")
         self.accelerator.wait_for_everyone()
+
+    def _save_last(self) -> None:
+        """`checkpoints/last`, announced in one line (accelerate's own INFO lines are quiet: run_state.py)."""
+        path = save_progress(self.accelerator, self.checkpoints, self.model)
+        if self.accelerator.is_main_process:  # above the progress bar, not inside it
+            tqdm.write(f"checkpoint: step {self.progress.step}, epoch {self.progress.epoch} -> {path}")
+
+    def _check_something_trained(self, skipped_media: set[str]) -> None:
+        """A whole epoch in which no sample's media could be read (files that pass the check before training but
+        fail to decode, e.g. truncated) trains nothing: stop with the reason, on every process alike."""
+        if self.something_trained:
+            return
+        rows = self.accelerator.gather(torch.tensor([self.rows_trained], device=self.accelerator.device)).sum()
+        self.something_trained = int(rows) > 0
+        if not self.something_trained:
+            examples = "; ".join(sorted(skipped_media)[:3]) or "no media were named"
+            raise DataFormatError(f"no training sample could be read in a whole epoch, nothing was learnt: {examples}")
 
     # --- loop ---------------------------------------------------------------------------------------
     def _loss(self, batch) -> torch.Tensor:
@@ -147,6 +171,7 @@ class Trainer:
                     if message not in skipped_media:
                         skipped_media.add(message)
                         acc.print(f"skipping unreadable media: {message}")
+                self.rows_trained += batch["input_ids"].shape[0]
                 with acc.accumulate(self.model):
                     loss = self._loss(batch)
                     acc.backward(loss)
@@ -161,13 +186,13 @@ class Trainer:
                     self.scheduler.step()
                 progress.step += 1
                 bar.update(1)
-                if progress.step % cfg.log_every == 0 or progress.step == self.total_steps:
+                if progress.step % self.log_every == 0 or progress.step == self.total_steps:
                     lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
                     self._log({"step": progress.step, "epoch": progress.epoch, "loss": running / count, "lr": lrs})
                     bar.set_postfix(loss=f"{running / count:.4f}")
                     running, count = 0.0, 0
                 if cfg.checkpoint_every_steps and progress.step % cfg.checkpoint_every_steps == 0:
-                    save_progress(acc, self.checkpoints, self.model)
+                    self._save_last()
                 if os.environ.get(KILL_AT_STEP_ENV) == str(progress.step):
                     os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume tests
                 # Not at the last step: the run is about to validate, save and end anyway.
@@ -180,13 +205,16 @@ class Trainer:
                 progress.epoch += 1
                 progress.batches_in_epoch = 0
             if epoch_done or progress.step >= self.total_steps:
+                self._check_something_trained(skipped_media)
+            # The epoch-end work every epoch_end_every epochs (training/step_schedule.py), and at the end.
+            if (epoch_done and progress.epoch % self.epoch_end_every == 0) or progress.step >= self.total_steps:
                 value = self.validate(progress.epoch)
                 self.model.train()
                 if value is not None:
                     self._log({"step": progress.step, "epoch": progress.epoch, "val_metric": value})
                 if self.cfg.save_best:
                     self._save_best(value)
-            save_progress(acc, self.checkpoints, self.model)
+                self._save_last()
         bar.close()
         if skipped_media:
             acc.print(f"{len(skipped_media)} unreadable media file(s) were skipped during training")

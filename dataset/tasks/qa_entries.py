@@ -1,12 +1,13 @@
 """One VL-T5 / VL-Adapter style QA entry (VQA v2, GQA, MSRVTT-QA, MSVD-QA) -> one Sample.
 
 Entry fields: `question_id`, the question in `sent` (or `question`), the answers as a `label`
-`{answer: score}` (or one `answer` string); test files may have neither (the Sample then has no
-targets). Sample.meta keeps every field of the entry except the question text (label, answer_type,
+`{answer: score}` (or one `answer` string, or only the human `answers`: each distinct one weighted by how many
+gave it); test files may have none (the Sample then has no targets). Sample.meta keeps every field of the entry except the question text (label, answer_type,
 question_type, img_id, and any extra field such as the synthetic data's `attributes`).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from epalm.common.errors import DataFormatError
@@ -26,6 +27,13 @@ def _answers(entry: dict, where: str) -> tuple[list[str], list[float] | None]:
         return [answer for answer, _ in ranked], [float(score) for _, score in ranked]
     if "answer" in entry:
         return [require(entry, "answer", str, where)], [1.0]
+    if "answers" in entry:  # only the human answers (a user's own VQA file): each in proportion to its count
+        given = require(entry, "answers", list, where)
+        texts = [a.get("answer") if isinstance(a, dict) else a for a in given]
+        if not texts or not all(isinstance(text, str) for text in texts):
+            raise DataFormatError(f"{where}: field 'answers' must list answer strings or {{\"answer\": ...}} objects")
+        counts = Counter(texts)
+        return [text for text, _ in counts.most_common()], [float(n) for _, n in counts.most_common()]
     return [], None
 
 

@@ -27,6 +27,8 @@ class TaskSplit:
     media_root: Path
     annotation_file: Path
     samples: list[Sample]
+    # How a sample's media path was formed from its entry (one line: what was looked for, for missing files).
+    media_rule: str = ""
 
     def media_path(self, sample: Sample) -> Path:
         return self.media_root / sample.media

@@ -1,7 +1,8 @@
 """VQA v2 in the VL-T5 files: `<data_dir>/vqa/<split>.json`, images under `<data_dir>/COCO/images`.
 
-The image of `img_id` "COCO_train2014_000000123456" is `train2014/COCO_train2014_000000123456.jpg`
-(another id, e.g. of synthetic data, is `<img_id>.jpg` directly under the media root).
+The image of `img_id` "COCO_train2014_000000123456" is `train2014/COCO_train2014_000000123456.jpg`; another id
+(a user's own data, synthetic data) is `<img_id>.jpg` under the media root, its folders included (`trip/beach01`),
+or, when that file is not there, the same name with any extension (`trip/beach01.png`: media_lookup.py).
 The official VQA accuracy needs the 10 human answers, which the VL-T5 files do not have (their `label`
 keeps only the frequent answers, scored). They come from an entry's own `answers` field, or from the
 official `vqa/v2_mscoco_{train,val}2014_annotations.json` (the eP-ALM layout keeps them there) into
@@ -16,6 +17,7 @@ from pathlib import Path
 from epalm.common.errors import DataFormatError, MissingFileError
 from epalm.dataset.records import Sample
 from epalm.dataset.tasks.annotation_file import entry_list, load_json, location, require
+from epalm.dataset.tasks.media_lookup import MediaLookup, without_suffix
 from epalm.dataset.tasks.qa_entries import qa_sample
 from epalm.dataset.tasks.task_split import TASK_READERS, TaskSplit, annotation_path
 
@@ -35,6 +37,19 @@ def coco_image_path(img_id: str) -> tuple[str, int | str]:
     if match is None:
         return f"{img_id}.jpg", img_id
     return f"{match.group(1)}/{img_id}.jpg", int(match.group(2))
+
+
+def image_candidates(img_id: str) -> list[str]:
+    """Where the image of an `img_id` may be, the format's own path first: `val2014/COCO_val2014_...jpg` then the
+    id directly under the root for COCO ids; `<img_id>.jpg` (and `<img_id>` itself when it names a file with its
+    extension) for others. MediaLookup also tries any extension."""
+    default, _ = coco_image_path(img_id)
+    written = [img_id] if without_suffix(img_id) != img_id else []
+    return [*written, default] + ([f"{img_id}.jpg"] if default != f"{img_id}.jpg" else [])
+
+
+VQA_MEDIA_RULE = ("the image of an `img_id` is `<img_id>.jpg` under the media root (folders in the id included; "
+                  "COCO ids COCO_<folder>_<number> in `<folder>/`), or the same name with any extension")
 
 
 def attach_human_answers(samples: list[Sample], vqa_dir: Path, required: bool | None) -> None:
@@ -80,13 +95,15 @@ def read_vqa_v2(data_dir: str | Path, split: str, media_root: str | Path | None 
     """
     data_dir = Path(data_dir)
     path = annotation_path(data_dir / "vqa" / f"{split}.json", split, VQA_SPLITS)
+    root = Path(media_root) if media_root else data_dir / "COCO" / "images"
+    lookup = MediaLookup(root)
     samples = []
     for index, entry in enumerate(entry_list(load_json(path), path)):
         where = location(path, index, entry, "question_id")
-        media, image_id = coco_image_path(str(require(entry, "img_id", (str, int), where)))
-        samples.append(qa_sample(entry, where, media, {"image_id": image_id}))
+        img_id = str(require(entry, "img_id", (str, int), where))
+        media = lookup.find(image_candidates(img_id))
+        samples.append(qa_sample(entry, where, media, {"image_id": coco_image_path(img_id)[1]}))
     if human_answers is not False:
         attach_human_answers(samples, data_dir / "vqa", human_answers)
-    return TaskSplit(task="vqa_v2", split=split, kind="qa", modality="image",
-                     media_root=Path(media_root) if media_root else data_dir / "COCO" / "images",
-                     annotation_file=path, samples=samples)
+    return TaskSplit(task="vqa_v2", split=split, kind="qa", modality="image", media_root=root,
+                     annotation_file=path, samples=samples, media_rule=VQA_MEDIA_RULE)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from epalm.common.errors import ConfigError
+from epalm.common.errors import ConfigError, MediaDecodeError
 from epalm.common.registry import Registry
 
 if TYPE_CHECKING:  # the encoders import the plugins' transforms: no import cycle at run time
@@ -53,6 +53,16 @@ class Modality(ABC):
 
     def preprocessor(self, encoder: PerceptionEncoder, encoder_cfg: EncoderConfig, train: bool) -> Preprocessor:
         return Preprocessor(self, encoder_cfg, self.transform(encoder, train), train)
+
+    def probe(self, path: str) -> tuple[int, int] | None:
+        """A cheap look at a file before training (the data checks of every split): MediaDecodeError when it is
+        missing or plainly unreadable; its upright (width, height) when the modality has one (None otherwise).
+        Default: the file exists and is not empty; decoding errors show when `decode` reads it."""
+        if not os.path.isfile(path):
+            raise MediaDecodeError(path, "file not found")
+        if os.path.getsize(path) == 0:
+            raise MediaDecodeError(path, "empty file")
+        return None
 
     def preview_html(self, path: str, page_dir: Path) -> str:
         """How the predictions page shows an instance (default: a link to the file)."""

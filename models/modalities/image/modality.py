@@ -1,4 +1,6 @@
-"""The image modality: Pillow decoding and timm's transforms (eP-ALM's crop, flip and RandAugment)."""
+"""The image modality: Pillow decoding (decode.py: every mode, EXIF orientation, transparency) and timm's transforms
+(eP-ALM's crop, flip and RandAugment). Training, evaluation, the feature cache, chat and the predictions pages all
+decode through `ImageModality.decode` / `preview_html`, so a file opens the same everywhere."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +11,7 @@ import torch
 from timm.data import create_transform
 
 from epalm.models.modalities.base import Modality, register_modality
-from epalm.models.modalities.image.decode import load_image
+from epalm.models.modalities.image.decode import image_size, load_image
 from epalm.models.modalities.previews import png_data_uri
 
 # Train-time augmentation of the eP-ALM reference: RandomResizedCrop(scale 0.5-1), flip, RandAugment.
@@ -34,6 +36,9 @@ class ImageModality(Modality):
 
     def decode(self, path: str, train: bool, rng: np.random.Generator | None, encoder_cfg) -> Any:
         return load_image(path)
+
+    def probe(self, path: str) -> tuple[int, int]:
+        return image_size(path)
 
     def preview_html(self, path: str, page_dir: Path) -> str:
         return f'<img src="{png_data_uri(load_image(path))}">'

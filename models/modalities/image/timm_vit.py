@@ -23,6 +23,7 @@ from epalm.models.partitioned_params import gathered
 @ENCODERS.register("timm_vit")
 class TimmViTEncoder(LibraryEncoder):
     modality = "image"
+    test_resize = "squash"  # the test-time resize ignores the aspect ratio (the run counts the non-square images)
 
     def __init__(self, model: nn.Module, cfg: EncoderConfig):
         if getattr(model, "cls_token", None) is None:
