@@ -10,7 +10,8 @@
 reference `.pth` with `config=[...]`), a device and the precision of the frozen weights. Prompts are read as
 `main.py predict` reads them (inference/requests.py) and answered as evaluation answers (inference/generation.py):
 the same inputs and settings give `predict`'s answer. A list of prompts is answered in batches of
-`eval.batch_size` (left padding by default: each answer is the one it gets alone).
+`eval.batch_size` (left padding by default: each answer is the one it gets alone; seeded sampling answers one
+prompt at a time, so that a sampled answer depends only on its prompt and seed).
 """
 from __future__ import annotations
 
@@ -130,6 +131,8 @@ class Bridge:
                         batch_size: int | None = None, details: bool = False, topk: int = 5) -> list[Any]:
         settings = settings or self.settings
         size = batch_size or self.loaded.cfg.eval.batch_size
+        if settings.sampling.do_sample and settings.seed is not None:
+            size = 1  # each seeded draw from its own prompt alone: the answer does not depend on its batch
         texts: list[str] = [""] * len(prepared)
         groups: dict[tuple[str, str | None], list[int]] = {}
         for index, item in enumerate(prepared):

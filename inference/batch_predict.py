@@ -35,7 +35,7 @@ ROW_MEDIA_KEYS = ("images", "videos", "audios", "media")
 def add_batch_arguments(parser) -> None:
     group = parser.add_argument_group("many prompts (one JSON line per row, resumable)")
     group.add_argument("--input", default=None, metavar="DIR_OR_JSONL",
-                       help="a folder of media (each asked --prompt) or a JSONL file of rows with prompts and media")
+                       help="a folder of media (each asked --prompt) or a JSONL file of rows")
     group.add_argument("--output", default=None, metavar="FILE.jsonl",
                        help="where the answers go, a line per row; rows already in it are skipped")
     group.add_argument("--modality", default=None, metavar="NAME",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from epalm.common.command_line import format_user_error
+from epalm.common.command_line import add_debug_flag, command_parser, format_user_error, run_command
 from epalm.common.errors import ConfigError, MissingFileError, UnknownNameError, UserError, did_you_mean
 from epalm.inference.chat_inputs import MediaReader, add_media_root_argument, parse_media_argument, parse_message
 from epalm.inference.checkpoint_source import LoadedModel, add_model_arguments, describe, load_from_args
@@ -52,7 +52,7 @@ in the prompt:
 
 A model trained on the reference formats reads a message with one medium as it was trained (question</a>,
 the medium in front); other messages, and every message to a chat-trained model, are read as a chat
-conversation with the earlier turns. See docs/chat.md. --debug keeps the traceback of a user error."""
+conversation with the earlier turns. See docs/chat.md."""
 
 
 class ChatSession:
@@ -207,21 +207,19 @@ def vqa_source(args: argparse.Namespace, loaded: LoadedModel) -> RandomVQA | Non
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python main.py chat", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("python main.py chat", __doc__, EPILOG)
     add_model_arguments(parser)
     add_media_root_argument(parser)
     add_generation_arguments(parser)
     parser.add_argument("--topk", type=int, default=5, metavar="K",
                         help="vocabulary tokens /tokens lists per visual token (default: 5)")
     parser.add_argument("--data_dir", default=None, metavar="DIR",
-                        help="VQA-format data folder for /randvqa (vqa/<split>.json, COCO/images/; default: the "
-                             "run's own when it is a VQA v2 run)")
+                        help="VQA-format data folder for /randvqa (default: a VQA v2 run's own)")
     parser.add_argument("--split", default=None, metavar="NAME",
-                        help="the split /randvqa draws from (default: the run's test split, else karpathy_test)")
+                        help="the split /randvqa draws from (default: the run's test split)")
     parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                        help="print replies as they are generated (default: yes with num_beams 1; beam search "
-                             "cannot stream). --seed also seeds /randvqa's draws")
+                        help="print replies as they are generated (default: with num_beams 1)")
+    add_debug_flag(parser)
     return parser
 
 
@@ -243,3 +241,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     session.say(f"generation: {settings.describe()}{', streamed' if stream else ''}; "
                 "/help for the commands, Ctrl-D or Ctrl-C twice to quit")
     repl(session, line_reader(stdin, out))
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -14,6 +14,7 @@ Every path is checked before anything slow is built; each problem is a user erro
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,14 @@ from epalm.models.config import ModelConfig, translate_legacy_encoders
 from epalm.models.epalm import EPALM
 from epalm.models.factory import build_model
 from epalm.models.language_models.frozen_lm import DTYPES
+from epalm.models.language_models.tokenizer import QA_SEPARATOR
 from epalm.training.preflight import REFERENCE_SUFFIXES
 from epalm.training.run_config import RunConfig, resolve_config
 from epalm.training.run_state import TRAINABLE_DIR
 
 RUN_CONFIG = "config.yaml"
 EXPORTED_RUN_CONFIG = "run_config.yaml"  # an exported folder's task and eval sections (inference/export.py)
+EXPORT_MANIFEST = "bridge.json"  # an exported folder's names, tokenizer additions, steps, metrics
 COMPAT_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "compat"
 # The reference's evaluation inputs by the model's main modality (configs/compat/*.yaml, docs/evaluation.md).
 REFERENCE_INPUTS = {"image": "reference_eval.yaml", "video": "reference_eval_video.yaml",
@@ -176,7 +179,7 @@ def with_dtype(model_cfg: ModelConfig, dtype: str) -> ModelConfig:
     return dataclasses.replace(model_cfg, lm=lm, encoders=encoders)
 
 
-def _build(source: CheckpointSource, cfg: RunConfig, dtype: str = "auto") -> tuple[EPALM, Any]:
+def build_from_source(source: CheckpointSource, cfg: RunConfig, dtype: str = "auto") -> tuple[EPALM, Any]:
     # Seeded as epalm.training.run seeds it: frozen parts built with random_init (tests) come out the same.
     set_seed(cfg.seed)
     model_cfg = cfg.model if source.kind == "reference" else read_checkpoint_config(source.weights)
@@ -191,6 +194,27 @@ def _build(source: CheckpointSource, cfg: RunConfig, dtype: str = "auto") -> tup
     if dtype not in ("auto", "float32") and model_cfg.lm.train == "full":
         model.lm.to(DTYPES[dtype])
     return model, tokenizer
+
+
+def tokenizer_additions(tokenizer) -> dict[str, Any]:
+    """The tokens the project adds to or sets on the LM's tokenizer, with their ids (load_tokenizer)."""
+    return {"qa_separator": {"token": QA_SEPARATOR, "id": tokenizer.convert_tokens_to_ids(QA_SEPARATOR)},
+            "pad_token": {"token": tokenizer.pad_token, "id": tokenizer.pad_token_id}, "size": len(tokenizer)}
+
+
+def check_tokenizer_additions(folder: Path, tokenizer) -> None:
+    """The tokenizer found here gives the exported folder's added tokens the ids it was trained with."""
+    path = folder / EXPORT_MANIFEST
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("tokenizer_additions")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise DataFormatError(f"{path}: not the JSON object main.py export writes ({error})") from None
+    found = tokenizer_additions(tokenizer)
+    if recorded and recorded != found:
+        raise DataFormatError(f"{path}: the tokenizer loaded here differs from the one this model was trained "
+                              f"with: recorded {recorded}, found {found} (another version of the LM's tokenizer?)")
 
 
 def pick_device(name: str) -> torch.device:
@@ -209,7 +233,9 @@ def load_model(checkpoint: str, config_files: list[str] | None = None, device: s
     source = find_source(checkpoint, config_files)
     cfg = run_config_of(source, config_files, reference_inputs)
     target = pick_device(device)
-    model, tokenizer = _build(source, cfg, dtype)
+    model, tokenizer = build_from_source(source, cfg, dtype)
+    if source.kind == "export":
+        check_tokenizer_additions(source.weights, tokenizer)
     model.to(target).eval()
     return LoadedModel(model, tokenizer, cfg, source, target)
 
@@ -231,19 +257,14 @@ def add_model_arguments(parser) -> None:
     """--checkpoint, --config, --device, --dtype, --our_defaults: which model to load, and how (chat, predict,
     serve)."""
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a run folder (its best/ if present, else checkpoints/last/trainable/), a checkpoint "
-                             "folder (model.safetensors + epalm_config.json), an exported folder (main.py export), "
-                             "or a reference eP-ALM .pth file")
+                        help="a run, checkpoint or exported folder, or a reference .pth (docs/chat.md)")
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="for a reference .pth only: the run config(s) that build the model it fits "
-                             "(repeat to layer several, as for main.py)")
+                        help="for a reference .pth: the run config(s) that build its model (repeatable)")
     parser.add_argument("--our_defaults", action="store_true",
-                        help="for a reference .pth only: read prompts with this project's defaults (causal mode, "
-                             "question</a>, timm normalisation, left padding) instead of the reference's inputs "
-                             "(configs/compat/reference_eval*.yaml)")
+                        help="for a reference .pth: our input defaults, not configs/compat/reference_eval*")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                        help="precision of the frozen LM and encoders (default auto: as the checkpoint was trained)")
+                        help="precision of the frozen LM and encoders (default auto: as trained)")
 
 
 def load_from_args(args) -> LoadedModel:

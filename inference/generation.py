@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import threading
+import weakref
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -104,6 +106,15 @@ class GenerationSettings:
         return f"{text}, {extra}" + (f", seed {self.seed}" if self.seed is not None else "") if extra else text
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def generation_lock(model) -> threading.Lock:
+    """One generation at a time per model: the injection hooks hold the conditioning of the generation in
+    progress, so two at once (a stream still running, another thread) would read each other's media."""
+    return _LOCKS.setdefault(model, threading.Lock())
+
+
 @contextlib.contextmanager
 def seeded(seed: int | None, device: torch.device):
     """Draws of one answer from `seed`, without changing the caller's random state (None: no seeding)."""
@@ -134,7 +145,8 @@ def generate_answers(loaded: LoadedModel, batch: dict[str, Any], settings: Gener
                      kind: str) -> list[str]:
     """One answer per row of `batch` (kind: qa, caption or chat, how the answer ends)."""
     bound = settings.new_token_bound(batch["input_ids"].shape[1], layout)
-    with seeded(settings.seed, loaded.device), deliberate_right_padding(loaded.cfg.eval.padding_side == "right"):
+    with generation_lock(loaded.model), seeded(settings.seed, loaded.device), \
+            deliberate_right_padding(loaded.cfg.eval.padding_side == "right"):
         new_tokens = loaded.model.generate(**model_inputs(loaded, batch), **settings.generate_kwargs(bound))
     return [clean_prediction(text) for text in decode_continuations(loaded.tokenizer, new_tokens, kind)]
 
@@ -145,7 +157,7 @@ def add_generation_arguments(parser) -> None:
     group.add_argument("--num_beams", type=int, default=None, metavar="N",
                        help="beam width, 1 for greedy or sampling (default: the run's eval.num_beams)")
     group.add_argument("--max_new_tokens", type=int, default=None, metavar="N",
-                       help="the answer's length bound in tokens (default: evaluation's, from eval.max_length)")
+                       help="the answer's length bound in tokens (default: from eval.max_length)")
     group.add_argument("--do_sample", action=argparse.BooleanOptionalAction, default=None,
                        help="sample instead of greedy or beam search (default: the run's eval.do_sample)")
     group.add_argument("--temperature", type=float, default=None, metavar="T",

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from epalm.common.command_line import add_debug_flag, command_parser, run_command
 from epalm.common.errors import ConfigError, MissingFileError
 from epalm.inference.api import Bridge
 from epalm.inference.batch_predict import add_batch_arguments, predict_batch
@@ -37,25 +38,22 @@ examples:
   python main.py predict --checkpoint RUN --input photos/ --prompt "what colour?" --output answers.jsonl
   python main.py predict --checkpoint RUN --input prompts.jsonl --output answers.jsonl --batch_size 32
   python main.py predict --checkpoint ePALM_pt_L_vqa.pth --config configs/image/epalm_pt_l_vqa.yaml \\
-      --media a.jpg --prompt "what is it?"   # read with the reference's inputs (--our_defaults: ours)
-
---debug keeps the traceback of a user error."""
+      --media a.jpg --prompt "what is it?"   # read with the reference's inputs (--our_defaults: ours)"""
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python main.py predict", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("python main.py predict", __doc__, EPILOG)
     add_model_arguments(parser)
     parser.add_argument("--media", action="append", default=[], metavar="[MODALITY:]PATH",
-                        help="a medium put in front of the prompt (repeat for several): image:a.jpg, or a bare path "
-                             "for the model's main modality")
+                        help="a medium in front of the prompt (repeatable): image:a.jpg or a.jpg")
     parser.add_argument("--prompt", default="",
-                        help="the question or instruction; may hold <image:path> tags (default: none, a caption)")
+                        help="the question, may hold <image:path> tags (default: none, a caption)")
     add_media_root_argument(parser)
     add_generation_arguments(parser)
     parser.add_argument("--json", action="store_true",
-                        help="print a JSON object (prompt, media, answer, layout, settings) instead of the text")
+                        help="print a JSON object (prompt, media, answer, layout, settings)")
     add_batch_arguments(parser)
+    add_debug_flag(parser)
     return parser
 
 
@@ -95,3 +93,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> dict[st
     out.write((json.dumps(result, indent=2) if args.json else result["answer"]) + "\n")
     out.flush()
     return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -20,7 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from epalm.common.errors import ConfigError
 from epalm.inference.checkpoint_source import LoadedModel
-from epalm.inference.generation import GenerationSettings, model_inputs, seeded
+from epalm.inference.generation import GenerationSettings, generation_lock, model_inputs, seeded
 from epalm.models.language_models.tokenizer import QA_SEPARATOR
 from epalm.training.evaluator import clean_prediction, deliberate_right_padding
 
@@ -83,7 +83,8 @@ class ReplyStream:
 
     def _generate(self, loaded: LoadedModel, kwargs: dict[str, Any], seed: int | None, right_padded: bool) -> None:
         try:  # the seed is set in this thread, right before generation, as generate_answers sets it
-            with torch.no_grad(), seeded(seed, loaded.device), deliberate_right_padding(right_padded):
+            with torch.no_grad(), generation_lock(loaded.model), seeded(seed, loaded.device), \
+                    deliberate_right_padding(right_padded):
                 loaded.model.generate(**kwargs)
         except BaseException as error:  # noqa: BLE001 (re-raised in the reading thread)
             self._error = error
