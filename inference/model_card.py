@@ -102,13 +102,25 @@ def model_card(info: dict[str, Any], cfg: RunConfig, folder_name: str) -> str:
     metric_table = "\n".join(["| split | metric | value | samples |", "|---|---|---|---|", *metrics]) if metrics \
         else "No evaluation was recorded with these weights."
     steps = info["trained_steps"]
+    separator = info["tokenizer_additions"]["qa_separator"]
+    intro = (f"A perceptually augmented language model trained with [eP-ALM](https://github.com/mshukor/eP-ALM)'s "
+             f"method by the eP-ALM trainer: the frozen LM `{lm['name']}` reads "
+             f"{reads or 'no media (a blind baseline)'}, joined by a trained `{info['connector']}` connector and a "
+             f"soft prompt ({info['trainable_parameters'] or 'unknown'} trainable parameters; the LM is "
+             f"{lm['train']}; injection mode `{info['injection_mode']}`). This folder holds only what was trained; "
+             f"the frozen models load from the hub or local folders under the names above.")
+    commands = (f"or `python main.py chat --checkpoint {folder_name}`, `python main.py predict --checkpoint "
+                f"{folder_name} --media photo.jpg --prompt \"...\"`, `python main.py serve --checkpoint "
+                f"{folder_name}`. Loading needs the frozen LM (`{lm['name']}`, tokenizer `{lm['tokenizer']}`) and "
+                f"encoders under those names; the tokenizer must give `{separator['token']}` the id "
+                f"{separator['id']} (checked at load).")
     return f"""---
 {yaml.safe_dump(front, sort_keys=False).strip()}
 ---
 
 # {folder_name}
 
-A perceptually augmented language model trained with [eP-ALM](https://github.com/mshukor/eP-ALM)'s method by the eP-ALM trainer: the frozen LM `{lm['name']}` reads {reads or 'no media (a blind baseline)'}, joined by a trained `{info['connector']}` connector and a soft prompt ({info['trainable_parameters'] or 'unknown'} trainable parameters; the LM is {lm['train']}; injection mode `{info['injection_mode']}`). This folder holds only what was trained; the frozen models load from the hub or local folders under the names above.
+{intro}
 
 ## Task and data
 
@@ -136,7 +148,7 @@ bridge = Bridge.load("{folder_name}")            # this folder (after `git clone
 print(bridge.ask("what is in the picture?", images="photo.jpg"))
 ```
 
-or `python main.py chat --checkpoint {folder_name}`, `python main.py predict --checkpoint {folder_name} --media photo.jpg --prompt "..."`, `python main.py serve --checkpoint {folder_name}`. Loading needs the frozen LM (`{lm['name']}`, tokenizer `{lm['tokenizer']}`) and encoders under those names; the tokenizer must give `{info['tokenizer_additions']['qa_separator']['token']}` the id {info['tokenizer_additions']['qa_separator']['id']} (checked at load).
+{commands}
 
 ## Files
 

@@ -66,8 +66,8 @@ class ServeHandlers:
         if size == 0:
             raise UserError(f"The uploaded file {file.name} is empty.")
         if size > self.max_upload_bytes:
-            raise UserError(f"The uploaded file {file.name} is {size / 2**20:.1f} MB, over the "
-                            f"{self.max_upload_bytes / 2**20:.0f} MB limit.")
+            raise UserError(f"The uploaded file {file.name} is {_size(size)}, over the "
+                            f"{_size(self.max_upload_bytes)} limit.")
         modalities = self.bridge.modalities
         if not modalities:
             raise UserError("This model is blind (model.visual: false): it reads no media.")
@@ -86,12 +86,13 @@ class ServeHandlers:
             raise UserError(f"{path.name} is not a readable {modality} file "
                             f"({str(error).split(': ', 2)[-1]})") from None
 
-    def pick(self, label: str | None, question: str) -> tuple[str | None, str, str | None]:
-        """A sample picked in the list: (its file, its question, its image for the preview); none picked: no
-        file, the question as it stands."""
+    def pick(self, label: str | None, question: str, preview: str | None = None
+             ) -> tuple[str | None, str, str | None]:
+        """A sample picked in the list: (its file, its question, its image for the preview); none picked (the
+        list cleared by an upload): no file, the question and the preview as they stand."""
         example = self.by_label.get(label or "")
         if example is None:
-            return None, question, None
+            return None, question, preview
         preview = str(example.path) if example.modality == "image" else None
         return str(example.path), example.prompt, preview
 
@@ -135,6 +136,13 @@ class ServeHandlers:
                 stream.stop()
 
 
+def _size(count: int) -> str:
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{count} bytes"
+
+
 def _warn(message: str) -> None:
     try:
         import gradio as gr
@@ -161,7 +169,7 @@ def build_page(handlers: ServeHandlers, description: str, split_name: str | None
                 example_file = gr.State(None)
                 picked = gr.Dropdown([AUTO, *modalities], value=AUTO, label="read the file as",
                                      visible=len(modalities) > 1, elem_id="modality")
-                preview = gr.Image(label="image", interactive=False, elem_id="preview")
+                preview = gr.Image(label="image", type="filepath", interactive=False, height=220, elem_id="preview")
             with gr.Column():
                 question = gr.Textbox(label="Question (empty: a caption model's caption)", elem_id="question")
                 with gr.Row():
@@ -175,7 +183,7 @@ def build_page(handlers: ServeHandlers, description: str, split_name: str | None
                     top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
                     seed = gr.Number(value=None, precision=0, label="seed (empty: unseeded)")
         tokens = gr.Markdown("", elem_id="tokens")
-        example.change(handlers.pick, inputs=[example, question], outputs=[example_file, question, preview])
+        example.change(handlers.pick, inputs=[example, question, preview], outputs=[example_file, question, preview])
         upload.change(handlers.uploaded, inputs=[upload], outputs=[example, example_file, preview])
         inputs = [upload, example_file, picked, question, do_sample, temperature, top_p, seed]
         event = ask.click(handlers.answer, inputs=inputs, outputs=[answer, status, tokens])
