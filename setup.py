@@ -39,6 +39,8 @@ setup(
     # tensorboardX (90 kB and protobuf): the TensorBoard tracker's event files are read back by the tests.
     # `trackers` is what train.log_with needs (TensorBoard itself to view the logs; wandb, a 26 MB wheel,
     # whose offline-run test skips where it is not installed).
-    extras_require={"test": ["pytest", "deepspeed", "tensorboardX"], "deepspeed": ["deepspeed"],
-                    "trackers": ["tensorboard", "wandb"]},
+    # `web` is `main.py serve`'s page (Gradio, tested with 6.31); the test extra adds it and selenium so that the
+    # browser test runs (docs/installation.md: their install time and size).
+    extras_require={"test": ["pytest", "deepspeed", "tensorboardX", "gradio>=6.0", "selenium>=4.11"],
+                    "deepspeed": ["deepspeed"], "trackers": ["tensorboard", "wandb"], "web": ["gradio>=6.0"]},
 )

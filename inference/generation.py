@@ -100,7 +100,7 @@ class GenerationSettings:
         return values
 
     def describe(self) -> str:
-        bound = self.max_new_tokens or f"eval.max_length {self.max_length}"
+        bound = self.max_new_tokens or f"as evaluation's (eval.max_length {self.max_length})"
         text = f"num_beams {self.num_beams}, max_new_tokens {bound}"
         extra = self.sampling.describe()
         return f"{text}, {extra}" + (f", seed {self.seed}" if self.seed is not None else "") if extra else text
