@@ -32,6 +32,7 @@ from epalm.inference.checkpoint_source import (
     CheckpointSource,
     build_from_source,
     find_source,
+    read_run_config,
     run_config_of,
 )
 from epalm.inference.model_card import CARD, MANIFEST, manifest, model_card
@@ -94,6 +95,8 @@ def write_export(source: CheckpointSource, cfg: RunConfig, folder: Path, name: s
     if source.kind == "export":  # an export of an export keeps what the first one knew of its run
         earlier = json.loads((source.weights / MANIFEST).read_text())
         info.update(trained_steps=earlier.get("trained_steps"), metrics=earlier.get("metrics", {}))
+        if (source.weights / TRAINING_CONFIG).is_file():
+            cfg = read_run_config(source.weights / TRAINING_CONFIG)
     if source.kind == "reference":
         info["trainable_parameters"] = sum(t.numel() for t in model.trainable_state_dict().values())
     training = {**to_dict(cfg), "model": to_dict(model_cfg)}

@@ -66,7 +66,8 @@ def manifest(model_cfg: ModelConfig, cfg: RunConfig, source: CheckpointSource, t
         "connector": model_cfg.connector if model_cfg.visual else None,
         "injection_mode": model_cfg.injection_mode,
         "tokenizer_additions": tokenizer_additions(tokenizer),
-        "task": {"reader": cfg.task.reader, "mixture": sorted(cfg.mixture)},
+        "task": {"reader": cfg.task.reader, "mixture": sorted(cfg.mixture),
+                 "known": source.run_config is not None or source.kind == "reference"},
         "trained_steps": trained_steps(run),
         "trainable_parameters": trainable_parameters(source.weights) if source.kind != "reference" else None,
         "metrics": final_metrics(run),
@@ -79,7 +80,10 @@ def _hub_id(name: str) -> str | None:
     return name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).exists() else None
 
 
-def _data_lines(cfg: RunConfig) -> list[str]:
+def _data_lines(cfg: RunConfig, known: bool) -> list[str]:
+    if not known:
+        return [f"- unknown: these weights were exported without their run's config.yaml, so prompts are read "
+                f"with the defaults (task reader `{cfg.task.reader}`, `{cfg.task.prompt_template}`)"]
     tasks = {name: entry.task for name, entry in cfg.mixture.items()} or {"": cfg.task}
     lines = []
     for name, task in tasks.items():
@@ -124,7 +128,7 @@ def model_card(info: dict[str, Any], cfg: RunConfig, folder_name: str) -> str:
 
 ## Task and data
 
-{chr(10).join(_data_lines(cfg))}
+{chr(10).join(_data_lines(cfg, info['task']['known']))}
 
 Trained for {steps if steps is not None else 'an unrecorded number of'} optimizer steps.
 

@@ -98,6 +98,9 @@ def test_an_export_is_refused_when_its_tokenizer_differs_and_never_half_written(
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".checked")]
     export.export(str(tiny["run"]), out, overwrite=True)
     Bridge.load(out, device="cpu")
+    again = export.export(str(out), tiny["root"] / "re-exported")  # an export of an export keeps the run's facts
+    assert again["trained_steps"] == 2 and again["metrics"] == manifest["metrics"]
+    assert "on `" + str(tiny["root"] / "data") in (tiny["root"] / "re-exported" / "README.md").read_text()
 
 
 def test_push_to_hub_calls_huggingface_hub_and_reports_failures(tiny, capsys):
