@@ -110,8 +110,11 @@ def test_sampling_with_a_seed_repeats_and_differs_across_seeds(runs, bridge):
 
 def test_streaming_yields_the_non_streamed_answer(runs, bridge):
     caption = Bridge.load(runs["caption"], device="cpu")
-    image = _image(runs, 3)
-    for model, prompt, settings in ((caption, "", {}), (bridge, runs["split"][3].prompt, SAMPLED),
+    image, question = _image(runs, 3), runs["split"][3].prompt
+    # a seed whose sampled QA answer is followed by a `</a>` and more text: the stream must stop where ask cuts
+    cut = next(seed for seed in range(200) if _continues_after_separator(bridge, question, image, seed))
+    for model, prompt, settings in ((caption, "", {}), (bridge, question, {**SAMPLED, "seed": cut,
+                                                                            "max_new_tokens": 20}),
                                     (caption, "", {**SAMPLED, "seed": 11})):
         stream = model.stream(prompt, images=image, **settings)
         pieces = list(stream)
@@ -128,6 +131,21 @@ def test_streaming_yields_the_non_streamed_answer(runs, bridge):
     next(iter(long), None)
     long.stop()
     assert long.text == " ".join("".join(long.pieces).split())
+
+
+def _continues_after_separator(bridge, question, image, seed) -> bool:
+    from epalm.inference.generation import model_inputs, seeded
+
+    settings = bridge.settings.with_overrides(**{**SAMPLED, "seed": seed, "max_new_tokens": 20})
+    prepared = bridge.prepare(_request_for(question, image))
+    batch, _ = bridge._batch([prepared])
+    with torch.no_grad(), seeded(seed, bridge.loaded.device):
+        new = bridge.loaded.model.generate(**model_inputs(bridge.loaded, batch), **settings.generate_kwargs(20))
+    row = new[0].tolist()
+    separator = bridge.loaded.tokenizer.convert_tokens_to_ids("</a>")
+    eos = bridge.loaded.tokenizer.eos_token_id
+    return separator in row and row.index(separator) > 0 and eos not in row[: row.index(separator) + 2] and \
+        len(row) > row.index(separator) + 2
 
 
 def test_a_caption_models_caption_is_its_evaluation_caption(runs):
@@ -212,15 +230,17 @@ def test_sampling_settings_are_checked_and_evaluation_samples_reproducibly(runs,
     with pytest.raises(ConfigError, match="top_p must be in"):
         resolve_config(["--set", "eval.do_sample=true", "--set", "eval.top_p=1.5"])
     assert run_command(predict.main, ["--checkpoint", str(runs["vqa"]), "--prompt", "x", "--top_k", "5"]) == 2
-    weights = runs["vqa"] / "checkpoints" / "last" / "trainable"
-    argv = ["--config", str(runs["vqa_config"]), "--evaluate", "--checkpoint", str(weights),
-            "--set", "task.test_split=karpathy_test"]
-    sampled = ["--set", "eval.do_sample=true", "--set", "eval.top_k=0"]
-    files = []
-    for name, extra in (("a", sampled), ("b", sampled), ("greedy", [])):
-        run.main([*argv, *extra, "--output_dir", str(tmp_path / name)])
+    # a run that samples its test predictions, then --evaluate of its checkpoint: the same draws, because evaluation
+    # seeds them itself (whatever training drew before), and not the greedy answers
+    sampled = ["--set", "eval.do_sample=true", "--set", "eval.top_k=0", "--set", "task.test_split=karpathy_test"]
+    run.main(["--config", str(runs["vqa_config"]), "--output_dir", str(tmp_path / "trained"), *sampled])
+    weights = tmp_path / "trained" / "checkpoints" / "last" / "trainable"
+    files = [json.loads((tmp_path / "trained" / "eval" / "karpathy_test_predictions.json").read_text())]
+    for name, extra in (("again", sampled), ("greedy", sampled[-2:])):
+        run.main(["--config", str(runs["vqa_config"]), "--evaluate", "--checkpoint", str(weights), *extra,
+                  "--output_dir", str(tmp_path / name)])
         files.append(json.loads((tmp_path / name / "eval" / "karpathy_test_predictions.json").read_text()))
-    assert files[0] == files[1]  # seeded with the run's seed
+    assert files[0] == files[1]
     assert files[0] != files[2] and sum(row["answer"] != "" for row in files[0]) > len(files[0]) // 2
 
 
