@@ -23,7 +23,7 @@ import torch
 
 from epalm.common.errors import ConfigError
 from epalm.inference.checkpoint_source import LoadedModel
-from epalm.models.sampling import SamplingSettings
+from epalm.models.sampling import SAMPLING_ONLY, SamplingSettings
 from epalm.training.evaluator import clean_prediction, decode_continuations, deliberate_right_padding
 from epalm.training.run_config import BEAM_SCORE_LENGTHS, RunConfig
 
@@ -74,6 +74,8 @@ class GenerationSettings:
             raise ConfigError(f"unknown generation setting(s) {unknown}; known: {', '.join(OVERRIDES)}")
         given = {name: value for name, value in overrides.items() if value is not None}
         sampling = {name: given.pop(name) for name in SAMPLING_KEYS if name in given}
+        if sampling.get("do_sample") is False:  # greedy asked of a sampling run: its temperature ... go too
+            sampling = {**{name: getattr(SamplingSettings, name) for name in SAMPLING_ONLY}, **sampling}
         return replace(self, sampling=replace(self.sampling, **sampling), **given)
 
     def new_token_bound(self, prompt_width: int, layout: str) -> int:

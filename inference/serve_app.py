@@ -88,32 +88,32 @@ class ServeHandlers:
 
     def pick(self, label: str | None, question: str, preview: str | None = None
              ) -> tuple[str | None, str, str | None]:
-        """A sample picked in the list: (its file, its question, its image for the preview); none picked (the
-        list cleared by an upload): no file, the question and the preview as they stand."""
+        """A sample picked in the list: (its file, its question, its image for the preview); none picked: no
+        file, the question and the preview as they stand."""
         example = self.by_label.get(label or "")
         if example is None:
             return None, question, preview
         preview = str(example.path) if example.modality == "image" else None
         return str(example.path), example.prompt, preview
 
-    def uploaded(self, path: str | None) -> tuple[None, None, str | None]:
-        """A new upload clears the picked sample; an image Pillow can open shows in the preview (a broken one is
-        reported when asked about)."""
+    def uploaded(self, path: str | None) -> tuple[None, str | None]:
+        """A new upload replaces the picked sample's file (the latest choice is asked about); an image Pillow can
+        open shows in the preview (a broken one is reported when asked about)."""
         if not path or not guess_modality(path, ["image"]):
-            return None, None, None
+            return None, None
         try:
             with Image.open(path) as image:
                 image.verify()
         except (OSError, ValueError):
-            return None, None, None
-        return None, None, path
+            return None, None
+        return None, path
 
     def answer(self, upload: str | None, example_file: str | None, picked: str, question: str, do_sample: bool,
                temperature: float, top_p: float, seed: float | None) -> Iterator[tuple[str, str, str]]:
         """Yields (answer so far, status, nearest tokens); the last status is DONE, or an error message."""
         stream = None
         try:
-            # the latest choice: a picked sample, until a file is uploaded (which clears the pick)
+            # the latest choice: a picked sample, until a file is uploaded (which clears the pick's file)
             file, modality = self.check_upload(example_file or upload, picked)
             self.read(file, modality)
             tokens = tokens_markdown(self.bridge.nearest_tokens(file, modality, self.topk))
@@ -184,7 +184,9 @@ def build_page(handlers: ServeHandlers, description: str, split_name: str | None
                     seed = gr.Number(value=None, precision=0, label="seed (empty: unseeded)")
         tokens = gr.Markdown("", elem_id="tokens")
         example.change(handlers.pick, inputs=[example, question, preview], outputs=[example_file, question, preview])
-        upload.change(handlers.uploaded, inputs=[upload], outputs=[example, example_file, preview])
+        # No event writes the other's input component: chained change events would race (each reads the
+        # preview before the other has set it).
+        upload.change(handlers.uploaded, inputs=[upload], outputs=[example_file, preview])
         inputs = [upload, example_file, picked, question, do_sample, temperature, top_p, seed]
         event = ask.click(handlers.answer, inputs=inputs, outputs=[answer, status, tokens])
         submitted = question.submit(handlers.answer, inputs=inputs, outputs=[answer, status, tokens])

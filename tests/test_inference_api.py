@@ -15,6 +15,7 @@ from epalm.common.errors import ConfigError
 from epalm.dataset.tasks import TASK_READERS
 from epalm.inference import Bridge, predict
 from epalm.inference.checkpoint_source import load_model
+from epalm.inference.generation import GenerationSettings
 from epalm.inference.task_kinds import READERS, task_kind
 from epalm.models.checkpoint import reference_state
 from epalm.training import run
@@ -230,6 +231,11 @@ def test_sampling_settings_are_checked_and_evaluation_samples_reproducibly(runs,
     with pytest.raises(ConfigError, match="top_p must be in"):
         resolve_config(["--set", "eval.do_sample=true", "--set", "eval.top_p=1.5"])
     assert run_command(predict.main, ["--checkpoint", str(runs["vqa"]), "--prompt", "x", "--top_k", "5"]) == 2
+    sampling_run = GenerationSettings.from_run(resolve_config(["--set", "eval.do_sample=true", "--set",
+                                                               "eval.temperature=0.7"]))
+    assert sampling_run.sampling.temperature == 0.7
+    greedy = sampling_run.with_overrides(do_sample=False)  # --no-do_sample: the run's temperature goes too
+    assert greedy.sampling.generation_config() is None and greedy.sampling.temperature == 1.0
     # a run that samples its test predictions, then --evaluate of its checkpoint: the same draws, because evaluation
     # seeds them itself (whatever training drew before), and not the greedy answers
     sampled = ["--set", "eval.do_sample=true", "--set", "eval.top_k=0", "--set", "task.test_split=karpathy_test"]

@@ -92,7 +92,7 @@ def test_a_picked_sample_is_asked_and_an_upload_replaces_it(demo, bridge):
     assert handlers.pick(None, "typed", "shown.png") == (None, "typed", "shown.png")
     _, (answer, status, _) = _finish(handlers.answer(str(demo["image"]), path, AUTO, question, False, 1, 1, None))
     assert status == DONE and answer == bridge.ask(question, images=path)  # the pick, not the earlier upload
-    assert handlers.uploaded(str(demo["image"])) == (None, None, str(demo["image"]))
+    assert handlers.uploaded(str(demo["image"])) == (None, str(demo["image"]))
     assert "**LM**" in serve.description(bridge.loaded) and "**trained** 10 steps" in serve.description(bridge.loaded)
 
 
