@@ -41,6 +41,9 @@ setup(
     # whose offline-run test skips where it is not installed).
     # scikit-image (about 37 MB installed with imageio and tifffile; scipy, networkx and lazy_loader come with the
     # stack already) ships real photographs in its wheel: the tests save them in every image kind a user brings.
-    extras_require={"test": ["pytest", "deepspeed", "tensorboardX", "scikit-image>=0.22"], "deepspeed": ["deepspeed"],
-                    "trackers": ["tensorboard", "wandb"]},
+    # `web` is `main.py serve`'s page (Gradio, tested with 6.31); the test extra adds it and selenium so that the
+    # browser test runs (docs/installation.md: their install time and size).
+    extras_require={"test": ["pytest", "deepspeed", "tensorboardX", "scikit-image>=0.22", "gradio>=6.0",
+                             "selenium>=4.11"],
+                    "deepspeed": ["deepspeed"], "trackers": ["tensorboard", "wandb"], "web": ["gradio>=6.0"]},
 )

@@ -1,9 +1,10 @@
 """Talk to a trained model: `python main.py chat --checkpoint RUN` (docs/chat.md).
 
 A `User:` prompt; `<image:path>` (`<video:...>`, `<audio:...>`, any modality plugin's name) inside a message
-puts that medium in the prompt, and the model answers on a `Model:` line. Commands: /tokens, /randvqa,
-/reset, /help. Ctrl-D, or Ctrl-C twice within a few seconds, quits. A bad path, a broken file or an unknown
-command prints an `error:` line and the prompt stays.
+puts that medium in the prompt, and the model answers on a `Model:` line, streamed as it is generated (greedy
+or sampling; Ctrl-C stops the reply, not the chat). Commands: /tokens, /randvqa, /reset, /help. Ctrl-D, or
+Ctrl-C twice within a few seconds at the prompt, quits. A bad path, a broken file or an unknown command prints
+an `error:` line and the prompt stays.
 """
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from epalm.common.command_line import format_user_error
+from epalm.common.command_line import add_debug_flag, command_parser, format_user_error, run_command
 from epalm.common.errors import ConfigError, MissingFileError, UnknownNameError, UserError, did_you_mean
 from epalm.inference.chat_inputs import MediaReader, add_media_root_argument, parse_media_argument, parse_message
-from epalm.inference.checkpoint_source import LoadedModel, add_model_arguments, describe, load_model
-from epalm.inference.conversation import Conversation, GenerationSettings, add_generation_arguments
+from epalm.inference.checkpoint_source import LoadedModel, add_model_arguments, describe, load_from_args
+from epalm.inference.conversation import Conversation
+from epalm.inference.generation import GenerationSettings, add_generation_arguments, settings_from_args
+from epalm.inference.streaming import check_streamable
 from epalm.inference.nearest_tokens import format_nearest, nearest_tokens
 from epalm.inference.random_vqa import RandomVQA
 
@@ -32,11 +35,12 @@ Type a message; <image:path>, <video:path> or <audio:path> in it puts that file 
   /randvqa          a random question of the VQA split (--data_dir, --split): image, answer, human answers
   /reset            forget the conversation
   /help             this text
-Ctrl-D, or Ctrl-C twice within 3 s, quits."""
+Ctrl-C during a reply stops it; Ctrl-D, or Ctrl-C twice within 3 s, quits."""
 EPILOG = """\
 examples:
   python main.py chat --checkpoint outputs/demo/image_vqa/epalm --media_root outputs/demo/data/image/COCO/images
   python main.py chat --checkpoint outputs/run/best --data_dir data --split karpathy_test --num_beams 1
+  python main.py chat --checkpoint RUN --do_sample --temperature 0.8 --top_p 0.9 --seed 0
   python main.py chat --checkpoint ePALM_pt_L_vqa.pth --config configs/image/epalm_pt_l_vqa.yaml
   printf '<image:a.jpg> what colour?\\n/tokens a.jpg\\n' | python main.py chat --checkpoint RUN  # a transcript
 
@@ -48,15 +52,19 @@ in the prompt:
 
 A model trained on the reference formats reads a message with one medium as it was trained (question</a>,
 the medium in front); other messages, and every message to a chat-trained model, are read as a chat
-conversation with the earlier turns. See docs/chat.md. --debug keeps the traceback of a user error."""
+conversation with the earlier turns. See docs/chat.md."""
 
 
 class ChatSession:
     """The REPL's state and commands; `handle(line)` prints to `out` and raises UserError for bad input."""
 
     def __init__(self, loaded: LoadedModel, settings: GenerationSettings, media_root: Path, topk: int,
-                 vqa: RandomVQA | None, out: TextIO):
+                 vqa: RandomVQA | None, out: TextIO, stream: bool = False):
+        """stream: print each reply as it is generated (num_beams 1)."""
+        if stream:
+            check_streamable(settings, 1)
         self.loaded, self.media_root, self.topk, self.vqa, self.out = loaded, media_root, topk, vqa, out
+        self.streaming = stream
         self.conversation = Conversation(loaded, settings)
         self.media = MediaReader(loaded)
         self.commands: dict[str, Callable[[str], None]] = {
@@ -82,10 +90,28 @@ class ChatSession:
     def message(self, text: str) -> None:
         message = parse_message(text, self.media_root)
         media = [self.media.read(ref) for ref in message.media]
-        reply = self.conversation.ask(message, media)
-        if reply.note:
-            self.say(f"({reply.note})")
-        self.say(f"Model: {reply.answer}")
+        if not self.streaming:
+            reply = self.conversation.ask(message, media)
+            if reply.note:
+                self.say(f"({reply.note})")
+            self.say(f"Model: {reply.answer}")
+            return
+        prepared = self.conversation.prepare(message, media)
+        if prepared.note:
+            self.say(f"({prepared.note})")
+        self.out.write("Model: ")
+        self.out.flush()
+        stream = self.conversation.stream(prepared)
+        try:
+            for piece in stream:
+                self.out.write(piece)
+                self.out.flush()
+        except KeyboardInterrupt:  # stops the reply, not the chat; the conversation stays as it was
+            stream.stop()
+            self.say(" [stopped: this turn is not kept]")
+            return
+        self.say("")
+        self.conversation.keep(prepared, stream.text)
 
     def reset(self, _: str) -> None:
         self.conversation.reset()
@@ -181,20 +207,19 @@ def vqa_source(args: argparse.Namespace, loaded: LoadedModel) -> RandomVQA | Non
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python main.py chat", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("python main.py chat", __doc__, EPILOG)
     add_model_arguments(parser)
     add_media_root_argument(parser)
     add_generation_arguments(parser)
     parser.add_argument("--topk", type=int, default=5, metavar="K",
                         help="vocabulary tokens /tokens lists per visual token (default: 5)")
     parser.add_argument("--data_dir", default=None, metavar="DIR",
-                        help="VQA-format data folder for /randvqa (vqa/<split>.json, COCO/images/; default: the "
-                             "run's own when it is a VQA v2 run)")
+                        help="VQA-format data folder for /randvqa (default: a VQA v2 run's own)")
     parser.add_argument("--split", default=None, metavar="NAME",
-                        help="the split /randvqa draws from (default: the run's test split, else karpathy_test)")
-    parser.add_argument("--seed", type=int, default=None, metavar="N",
-                        help="seed of /randvqa's draws (default: unseeded)")
+                        help="the split /randvqa draws from (default: the run's test split)")
+    parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                        help="print replies as they are generated (default: with num_beams 1)")
+    add_debug_flag(parser)
     return parser
 
 
@@ -208,10 +233,15 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
         raise MissingFileError(f"--media_root {media_root}: no such folder")
     out.write(f"loading {args.checkpoint} ...\n")
     out.flush()
-    loaded = load_model(args.checkpoint, args.config, args.device)
-    settings = GenerationSettings.from_run(loaded.cfg, args.num_beams, args.max_new_tokens)
-    session = ChatSession(loaded, settings, media_root, args.topk, vqa_source(args, loaded), out)
+    loaded = load_from_args(args)
+    settings = settings_from_args(loaded.cfg, args)
+    stream = settings.num_beams == 1 if args.stream is None else args.stream
+    session = ChatSession(loaded, settings, media_root, args.topk, vqa_source(args, loaded), out, stream)
     session.say(describe(loaded))
-    session.say(f"generation: num_beams {settings.num_beams}, max_new_tokens {settings.max_new_tokens}; "
+    session.say(f"generation: {settings.describe()}{', streamed' if stream else ''}; "
                 "/help for the commands, Ctrl-D or Ctrl-C twice to quit")
     repl(session, line_reader(stdin, out))
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -5,7 +5,8 @@ tag stands; a relative path is read against the media root. The batch is built b
 (training/data.py `make_collator`), so the model reads exactly the text it was trained and evaluated on:
 
 - one-instance layout (the reference formats: one medium per sample): the text is the message without its
-  tag, `question</a>` as the QA collator writes it, and the medium is `media` `(1, ...)`;
+  tag, `question</a>` as the QA collator writes it (a caption model: `BOS text`, BOS alone for no text, as
+  its evaluation reads an image), and the medium is `media` `(1, ...)`;
 - chat layout (several media, a conversation, chat-trained models): the messages with the modality's
   placeholder (`<image>`) where each tag stood, through ChatCollator (each placeholder becomes the connector's
   positions, `media_index`).
@@ -121,12 +122,17 @@ class MediaReader:
             raise DataFormatError(f"<{ref.modality}:{ref.typed}>: cannot read {error.path}: {error.reason}") from None
 
 
-def instance_batch(loaded: LoadedModel, text: str, modality: str, media: torch.Tensor, max_len: int) -> dict[str, Any]:
-    """The one-instance layout: the QA collator's prompt (`BOS text</a>`) and `media` `{modality: (1, ...)}` (keyed:
-    a model reading several modalities takes it with that modality's encoder)."""
+def instance_batch(loaded: LoadedModel, modality: str, rows: list[tuple[str, torch.Tensor]],
+                   max_len: int) -> dict[str, Any]:
+    """The one-instance layout of `rows` (text, medium) of one modality, as the evaluation loader of the task
+    that modality was trained on builds it: its collator (QA: the prompt template, `BOS question</a>`; captions:
+    `BOS text`, BOS alone for no text), its padding side, and `media` `{modality: (B, ...)}` (keyed: a model
+    reading several modalities takes it with that modality's encoder)."""
     # No truncation (evaluation cuts at train.max_text_len): the conversation checks the LM's positions instead.
-    collator = make_collator("qa", loaded.tokenizer, loaded.cfg, train=False, max_len=max_len)
-    batch = collator([{"index": 0, "uid": 0, "prompt": text, "target": None, "skipped": None, "media": media}])
+    cfg = loaded.task_config(modality)
+    collator = make_collator(loaded.kind(modality), loaded.tokenizer, cfg, train=False, max_len=max_len)
+    batch = collator([{"index": i, "uid": i, "prompt": text, "target": None, "skipped": None, "media": media}
+                      for i, (text, media) in enumerate(rows)])
     batch["media"] = {modality: batch["media"]}
     return batch
 
@@ -141,13 +147,14 @@ def chat_collator(loaded: LoadedModel, max_len: int) -> ChatCollator:
                          tokens_per_instance=loaded.model.tokens_per_instance, max_len=max_len)
 
 
-def chat_batch(collator: ChatCollator, messages: list[dict[str, str]],
-               instances: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
-    """The chat layout: `messages` end with the user's turn; instances in placeholder order."""
-    item = {"index": 0, "uid": 0, "prompt": messages[-1]["content"], "target": None, "skipped": None,
-            "messages": [*messages, {"role": "assistant", "content": ""}],  # the turn to generate
-            "instances": [{"modality": modality, "media": tensor} for modality, tensor in instances]}
-    return collator([item])
+def chat_batch(collator: ChatCollator, rows: list[tuple[list[dict[str, str]], list[tuple[str, torch.Tensor]]]]
+               ) -> dict[str, Any]:
+    """The chat layout of `rows` (messages ending with the user's turn, instances in placeholder order)."""
+    items = [{"index": i, "uid": i, "prompt": messages[-1]["content"], "target": None, "skipped": None,
+              "messages": [*messages, {"role": "assistant", "content": ""}],  # the turn to generate
+              "instances": [{"modality": modality, "media": tensor} for modality, tensor in instances]}
+             for i, (messages, instances) in enumerate(rows)]
+    return collator(items)
 
 
 def add_media_root_argument(parser) -> None:

@@ -14,36 +14,15 @@ from typing import Any
 
 import torch
 
-from epalm.common.errors import ConfigError, DataFormatError
+from epalm.common.errors import DataFormatError
 from epalm.dataset.tasks.chat_messages import placeholder_pattern
 from epalm.inference.chat_inputs import Message, chat_batch, chat_collator, instance_batch
 from epalm.inference.checkpoint_source import LoadedModel
-from epalm.training.evaluator import clean_prediction
-from epalm.training.run_config import RunConfig
+from epalm.inference.generation import CHAT, ONE_INSTANCE, GenerationSettings, generate_answers
+from epalm.inference.streaming import ReplyStream
 
-ONE_INSTANCE, CHAT = "one-instance", "chat"
+__all__ = ["CHAT", "ONE_INSTANCE", "Conversation", "GenerationSettings", "Reply", "Prepared", "choose_layout"]
 NO_LIMIT = 1 << 30  # the collators' max_len: positions are checked here (whole turns dropped), not cut
-
-
-@dataclass
-class GenerationSettings:
-    """num_beams: beam width (1: greedy). max_new_tokens: the answer's length bound."""
-
-    num_beams: int
-    max_new_tokens: int
-
-    def __post_init__(self) -> None:
-        for name in ("num_beams", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-
-    @classmethod
-    def from_run(cls, cfg: RunConfig, num_beams: int | None = None,
-                 max_new_tokens: int | None = None) -> GenerationSettings:
-        """The run's eval section, unless overridden. eval.max_length bounds prompt + answer in evaluation;
-        here it bounds the answer alone (a conversation's prompt grows with every turn)."""
-        return cls(num_beams if num_beams is not None else cfg.eval.num_beams,
-                   max_new_tokens if max_new_tokens is not None else cfg.eval.max_length)
 
 
 @dataclass
@@ -51,6 +30,20 @@ class Turn:
     user: str  # the message as the chat layout reads it (placeholders where the tags stood)
     instances: list[tuple[str, torch.Tensor]]  # (modality, preprocessed medium), placeholder order
     answer: str
+
+
+@dataclass
+class Prepared:
+    """A message ready to answer: the layout and batch it is read in, how its answer ends (kind: qa, caption,
+    chat), the earlier turns left out to read it, and the note saying so."""
+
+    message: Message
+    instances: list[tuple[str, torch.Tensor]]
+    layout: str
+    batch: dict[str, Any]
+    kind: str
+    dropped: int
+    note: str | None
 
 
 @dataclass
@@ -68,12 +61,6 @@ def choose_layout(chat_trained: bool, media_count: int) -> str:
     return ONE_INSTANCE if not chat_trained and media_count == 1 else CHAT
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, dict):
-        return {key: tensor.to(device) for key, tensor in value.items()}
-    return value.to(device) if value is not None else None
-
-
 @dataclass
 class Conversation:
     loaded: LoadedModel
@@ -88,25 +75,40 @@ class Conversation:
     def reset(self) -> None:
         self.turns = []
 
-    def ask(self, message: Message, media: list[torch.Tensor]) -> Reply:
-        """Answer `message` (its media preprocessed, in tag order) and keep the turn."""
+    def prepare(self, message: Message, media: list[torch.Tensor]) -> Prepared:
+        """The batch `message` (its media preprocessed, in tag order) is read in, after the turns that fit."""
         instances = [(ref.modality, tensor) for ref, tensor in zip(message.media, media)]
         note = None
         if choose_layout(self.loaded.chat_trained, len(instances)) == ONE_INSTANCE:
-            layout, batch = ONE_INSTANCE, instance_batch(self.loaded, message.plain_text, *instances[0], NO_LIMIT)
-            self._check_fits(batch, self.loaded.model.prefix_len, "the message")
+            modality, tensor = instances[0]
+            batch = instance_batch(self.loaded, modality, [(message.plain_text, tensor)], NO_LIMIT)
+            self._check_fits(batch, self.loaded.model.prefix_len, ONE_INSTANCE, "the message")
             dropped = len(self.turns)
             if dropped:
                 note = (f"new conversation: a model trained on the reference formats reads one medium per prompt; "
                         f"{dropped} earlier turn(s) left out")
-        else:
-            layout, (batch, dropped) = CHAT, self._chat_batch(message, instances)
-            if dropped:
-                note = f"{dropped} earliest turn(s) left out to fit the LM's {self.max_positions} positions"
-        answer = self.generate(batch)  # the turns change only once it has answered (Ctrl-C may stop it)
-        kept = self.turns[dropped:]
-        self.turns = [*kept, Turn(message.chat_text, instances, placeholder_pattern().sub("", answer))]
-        return Reply(answer, layout, batch, note)
+            return Prepared(message, instances, ONE_INSTANCE, batch, self.loaded.kind(modality), dropped, note)
+        batch, dropped = self._chat_batch(message, instances)
+        if dropped:
+            note = f"{dropped} earliest turn(s) left out to fit the LM's {self.max_positions} positions"
+        return Prepared(message, instances, CHAT, batch, "chat", dropped, note)
+
+    def ask(self, message: Message, media: list[torch.Tensor]) -> Reply:
+        """Answer `message` and keep the turn."""
+        prepared = self.prepare(message, media)
+        # The turns change only once it has answered (Ctrl-C may stop it).
+        answer = generate_answers(self.loaded, prepared.batch, self.settings, prepared.layout, prepared.kind)[0]
+        self.keep(prepared, answer)
+        return Reply(answer, prepared.layout, prepared.batch, prepared.note)
+
+    def stream(self, prepared: Prepared) -> ReplyStream:
+        """The answer to a prepared message as it is generated; `keep` it once read (num_beams 1 only)."""
+        return ReplyStream(self.loaded, prepared.batch, self.settings, prepared.layout, prepared.kind)
+
+    def keep(self, prepared: Prepared, answer: str) -> None:
+        kept = self.turns[prepared.dropped:]
+        self.turns = [*kept, Turn(prepared.message.chat_text, prepared.instances,
+                                  placeholder_pattern().sub("", answer))]
 
     def _chat_batch(self, message: Message, instances: list[tuple[str, torch.Tensor]]) -> tuple[dict, int]:
         """The conversation's batch without its earliest turns as long as it does not fit; turns dropped."""
@@ -115,37 +117,23 @@ class Conversation:
             kept = self.turns[dropped:]
             messages = [m for t in kept for m in ({"role": "user", "content": t.user},
                                                   {"role": "assistant", "content": t.answer})]
-            batch = chat_batch(self.collator, [*messages, {"role": "user", "content": message.chat_text}],
-                               [i for t in kept for i in t.instances] + instances)
-            if self._fits(batch, prompt_len):
+            batch = chat_batch(self.collator, [([*messages, {"role": "user", "content": message.chat_text}],
+                                                [i for t in kept for i in t.instances] + instances)])
+            if self._fits(batch, prompt_len, CHAT):
                 return batch, dropped
-        self._check_fits(batch, prompt_len, "the message")
+        self._check_fits(batch, prompt_len, CHAT, "the message")
         raise AssertionError("unreachable: _check_fits raises when the batch does not fit")
 
-    def _needed(self, batch: dict, prefix_len: int) -> int:
-        return prefix_len + batch["input_ids"].shape[1] + self.settings.max_new_tokens
+    def _needed(self, batch: dict, prefix_len: int, layout: str) -> int:
+        width = batch["input_ids"].shape[1]
+        return prefix_len + width + self.settings.new_token_bound(width, layout)
 
-    def _fits(self, batch: dict, prefix_len: int) -> bool:
-        return self.max_positions is None or self._needed(batch, prefix_len) <= self.max_positions
+    def _fits(self, batch: dict, prefix_len: int, layout: str) -> bool:
+        return self.max_positions is None or self._needed(batch, prefix_len, layout) <= self.max_positions
 
-    def _check_fits(self, batch: dict, prefix_len: int, what: str) -> None:
-        if not self._fits(batch, prefix_len):
-            raise DataFormatError(f"{what} takes {self._needed(batch, prefix_len)} positions with the answer's "
-                                  f"{self.settings.max_new_tokens} (--max_new_tokens), more than the LM's "
-                                  f"{self.max_positions}: shorten it or lower --max_new_tokens")
-
-    @torch.no_grad()
-    def generate(self, batch: dict[str, Any]) -> str:
-        device = self.loaded.device
-        new_tokens = self.loaded.model.generate(
-            batch["input_ids"].to(device), batch["attention_mask"].to(device),
-            media=_to_device(batch.get("media"), device), media_index=_to_device(batch.get("media_index"), device),
-            max_new_tokens=self.settings.max_new_tokens, num_beams=self.settings.num_beams)
-        return clean_prediction(self.loaded.tokenizer.decode(new_tokens[0], skip_special_tokens=True))
-
-
-def add_generation_arguments(parser) -> None:
-    parser.add_argument("--num_beams", type=int, default=None, metavar="N",
-                        help="beam width, 1 for greedy (default: the run's eval.num_beams)")
-    parser.add_argument("--max_new_tokens", type=int, default=None, metavar="N",
-                        help="the answer's length bound in tokens (default: the run's eval.max_length)")
+    def _check_fits(self, batch: dict, prefix_len: int, layout: str, what: str) -> None:
+        if not self._fits(batch, prefix_len, layout):
+            width = batch["input_ids"].shape[1]
+            raise DataFormatError(f"{what} takes {self._needed(batch, prefix_len, layout)} positions with the "
+                                  f"answer's {self.settings.new_token_bound(width, layout)} (--max_new_tokens), "
+                                  f"more than the LM's {self.max_positions}: shorten it or lower --max_new_tokens")

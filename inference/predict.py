@@ -1,9 +1,13 @@
-"""One answer, scriptable: `python main.py predict --checkpoint C --media X --prompt "..."` (docs/chat.md).
+"""Answers, scriptable: `python main.py predict --checkpoint C --media X --prompt "..."` (docs/chat.md).
 
-Prints the generated text (one line), or with --json an object with the prompt, the media, the answer, the
-layout the model read the prompt in and the generation settings. The prompt follows the chat REPL's rules:
-each --media goes in front of the prompt text in the order given, and `<image:path>` tags inside the prompt
-place media where they stand. Errors (a missing file, a broken one, a bad flag) are one `error:` line, exit 2.
+One prompt: prints the generated text (one line), or with --json an object with the prompt, the media, the
+answer, the layout the model read the prompt in and the generation settings. The prompt follows the chat
+REPL's rules: each --media goes in front of the prompt text in the order given, and `<image:path>` tags inside
+the prompt place media where they stand. No prompt (or an empty one) asks a caption model for its caption.
+
+Many: `--input` (a folder of media, or a JSONL file of prompts) and `--output FILE.jsonl`, one line per row,
+resumable (inference/batch_predict.py). Errors (a missing file, a broken one, a bad flag) are one `error:`
+line, exit 2; in a batch, a row's bad medium is its line's `error` and the batch goes on.
 """
 from __future__ import annotations
 
@@ -13,10 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from epalm.common.errors import MissingFileError
-from epalm.inference.chat_inputs import MediaReader, add_media_root_argument, parse_media_argument, parse_message
-from epalm.inference.checkpoint_source import add_model_arguments, load_model
-from epalm.inference.conversation import Conversation, GenerationSettings, add_generation_arguments
+from epalm.common.command_line import add_debug_flag, command_parser, run_command
+from epalm.common.errors import ConfigError, MissingFileError
+from epalm.inference.api import Bridge
+from epalm.inference.batch_predict import add_batch_arguments, predict_batch
+from epalm.inference.chat_inputs import add_media_root_argument, parse_media_argument, parse_message
+from epalm.inference.checkpoint_source import add_model_arguments, load_from_args
+from epalm.inference.generation import add_generation_arguments, settings_from_args
+from epalm.inference.requests import Request
 
 EPILOG = """\
 examples:
@@ -25,24 +33,27 @@ examples:
       --prompt "which colour do the shapes have?"
   python main.py predict --checkpoint RUN --media a.jpg --media b.jpg --prompt "same colour?" --json
   python main.py predict --checkpoint RUN --media_root photos --prompt "is <image:a.jpg> left of <image:b.jpg>?"
+  python main.py predict --checkpoint CAPTION_RUN --media a.jpg              # a caption model's caption
+  python main.py predict --checkpoint RUN --media a.jpg --prompt "what is it?" --do_sample --temperature 0.7 --seed 1
+  python main.py predict --checkpoint RUN --input photos/ --prompt "what colour?" --output answers.jsonl
+  python main.py predict --checkpoint RUN --input prompts.jsonl --output answers.jsonl --batch_size 32
   python main.py predict --checkpoint ePALM_pt_L_vqa.pth --config configs/image/epalm_pt_l_vqa.yaml \\
-      --media video:clip.mp4 --prompt "what happens?"  # needs a model that reads video
-
---debug keeps the traceback of a user error."""
+      --media a.jpg --prompt "what is it?"   # read with the reference's inputs (--our_defaults: ours)"""
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python main.py predict", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("python main.py predict", __doc__, EPILOG)
     add_model_arguments(parser)
     parser.add_argument("--media", action="append", default=[], metavar="[MODALITY:]PATH",
-                        help="a medium put in front of the prompt (repeat for several): image:a.jpg, or a bare path "
-                             "for the model's main modality")
-    parser.add_argument("--prompt", required=True, help="the question or instruction; may hold <image:path> tags")
+                        help="a medium in front of the prompt (repeatable): image:a.jpg or a.jpg")
+    parser.add_argument("--prompt", default="",
+                        help="the question, may hold <image:path> tags (default: none, a caption)")
     add_media_root_argument(parser)
     add_generation_arguments(parser)
     parser.add_argument("--json", action="store_true",
-                        help="print a JSON object (prompt, media, answer, layout, settings) instead of the text")
+                        help="print a JSON object (prompt, media, answer, layout, settings)")
+    add_batch_arguments(parser)
+    add_debug_flag(parser)
     return parser
 
 
@@ -51,27 +62,38 @@ def predict(args: argparse.Namespace) -> dict[str, Any]:
     media_root = Path(args.media_root)
     if not media_root.is_dir():
         raise MissingFileError(f"--media_root {media_root}: no such folder")
-    loaded = load_model(args.checkpoint, args.config, args.device)
+    loaded = load_from_args(args)
     refs = [parse_media_argument(text, loaded.model.modality, media_root) for text in args.media]
     tags = [f"<{ref.modality}:{ref.path.resolve()}>" for ref in refs]  # absolute: not read against the root again
     message = parse_message(" ".join([*tags, args.prompt]), media_root)
-    reader = MediaReader(loaded)
-    settings = GenerationSettings.from_run(loaded.cfg, args.num_beams, args.max_new_tokens)
-    reply = Conversation(loaded, settings).ask(message, [reader.read(ref) for ref in message.media])
+    bridge = Bridge(loaded, settings_from_args(loaded.cfg, args))
+    prepared = bridge.prepare(Request(args.prompt, message.media, message=message))
+    answer = bridge.answer_prepared([prepared])[0]
     return {
         "checkpoint": args.checkpoint,
         "prompt": args.prompt,
         "media": [{"modality": ref.modality, "path": str(ref.path)} for ref in message.media],
-        "answer": reply.answer,
-        "layout": reply.layout,
-        "settings": {"num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens},
+        "answer": answer,
+        "layout": prepared.layout,
+        "settings": bridge.settings.as_dict(),
     }
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> dict[str, Any]:
     args = argument_parser().parse_args(argv)
-    result = predict(args)
     out = stdout or sys.stdout
+    if args.input or args.output:
+        if not (args.input and args.output):
+            raise ConfigError("--input and --output go together: --input FOLDER_OR_JSONL --output FILE.jsonl")
+        if args.media or args.json:
+            raise ConfigError("--media and --json are for one prompt; a batch's rows name their media "
+                              "(--input) and every row is a JSON line (--output)")
+        return predict_batch(args, out)
+    result = predict(args)
     out.write((json.dumps(result, indent=2) if args.json else result["answer"]) + "\n")
     out.flush()
     return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -4,6 +4,7 @@ connectors and a soft prompt. Where a connector's tokens enter the LM is its pla
 the hooks that put them there are models/injection.py."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -272,6 +273,9 @@ class EPALM(nn.Module):
         later position, so cached keys and values would be stale: refused there.
         `beam_score_length="sequence"` scores beams as transformers 4.20 did (models/legacy_beam_search.py),
         recomputing every step; "generated" is transformers' own beam search.
+        `generate_kwargs` go to transformers' `generate` (a `streamer`, `stopping_criteria` ...); a
+        `generation_config` (transformers' GenerationConfig: sampling, temperature, top-p, top-k, repetition
+        penalty) replaces the greedy default, the arguments above set on a copy of it.
         """
         epalm_slots = self.config.injection_mode == "epalm" and self.placement is not None and \
             self.placement.masks_as_slots
@@ -283,21 +287,23 @@ class EPALM(nn.Module):
             raise ValueError(f"beam_score_length {beam_score_length!r} is not 'generated' or 'sequence'")
         cond = self.conditioning(media, features, media_index, tokens)
         ids, mask = self._with_prefix(input_ids, attention_mask, cond.prefix_len)
+        settings = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, use_cache=use_cache,
+                        pad_token_id=self.pad_token_id, eos_token_id=self.eos_token_id)
+        config = generate_kwargs.pop("generation_config", None)
+        if config is None:
+            settings["do_sample"] = False
+        else:  # sampling settings (a transformers GenerationConfig): ours above are set on a copy of it
+            config = copy.deepcopy(config)
+            config.update(**settings)
+            config.do_sample = bool(config.do_sample)  # unset: greedy or beam, whatever the LM's own defaults say
+            settings = {"generation_config": config}
         with self.injector.active(cond), native_precision(self.lm):
             if num_beams > 1 and beam_score_length == "sequence":
+                if config is not None and (config.do_sample or config.repetition_penalty not in (None, 1.0)):
+                    raise ValueError("beam_score_length 'sequence' neither samples nor penalises repetition")
                 return self._legacy_beam_search(ids, mask, num_beams, max_new_tokens, generate_kwargs,
                                                 cond.prefix_len)
-            out = self.lm.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                do_sample=False,
-                use_cache=use_cache,
-                pad_token_id=self.pad_token_id,
-                eos_token_id=self.eos_token_id,
-                **generate_kwargs,
-            )
+            out = self.lm.model.generate(input_ids=ids, attention_mask=mask, **settings, **generate_kwargs)
         return out[:, ids.shape[1] :]
 
     def _legacy_beam_search(self, ids, mask, num_beams: int, max_new_tokens: int, generate_kwargs,

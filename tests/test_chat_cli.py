@@ -26,6 +26,7 @@ from epalm.inference.nearest_tokens import nearest_tokens
 from epalm.models.checkpoint import reference_state
 from epalm.training import run
 from epalm.training.data import build_dataset, make_collator
+from epalm.training.evaluator import clean_prediction, decode_continuations
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,10 +120,10 @@ def test_one_image_message_is_read_exactly_as_evaluation_reads_the_sample(loaded
     assert torch.equal(reply.batch["media"]["image"], expected["media"])  # keyed: that modality's encoder reads it
     assert reply.batch["media"]["image"].shape[0] == 1 and "media_index" not in reply.batch
     assert loaded.tokenizer.decode(reply.batch["input_ids"][0]).endswith("</a>")
-    # the model's answer to it is the evaluation's generation on that batch
+    # the model's answer to it is the evaluation's generation on that batch, read as evaluation reads it
     new = loaded.model.generate(expected["input_ids"], expected["attention_mask"], media=expected["media"],
                                 max_new_tokens=5, num_beams=1)
-    assert reply.answer == " ".join(loaded.tokenizer.decode(new[0], skip_special_tokens=True).split())
+    assert reply.answer == clean_prediction(decode_continuations(loaded.tokenizer, new, "qa")[0])
 
 
 def _chat_row_batch(loaded, tiny, tmp_path, images, content):
@@ -261,7 +262,7 @@ def test_predict_prints_the_answer_and_json(loaded, tiny):
     payload = json.loads(out.getvalue())
     assert payload["layout"] == CHAT and payload["prompt"] == "same colour?"
     assert [m["modality"] for m in payload["media"]] == ["image", "image"]
-    assert payload["settings"] == {"num_beams": 2, "max_new_tokens": loaded.cfg.eval.max_length}
+    assert payload["settings"] == {"num_beams": 2, "max_new_tokens": None}  # None: evaluation's bound
     assert isinstance(payload["answer"], str)
 
 

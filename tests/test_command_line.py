@@ -45,6 +45,10 @@ COMMANDS = {
     "benchmarks.gpu_smoke": ("benchmarks.gpu_smoke", "benchmarks.gpu_smoke"),
     "epalm.demo.synthetic.build_sensor": ("epalm.demo.synthetic.build_sensor", "epalm.demo.synthetic.build_sensor"),
     "epalm.studies.fewshot": ("epalm.studies.fewshot.__main__", "epalm.studies.fewshot.__main__"),
+    "epalm.inference.chat": ("epalm.inference.chat", "epalm.inference.chat"),  # also `main.py chat` ...
+    "epalm.inference.predict": ("epalm.inference.predict", "epalm.inference.predict"),
+    "epalm.inference.export": ("epalm.inference.export", "epalm.inference.export"),
+    "epalm.inference.serve": ("epalm.inference.serve", "epalm.inference.serve"),
 }
 
 

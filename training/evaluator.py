@@ -71,11 +71,17 @@ def keyed_by_modality(value, modality: str):
 
 
 def generate_predictions(
-    accelerator: Accelerator, model, loader, tokenizer, cfg: EvalConfig, desc: str, kind: str, modality: str
+    accelerator: Accelerator, model, loader, tokenizer, cfg: EvalConfig, desc: str, kind: str, modality: str,
+    seed: int = 0,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """One `{uid, index, prediction}` per sample across all processes, and the media that failed."""
+    """One `{uid, index, prediction}` per sample across all processes, and the media that failed.
+    seed: sampling's (eval.do_sample), offset by the process index so that processes draw differently."""
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
+    sampling = cfg.sampling.generation_config()
+    options = {} if sampling is None else {"generation_config": sampling}
+    if cfg.do_sample:
+        torch.manual_seed(seed + accelerator.process_index)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
@@ -91,6 +97,7 @@ def generate_predictions(
                     max_new_tokens=max(1, cfg.max_length - text_len),
                     num_beams=cfg.num_beams,
                     beam_score_length=cfg.beam_score_length,
+                    **options,
                 )
             texts = decode_continuations(tokenizer, new_tokens, kind)
         else:  # every medium of this batch was unreadable: nothing to generate from
@@ -127,7 +134,7 @@ def evaluate_split(
 
     Returns the metrics on every process (scored once, on the main process)."""
     rows, skipped = generate_predictions(accelerator, model, loader, tokenizer, cfg.eval, f"eval {name}", split.kind,
-                                         split.modality)
+                                         split.modality, seed=cfg.seed)
     metrics: dict[str, Any] | None = None
     if accelerator.is_main_process:
         indices = sorted(row["index"] for row in rows)

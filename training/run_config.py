@@ -20,6 +20,7 @@ from epalm.common.errors import MissingFileError, did_you_mean
 from epalm.dataset.collate import PADDING_SIDES
 from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from epalm.models.config import ModelConfig, translate_legacy_encoders
+from epalm.models.sampling import SamplingSettings
 from epalm.training.config_paths import resolve_config_paths
 from epalm.training.step_schedule import check_interval
 
@@ -138,7 +139,11 @@ class EvalConfig:
 
     beam_score_length: what a finished beam's log-probability is divided by: "generated" (the generated
     tokens, eos included: transformers' beam search) or "sequence" (question and generated tokens, eos not
-    counted: transformers 4.20's, which the reference's published numbers used; models/legacy_beam_search.py)."""
+    counted: transformers 4.20's, which the reference's published numbers used; models/legacy_beam_search.py).
+
+    do_sample, temperature, top_p, top_k, repetition_penalty: sampling instead of greedy / beam search, through
+    transformers' GenerationConfig (models/sampling.py); evaluation seeds it with the run's `seed`. Also the
+    defaults of `main.py chat`, `predict`, `serve` and the Python API."""
 
     batch_size: int = 16
     num_beams: int = 3
@@ -147,12 +152,22 @@ class EvalConfig:
     html_samples: int = 48
     padding_side: str = "left"
     beam_score_length: str = "generated"
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.padding_side not in PADDING_SIDES:
             raise ConfigError(f"padding_side {self.padding_side!r} is not one of {PADDING_SIDES}")
         if self.beam_score_length not in BEAM_SCORE_LENGTHS:
             raise ConfigError(f"beam_score_length {self.beam_score_length!r} is not one of {BEAM_SCORE_LENGTHS}")
+        self.sampling.check("eval.")
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(self.do_sample, self.temperature, self.top_p, self.top_k, self.repetition_penalty)
 
 
 @dataclass
