@@ -138,7 +138,7 @@ def chat_collator(loaded: LoadedModel, max_len: int) -> ChatCollator:
     if not loaded.chat_trained:
         cfg = replace(cfg, task=replace(cfg.task, chat_template="plain", max_instances=None))
     return make_collator("chat", loaded.tokenizer, cfg, train=False,
-                         tokens_per_instance=loaded.model.tokens_per_instance, max_len=max_len)
+                         tokens_per_instance=loaded.model.positions_per_instance, max_len=max_len)
 
 
 def chat_batch(collator: ChatCollator, messages: list[dict[str, str]],

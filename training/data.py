@@ -47,8 +47,8 @@ def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, f
     return MediaTextDataset(split, train, cfg.seed, preprocess, features, augment=cfg.train.augment)
 
 
-def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool, tokens_per_instance: int = 0,
-                  max_len: int | None = None):
+def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool,
+                  tokens_per_instance: int | dict[str, int] = 0, max_len: int | None = None):
     """The run's collator for split kind qa | caption | chat (also what the chat REPL builds its prompts with).
 
     tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's).
@@ -62,7 +62,7 @@ def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool, tokens_per_
 
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool,
-                 tokens_per_instance: int = 0) -> DataLoader:
+                 tokens_per_instance: int | dict[str, int] = 0) -> DataLoader:
     """tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's)."""
     collator = make_collator(dataset.split.kind, tokenizer, cfg, train, tokens_per_instance)
     workers = cfg.train.num_workers

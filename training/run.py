@@ -83,7 +83,7 @@ class TaskEvaluator:
             features = encoder_features(cfg, self.accelerator, self.model, split, self.run_dir)
             self.loaders[split_name] = self.accelerator.prepare_data_loader(
                 build_loader(build_dataset(split, self.model, cfg, False, features), self.tokenizer, cfg, train=False,
-                             tokens_per_instance=self.model.tokens_per_instance))
+                             tokens_per_instance=self.model.positions_per_instance))
         return evaluate_split(self.accelerator, self.model, self.loaders[split_name], self.tokenizer, split, cfg,
                               self.out_dir, name)
 
@@ -97,8 +97,9 @@ def training_loader(cfg: RunConfig, tasks: dict[str, RunConfig], train_splits: d
         datasets[name] = build_dataset(train_splits[name], model, task_cfg, True, features)
     if not cfg.mixture:
         (name,) = tasks
-        return build_loader(datasets[name], tokenizer, cfg, train=True, tokens_per_instance=model.tokens_per_instance)
-    collators = {name: make_collator(datasets[name].split.kind, tokenizer, task_cfg, True, model.tokens_per_instance)
+        return build_loader(datasets[name], tokenizer, cfg, train=True,
+                            tokens_per_instance=model.positions_per_instance)
+    collators = {name: make_collator(datasets[name].split.kind, tokenizer, task_cfg, True, model.positions_per_instance)
                  for name, task_cfg in tasks.items()}
     weights = {name: entry.weight for name, entry in cfg.mixture.items()}
     return mixture_loader(datasets, collators, weights, cfg.train.batch_size, cfg.seed, cfg.train.num_workers,

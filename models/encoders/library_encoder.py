@@ -29,20 +29,29 @@ class LibraryEncoder(PerceptionEncoder):
             raise ConfigError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
 
     def last_block_tokens(
-        self, hidden_states: Sequence[torch.Tensor], num_tokens: int, final_norm: nn.Module, readout: str,
-        num_prefix_tokens: int,
+        self, hidden_states: Sequence[torch.Tensor], num_tokens: int, final_norm: nn.Module | None, readout: str,
+        num_prefix_tokens: int, last_is_normed: bool = False,
     ) -> torch.Tensor:
-        """`(B, K, d)` from transformers' `hidden_states`: entry 0 is the embedding output and entry i the
-        output of block i-1 (before the final norm), so the last K entries are the last K blocks. Patch tokens
-        start after the `num_prefix_tokens` (CLS, and AST's distillation token)."""
+        """`(B, K, d)` (or the patch tokens `(B, N, d)` of block -K) from transformers' `hidden_states`: entry 0
+        is the embedding output and entry i the output of block i-1, so the last K entries are the last K blocks.
+        Patch tokens start after the `num_prefix_tokens` (CLS, AST's distillation token, registers).
+        final_norm: None where the model has none (VideoMAE with mean pooling); last_is_normed: the last entry
+        already went through it (Whisper), so it is not normed twice."""
         if len(hidden_states) != self.num_layers + 1:
             raise RuntimeError(f"model returned {len(hidden_states)} hidden states, expected {self.num_layers + 1}")
         blocks = hidden_states[-num_tokens:]
+        if readout == "patches":
+            return blocks[0][:, num_prefix_tokens:]
+        last = len(blocks) - 1
+
+        def normed(k: int, tokens: torch.Tensor) -> torch.Tensor:
+            # LayerNorm is per token: norming the tokens read alone is the same as norming whole sequences
+            return tokens if final_norm is None or (last_is_normed and k == last) else final_norm(tokens)
+
         if readout == "cls":
-            # LayerNorm is per token: norming the CLS tokens alone is the same as norming whole sequences
-            return final_norm(torch.stack([h[:, 0] for h in blocks], dim=1))
+            return torch.stack([normed(k, h[:, 0]) for k, h in enumerate(blocks)], dim=1)
         if readout == "mean":
-            return torch.stack([final_norm(h[:, num_prefix_tokens:]).mean(1) for h in blocks], dim=1)
+            return torch.stack([normed(k, h[:, num_prefix_tokens:]).mean(1) for k, h in enumerate(blocks)], dim=1)
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
 

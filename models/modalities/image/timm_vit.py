@@ -23,6 +23,7 @@ from epalm.models.partitioned_params import gathered
 @ENCODERS.register("timm_vit")
 class TimmViTEncoder(LibraryEncoder):
     modality = "image"
+    readouts = READOUTS
 
     def __init__(self, model: nn.Module, cfg: EncoderConfig):
         if getattr(model, "cls_token", None) is None:
@@ -34,6 +35,7 @@ class TimmViTEncoder(LibraryEncoder):
         data_cfg = resolve_data_config({}, model=model)
         # pretrained_cfg keeps the tag's 224 even when model_kwargs changed img_size: trust the built model.
         self.image_size = int(model.patch_embed.img_size[0])
+        self.patch_layout = tuple(int(n) for n in model.patch_embed.grid_size)
         self.interpolation = data_cfg["interpolation"]
         if cfg.normalization == "clip":
             self.mean, self.std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
@@ -54,6 +56,8 @@ class TimmViTEncoder(LibraryEncoder):
                 intermediates_only=True,
             )
         # each entry is (patch tokens, prefix tokens); prefix position 0 is the class token
+        if readout == "patches":  # block -K as it leaves the block (LLaVA reads hidden_states[-2] so)
+            return per_block[0][0]
         if readout == "mean":
             return torch.stack([self.model.norm(patches).mean(1) for patches, _ in per_block], dim=1)
         if readout != "cls":
