@@ -36,7 +36,7 @@ def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, modality: str) 
                           f"('{encoder.name}') has {encoder.num_layers} blocks")
     if encoder.modality != modality:
         raise ConfigError(f"{key}: type '{cfg.encoders[modality].type}' reads {encoder.modality}, not {modality}")
-    check_readout(cfg.readout, cfg.patch_tokens, encoder.readouts, encoder.patch_layout,
+    check_readout(cfg.readout, cfg.patch_tokens, encoder.readouts, encoder.patch_grid(cfg.injected_hidden_states),
                   f"{key} (type '{cfg.encoders[modality].type}')")
 
 

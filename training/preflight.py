@@ -24,6 +24,7 @@ from epalm.models.config import ModelConfig
 from epalm.models.connectors import CONNECTORS
 from epalm.models.encoders import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
+from epalm.models.encoders.readouts import check_readout
 from epalm.models.factory import PROMPT_INITS
 from epalm.models.injection import MODES
 from epalm.models.model_source import check_model_source
@@ -90,6 +91,8 @@ def check_models(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}: type '{encoder.type}' reads {encoder_class.modality}, not "
                               f"{key.rsplit('.', 1)[1]} (name the section by its modality)")
         encoder_class.check_config(encoder, key)  # what each encoder can check cheaply (a timm name ...)
+        # the readout its class can give (a timm ViT without a CLS token is only seen once built)
+        check_readout(cfg.model.readout, None, encoder_class.readouts, None, f"{key} (type '{encoder.type}')")
 
 
 def check_checkpoint_folder(path: Path, model: ModelConfig) -> None:

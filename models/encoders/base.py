@@ -30,7 +30,8 @@ class PerceptionEncoder(nn.Module, ABC):
         hidden_size: width of the returned tokens (d_enc).
         num_layers: number of blocks (transformer blocks, a CNN's stages); K must not exceed it.
         readouts: the readouts it gives (class attribute; without a CLS token, no "cls").
-        patch_layout: the grid of one instance's patch tokens (readout "patches"), e.g. (rows, columns).
+        patch_layout: the grid of one instance's patch tokens (readout "patches"), e.g. (rows, columns)
+            (`patch_grid(K)` where it depends on the block read).
     """
 
     modality: str
@@ -68,8 +69,13 @@ class PerceptionEncoder(nn.Module, ABC):
             raise ValueError(f"encoder '{type(self).__name__}' gives the readouts {self.readouts}, not {readout!r}")
         tokens = self(media, num_tokens, readout)
         if readout == "patches" and patch_tokens is not None:
-            return pool_patch_tokens(tokens, self.patch_layout, patch_tokens)
+            return pool_patch_tokens(tokens, self.patch_grid(num_tokens), patch_tokens)
         return tokens
+
+    def patch_grid(self, num_tokens: int) -> tuple[int, ...] | None:
+        """The layout of block -K's patch tokens: `patch_layout`, unless the grid shrinks from block to block (a
+        CNN's stages, CLAP's Swin stages), where the encoder says."""
+        return self.patch_layout
 
     def features_per_instance(self, readout: str, num_tokens: int, patch_tokens: int | None = None) -> int:
         """Vectors `read` returns per instance: K of a vector readout, the (pooled) patch tokens of "patches"."""
@@ -77,9 +83,10 @@ class PerceptionEncoder(nn.Module, ABC):
             return num_tokens
         if patch_tokens is not None:
             return patch_tokens
-        if self.patch_layout is None:
+        grid = self.patch_grid(num_tokens)
+        if grid is None:
             raise ValueError(f"encoder '{type(self).__name__}' has no patch layout")
-        return math.prod(self.patch_layout)
+        return math.prod(grid)
 
     @abstractmethod
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:

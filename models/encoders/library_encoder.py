@@ -54,6 +54,27 @@ class LibraryEncoder(PerceptionEncoder):
             return torch.stack([normed(k, h[:, num_prefix_tokens:]).mean(1) for k, h in enumerate(blocks)], dim=1)
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
+    @staticmethod
+    def split_prefix_tokens(per_block: Sequence[tuple[torch.Tensor, torch.Tensor]], final_norm: nn.Module,
+                            readout: str) -> torch.Tensor:
+        """`(B, K, d)` (or block -K's patch tokens) from `(patch tokens, prefix tokens)` per block, as timm's and
+        open_clip's `forward_intermediates` give them (prefix position 0: the class token)."""
+        if readout == "patches":  # block -K as it leaves the block (LLaVA reads hidden_states[-2] so)
+            return per_block[0][0]
+        if readout == "mean":
+            return torch.stack([final_norm(patches).mean(1) for patches, _ in per_block], dim=1)
+        if readout == "cls":  # the norm works per token: the class tokens alone
+            return final_norm(torch.stack([prefix[:, 0] for _, prefix in per_block], dim=1))
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+
+
+def pad_width(tokens: torch.Tensor, width: int) -> torch.Tensor:
+    """`(..., d)` zero-padded to `(..., width)`: the narrower stages of a hierarchical encoder (a CNN's, a Swin's) as
+    vectors of the last stage's width. A Linear over the padded vector equals one over the stage's own width (its
+    extra columns multiply zeros), so the connectors need not know each stage's width."""
+    missing = width - tokens.shape[-1]
+    return nn.functional.pad(tokens, (0, missing)) if missing > 0 else tokens
+
 
 def read_preprocessor_config(name: str) -> dict[str, Any]:
     """The `preprocessor_config.json` of a transformers folder or hub repo; {} when it has none."""
