@@ -18,7 +18,7 @@ import torch
 from accelerate.utils import set_seed
 
 from epalm.common.atomic_io import write_text_atomic
-from epalm.models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
+from epalm.models.checkpoint import load_bridge_weights, load_checkpoint_weights, load_reference_checkpoint
 from epalm.models.factory import build_model
 from epalm.models.modalities import load_plugins
 from epalm.models.param_count import count_parameters, parameter_report
@@ -28,7 +28,7 @@ from epalm.training.evaluator import evaluate_split
 from epalm.training.feature_store import encoder_features
 from epalm.training.fsdp_units import use_epalm_units
 from epalm.training.mixture import mixture_loader
-from epalm.training.preflight import preflight
+from epalm.training.preflight import bridge_checkpoint_folder, preflight
 from epalm.training.run_config import RunConfig, dump_config, resolve_config
 from epalm.training.run_state import load_trainable_into
 from epalm.training.trackers import check_tracker
@@ -141,6 +141,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     model, tokenizer = build_model(cfg.model)
     load_initial_weights(model, cfg.checkpoint, accelerator.print)
+    if cfg.init_from:  # a second stage: the earlier run's bridge, whatever its LM trained as
+        folder = bridge_checkpoint_folder(Path(cfg.init_from))
+        accelerator.print(load_bridge_weights(model, folder).describe(folder))
     accelerator.print(parameter_report(model))
     parameters = dataclasses.asdict(count_parameters(model))  # {trainable, total}, returned with the results
     use_epalm_units(accelerator, model)  # FSDP: shard per component (no-op under other engines)

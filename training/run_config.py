@@ -157,11 +157,17 @@ class RunConfig:
     seed: int = 42
     mixed_precision: str = "auto"
     checkpoint: str | None = None
+    # A two-stage start: the bridge (connectors, soft prompt) of an earlier run or checkpoint folder, whatever its
+    # LM trained as (frozen -> LoRA, frozen -> full); the rest starts fresh (models/checkpoint.py:load_bridge_weights).
+    init_from: str | None = None
     evaluate: bool = False
     resume: bool = False
     save_best: bool = False
 
     def __post_init__(self) -> None:
+        if self.init_from and self.checkpoint:
+            raise ConfigError("--init_from starts a new stage from an earlier run's bridge, --checkpoint loads a whole "
+                              "trained model: give one of them")
         if self.train.lm_lr is not None and self.model.lm.train == "frozen":
             raise ConfigError("train.lm_lr is set but the LM is frozen (model.lm.train: frozen): set model.lm.train "
                               "to lora or full, or drop train.lm_lr")
@@ -174,6 +180,7 @@ FLAGS = {
     "text_model": "model.lm.name",
     "vision_model": "model.encoders.<main>.name",  # the first encoder's (image when the configs name none)
     "checkpoint": "checkpoint",
+    "init_from": "init_from",
     "seed": "seed",
 }
 SWITCHES = {"evaluate": "evaluate", "resume": "resume", "save_best": "save_best"}
@@ -183,6 +190,7 @@ FLAG_HELP = {  # flag: (metavar, help); one line each in --help
     "text_model": ("NAME", "frozen LM: hub id (facebook/opt-2.7b) or folder"),
     "vision_model": ("NAME", "frozen encoder: timm name, hub id or folder"),
     "checkpoint": ("PATH", "initial weights: a run's best/ or an eP-ALM .pth"),
+    "init_from": ("RUN", "stage 2: the bridge of an earlier run (any model.lm.train)"),
     "seed": ("N", "seed of shuffling, sampling, augmentation (42)"),
     "evaluate": (None, "only evaluate, on the test split (val if none)"),
     "resume": (None, "continue from <output_dir>/checkpoints/last"),
@@ -199,6 +207,9 @@ MAIN_EXAMPLES = """examples:
   python main.py --config configs/image/epalm_pt_l_vqa.yaml --data_dir data \\
       --output_dir outputs/pt_l --evaluate --checkpoint ePALM_pt_L_vqa.pth \\
       --set model.injection_mode=epalm
+  # two stages (LLaVA, multi_token): the projector first, then LoRA on the LM from it
+  python main.py --config configs/recipes/multi_token_stage2.yaml --data_dir data \\
+      --output_dir outputs/stage2 --init_from outputs/stage1
   # on N GPUs: accelerate launch --multi_gpu --num_processes N main.py ...
   # run_scripts/<modality>/<task>/*.sh: these per task (docs/training.md)"""
 
