@@ -133,9 +133,9 @@ def instance_batch(loaded: LoadedModel, text: str, modality: str, media: torch.T
 
 def chat_collator(loaded: LoadedModel, max_len: int) -> ChatCollator:
     """The run's chat collator; a model trained on the reference formats reads the plain template (its QA text
-    turn by turn) whatever its tokenizer offers."""
+    turn by turn) whatever its tokenizer offers; one trained in the chat text format, its tokenizer's."""
     cfg = loaded.cfg
-    if not loaded.chat_trained:
+    if not loaded.chat_trained and cfg.task.text_format != "chat":
         cfg = replace(cfg, task=replace(cfg.task, chat_template="plain", max_instances=None))
     return make_collator("chat", loaded.tokenizer, cfg, train=False,
                          tokens_per_instance=loaded.model.positions_per_instance, max_len=max_len)

@@ -58,7 +58,8 @@ def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool,
         return ChatCollator(tokenizer, train, tokens_per_instance, template=cfg.task.chat_template,
                             max_len=max_len, max_instances=cfg.task.max_instances)
     return TextCollator(tokenizer, kind, train, loss_tokens=cfg.train.loss_tokens, max_len=max_len,
-                        prompt_template=cfg.task.prompt_template, padding_side=cfg.eval.padding_side)
+                        prompt_template=cfg.task.prompt_template, padding_side=cfg.eval.padding_side,
+                        text_format=cfg.task.text_format, caption_prompt=cfg.task.caption_prompt)
 
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool,

@@ -15,8 +15,9 @@ import yaml
 from epalm.common.atomic_io import write_text_atomic
 from epalm.common.command_line import add_debug_flag, command_parser
 from epalm.common.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict, yaml_problem
-from epalm.common.errors import MissingFileError, did_you_mean
-from epalm.dataset.collate import PADDING_SIDES
+from epalm.common.errors import MissingFileError, check_choice, did_you_mean
+from epalm.dataset.chat_template import TEXT_FORMATS
+from epalm.dataset.collate import DEFAULT_CAPTION_PROMPT, PADDING_SIDES
 from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from epalm.models.config import ModelConfig, translate_legacy_encoders
 
@@ -30,7 +31,11 @@ class TaskConfig:
 
     chat_template (chat rows): "auto" (the tokenizer's chat template when it has one, else the plain one),
     "plain" or "tokenizer" (dataset/chat_template.py). max_instances (chat rows): keep only the first n media
-    instances of each row, the others' placeholders get no positions (the "first instance only" ablation)."""
+    instances of each row, the others' placeholders get no positions (the "first instance only" ablation).
+
+    text_format (QA and caption tasks): "reference" (the reference's text, above) or "chat" (an instruct LM: the
+    sample as a one-turn conversation through the tokenizer's chat template; the user turn is the filled
+    prompt_template, or caption_prompt for captions; dataset/collate.py)."""
 
     reader: str = "vqa_v2"
     data_dir: str = "data"
@@ -46,9 +51,12 @@ class TaskConfig:
     chat_template: str = "auto"
     max_instances: int | None = None
     prompt_template: str = DEFAULT_QA_TEMPLATE
+    text_format: str = "reference"
+    caption_prompt: str = DEFAULT_CAPTION_PROMPT
 
     def __post_init__(self) -> None:
         check_prompt_template(self.prompt_template)
+        check_choice("task.text_format", self.text_format, TEXT_FORMATS)
 
 
 FUSED_ADAMW = ("auto", True, False)

@@ -3,14 +3,16 @@
 Methods on the shared projector build an EPALM with the input-prefix connector and pass their projector's
 outputs as `tokens=` (B, N, d_embed), which the model places after its soft prompt (none here), in the forward
 and in generation; the eP-ALM baseline passes its encoder features as `features=` to a layer-injection EPALM.
-Caption batches are the project's (dataset/collate.py: `BOS caption</s>`, loss on the caption), the loss is
-training/loss.py's, generation starts from BOS alone, as the trainer's caption evaluation does.
+Caption batches are the project's (dataset/collate.py: `BOS caption</s>`, loss on the caption; or, with
+`text_format: chat`, a one-turn conversation through the tokenizer's chat template), the loss is training/loss.py's,
+generation starts from the collator's prompt (BOS alone, or the rendered user turn), as the trainer's caption
+evaluation does.
 """
 from __future__ import annotations
 
 import torch
 
-from epalm.dataset.collate import TextCollator
+from epalm.dataset.collate import DEFAULT_CAPTION_PROMPT, TextCollator
 from epalm.models.config import ModelConfig
 from epalm.models.encoders import EncoderConfig, encoder_modality
 from epalm.models.epalm import EPALM
@@ -43,9 +45,12 @@ def injection_model(lm: str, encoder: EncoderConfig, recipe: EpalmBaselineConfig
 class CaptionLM:
     """Caption loss and greedy captions of one EPALM; `inputs` are `tokens=...` or `features=...`."""
 
-    def __init__(self, model: EPALM, tokenizer, max_text_len: int = 48):
+    def __init__(self, model: EPALM, tokenizer, max_text_len: int = 48, text_format: str = "reference",
+                 caption_prompt: str = DEFAULT_CAPTION_PROMPT):
         self.model, self.tokenizer = model, tokenizer
-        self.collate = TextCollator(tokenizer, "caption", train=True, max_len=max_text_len)
+        text = {"text_format": text_format, "caption_prompt": caption_prompt}
+        self.collate = TextCollator(tokenizer, "caption", train=True, max_len=max_text_len, **text)
+        self.prompts = TextCollator(tokenizer, "caption", train=False, max_len=max_text_len, **text)
 
     def batch(self, captions: list[str]) -> dict[str, torch.Tensor]:
         items = [{"uid": i, "index": i, "skipped": None, "prompt": "", "target": c} for i, c in enumerate(captions)]
@@ -62,12 +67,13 @@ class CaptionLM:
         """Greedy captions from BOS, one per row of the inputs."""
         self.model.eval()
         rows = next(iter(inputs.values())).shape[0]
-        start = self.collate.start_id
         texts: list[str] = []
         for first in range(0, rows, batch_size):
             part = {key: value[first:first + batch_size] for key, value in inputs.items()}
             count = next(iter(part.values())).shape[0]
-            ids = torch.full((count, 1), start, dtype=torch.long)
-            new = self.model.generate(ids, torch.ones_like(ids), max_new_tokens=max_new_tokens, num_beams=1, **part)
+            prompt = self.prompts([{"uid": i, "index": i, "skipped": None, "prompt": "", "target": None}
+                                   for i in range(count)])
+            new = self.model.generate(prompt["input_ids"], prompt["attention_mask"], max_new_tokens=max_new_tokens,
+                                      num_beams=1, **part)
             texts.extend(clean_prediction(t) for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
         return texts
