@@ -14,7 +14,7 @@ import torch
 
 from epalm.dataset.collate import DEFAULT_CAPTION_PROMPT, TextCollator
 from epalm.models.config import ModelConfig
-from epalm.models.encoders import EncoderConfig, encoder_modality
+from epalm.models.encoders import ENCODERS, EncoderConfig, encoder_modality
 from epalm.models.epalm import EPALM
 from epalm.models.factory import build_model
 from epalm.models.language_models.frozen_lm import LanguageModelConfig
@@ -23,10 +23,17 @@ from epalm.training.evaluator import clean_prediction
 from epalm.training.loss import lm_loss, predicting_positions
 
 
+def study_readout(encoder: EncoderConfig) -> str:
+    """What the study's features are: each block's CLS token, or the mean of its tokens for an encoder without one
+    (studies/fewshot/features.py reads the same)."""
+    return "cls" if "cls" in ENCODERS.get(encoder.type).readouts else "mean"
+
+
 def prefix_model(lm: str, encoder: EncoderConfig, tokens: int) -> tuple[EPALM, object]:
     """An EPALM reading N input tokens and no soft prompt; its own connector is never used (`tokens=` replaces it)."""
-    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoders={encoder_modality(encoder): encoder}, connector="prefix",
-                      connector_options={"tokens": tokens}, injected_hidden_states=1, prompt_len=0)
+    cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoders={encoder_modality(encoder): encoder},
+                      connector="prefix", connector_options={"tokens": tokens}, injected_hidden_states=1, prompt_len=0,
+                      readout=study_readout(encoder))
     return build_model(cfg)
 
 
@@ -38,7 +45,7 @@ def injection_model(lm: str, encoder: EncoderConfig, recipe: EpalmBaselineConfig
     cfg = ModelConfig(lm=LanguageModelConfig(name=lm, dtype="float32"), encoders={encoder_modality(encoder): encoder}, connector="linear",
                       injected_hidden_states=min(recipe.injected_hidden_states, blocks),
                       start_layer_idx=recipe.start_layer_idx, end_layer_idx=recipe.end_layer_idx,
-                      prompt_len=recipe.prompt_len, prompt_init="vocab")
+                      prompt_len=recipe.prompt_len, prompt_init="vocab", readout=study_readout(encoder))
     return build_model(cfg)
 
 
