@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir={f"epalm.{home}": home for home in HOMES},
-    package_data={"epalm.models": ["architectures/*.json", "demo_weights/**/*"]},
+    package_data={"epalm.models": ["architectures/*.json", "architectures/encoders/*.json", "demo_weights/**/*"]},
     install_requires=[
         # timm imports torchvision; the CPU-only torch 2.13.0 wheel has no matching torchvision on
         # PyPI (see docs/installation.md), 2.14.1 + 0.29.1 is the pair known to work together.
@@ -38,7 +38,9 @@ setup(
     # DeepSpeed is in the test extra so that its engine's checkpoints are tested (one CPU process), and so is
     # tensorboardX (90 kB and protobuf): the TensorBoard tracker's event files are read back by the tests.
     # `trackers` is what train.log_with needs (TensorBoard itself to view the logs; wandb, a 26 MB wheel,
-    # whose offline-run test skips where it is not installed).
-    extras_require={"test": ["pytest", "deepspeed", "tensorboardX"], "deepspeed": ["deepspeed"],
-                    "trackers": ["tensorboard", "wandb"]},
+    # whose offline-run test skips where it is not installed). `open_clip` serves the open_clip image encoder
+    # (encoder type open_clip; 3.3.0 tested), in the test extra too: its tests must run, not skip.
+    extras_require={"test": ["pytest", "deepspeed", "tensorboardX", "open_clip_torch>=3.0"],
+                    "deepspeed": ["deepspeed"], "trackers": ["tensorboard", "wandb"],
+                    "open_clip": ["open_clip_torch>=3.0"]},
 )

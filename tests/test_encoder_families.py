@@ -4,6 +4,7 @@ under the wrong modality and a CLS readout of an encoder without one."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,23 +193,40 @@ def _error_line(capsys, setup, tmp_path, encoders: dict, *extra: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("name, missing", [("clip_vision", "preprocessor_config.json"),
-                                           ("whisper_encoder", "preprocessor_config.json"),
-                                           ("videomae", "config.json"),
-                                           ("open_clip", "open_clip_config.json")])
-def test_a_missing_processor_or_model_config_is_one_error_line(folders, run_setup, tmp_path, capsys, name, missing):
+# What each family reads its preprocessing from (timm's comes with the model: its weight file instead).
+PROCESSOR_FILES = {"open_clip": "open_clip_config.json", "open_clip_timm": "open_clip_config.json",
+                   "timm_pooled": "model.safetensors"}
+WRONG = {"image": "audio", "audio": "video", "video": "image"}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_missing_processor_config_is_one_error_line(folders, run_setup, tmp_path, capsys, name):
     section = dict(folders[name])
+    missing = PROCESSOR_FILES.get(name, "preprocessor_config.json")
+    key = "checkpoint" if name == "timm_pooled" else "name"
+    source = section[key].removeprefix("local-dir:")
     folder = tmp_path / "copy"
-    shutil.copytree(section["name"].removeprefix("local-dir:"), folder)
+    shutil.copytree(Path(source).parent if key == "checkpoint" else source, folder)
     (folder / missing).unlink()
-    section["name"] = ("local-dir:" if name == "open_clip" else "") + str(folder)
+    section[key] = section[key].replace(str(Path(source).parent if key == "checkpoint" else source), str(folder))
     line = _error_line(capsys, run_setup, tmp_path, {FAMILIES[name][0]: section}, "--set", "model.readout=mean")
     assert missing in line and str(folder) in line
 
 
-def test_a_section_under_the_wrong_modality_is_one_error_line(folders, run_setup, tmp_path, capsys):
-    line = _error_line(capsys, run_setup, tmp_path, {"audio": folders["clip_vision"]})
-    assert "model.encoders.audio: type 'clip_vision' reads image, not audio" in line
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_section_under_the_wrong_modality_is_one_error_line(folders, run_setup, tmp_path, capsys, name):
+    modality = FAMILIES[name][0]
+    line = _error_line(capsys, run_setup, tmp_path, {WRONG[modality]: folders[name]})
+    assert f"model.encoders.{WRONG[modality]}: type '{folders[name]['type']}' reads {modality}, not" in line
+
+
+def test_a_missing_model_config_is_one_error_line(folders, run_setup, tmp_path, capsys):
+    folder = tmp_path / "copy"
+    shutil.copytree(folders["videomae"]["name"], folder)
+    (folder / "config.json").unlink()
+    line = _error_line(capsys, run_setup, tmp_path, {"video": {**folders["videomae"], "name": str(folder)}},
+                       "--set", "model.readout=mean")
+    assert "config.json" in line and str(folder) in line
 
 
 def test_a_cls_readout_of_an_encoder_without_one_is_one_error_line(folders, run_setup, tmp_path, capsys):
