@@ -40,7 +40,7 @@ class Tower:
         return getattr(model, self.attribute) if self.attribute else model
 
 
-class TransformersEncoder(LibraryEncoder):
+class HubTowerEncoder(LibraryEncoder):
     """A frozen transformers tower and its processor. Subclasses set `family` (in messages), `towers` (model type ->
     `Tower`), `processor_kind` ("image" or "audio") and implement `forward`."""
 
@@ -114,7 +114,7 @@ class TransformersEncoder(LibraryEncoder):
             return auto.from_pretrained(cfg.name)
 
     @classmethod
-    def from_config(cls, cfg: EncoderConfig) -> TransformersEncoder:
+    def from_config(cls, cfg: EncoderConfig) -> HubTowerEncoder:
         if cfg.normalization != "encoder":
             raise ConfigError(f"encoder type '{cls.type_name()}' normalises as its processor says "
                               f"({PROCESSOR_FILE}): use normalization: encoder")
@@ -181,7 +181,7 @@ def check_sample_rate(cfg: EncoderConfig, extractor: Any, family: str) -> None:
                           f"{extractor.sampling_rate} Hz audio: set sample_rate: {extractor.sampling_rate}")
 
 
-class ImageTowerEncoder(TransformersEncoder):
+class ImageTowerEncoder(HubTowerEncoder):
     """An image tower returning `hidden_states` (embeddings, then each block): CLIP, SigLIP, DINOv2. Subclasses set
     `final_norm` (the attribute of the norm after the last block) and `prefix_tokens(config)` (CLS, registers)."""
 

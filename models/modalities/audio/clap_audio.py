@@ -17,12 +17,12 @@ from transformers import ClapAudioModelWithProjection
 from epalm.models.encoders.base import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import pad_width
-from epalm.models.encoders.transformers_encoder import (AudioFeatureTransform, Tower, TransformersEncoder,
+from epalm.models.encoders.transformers_encoder import (AudioFeatureTransform, Tower, HubTowerEncoder,
                                                         check_sample_rate)
 
 
 @ENCODERS.register("clap_audio")
-class ClapAudioEncoder(TransformersEncoder):
+class ClapAudioEncoder(HubTowerEncoder):
     modality = "audio"
     family = "CLAP audio tower"
     readouts = ("mean", "patches")

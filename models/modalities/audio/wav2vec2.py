@@ -16,12 +16,12 @@ from transformers import HubertModel, Wav2Vec2Model
 
 from epalm.models.encoders.base import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
-from epalm.models.encoders.transformers_encoder import (AudioFeatureTransform, Tower, TransformersEncoder,
+from epalm.models.encoders.transformers_encoder import (AudioFeatureTransform, Tower, HubTowerEncoder,
                                                         check_sample_rate)
 
 
 @ENCODERS.register("wav2vec2")
-class Wav2Vec2Encoder(TransformersEncoder):
+class Wav2Vec2Encoder(HubTowerEncoder):
     modality = "audio"
     family = "wav2vec 2.0 / HuBERT model"
     readouts = ("mean", "patches")

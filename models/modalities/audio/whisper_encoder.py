@@ -10,12 +10,12 @@ from transformers import WhisperModel
 
 from epalm.models.encoders.base import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
-from epalm.models.encoders.transformers_encoder import (AudioFeatureTransform, Tower, TransformersEncoder,
+from epalm.models.encoders.transformers_encoder import (AudioFeatureTransform, Tower, HubTowerEncoder,
                                                         check_sample_rate)
 
 
 @ENCODERS.register("whisper_encoder")
-class WhisperEncoder(TransformersEncoder):
+class WhisperEncoder(HubTowerEncoder):
     modality = "audio"
     family = "Whisper encoder"
     readouts = ("mean", "patches")

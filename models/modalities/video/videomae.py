@@ -14,11 +14,11 @@ from transformers import VideoMAEModel
 from epalm.common.errors import ConfigError
 from epalm.models.encoders.base import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
-from epalm.models.encoders.transformers_encoder import Tower, TransformersEncoder, image_input_size
+from epalm.models.encoders.transformers_encoder import Tower, HubTowerEncoder, image_input_size
 
 
 @ENCODERS.register("videomae")
-class VideoMAEEncoder(TransformersEncoder):
+class VideoMAEEncoder(HubTowerEncoder):
     modality = "video"
     family = "VideoMAE model"
     readouts = ("mean", "patches")

@@ -13,12 +13,12 @@ from transformers import XCLIPModel, XCLIPVisionModel
 
 from epalm.models.encoders.base import ENCODERS, READOUTS
 from epalm.models.encoders.config import EncoderConfig
-from epalm.models.encoders.transformers_encoder import Tower, TransformersEncoder, image_input_size
+from epalm.models.encoders.transformers_encoder import Tower, HubTowerEncoder, image_input_size
 from epalm.models.modalities.video.videomae import VideoProcessorTransform, check_clip_length
 
 
 @ENCODERS.register("xclip_vision")
-class XCLIPVisionEncoder(TransformersEncoder):
+class XCLIPVisionEncoder(HubTowerEncoder):
     modality = "video"
     family = "X-CLIP vision tower"
     readouts = READOUTS
