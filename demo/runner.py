@@ -294,7 +294,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = command_parser("python -m epalm.demo", __doc__, EXAMPLES)
     parser.add_argument("--groups", nargs="+", default=["main"], choices=list(GROUPS), metavar="GROUP",
                         help=f"{' '.join(GROUPS)} (default: main, the README's table)")
-    parser.add_argument("--all", action="store_true", help="every group (about 40 minutes on 2 CPU cores)")
+    parser.add_argument("--all", action="store_true",
+                        help="every group (about 40 minutes on 2 CPU cores; bridges adds 4 runs)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), metavar="TASK",
                         help="only these tasks of the chosen groups (image_vqa, video_qa, ...)")
     parser.add_argument("--out", default="outputs/demo", metavar="DIR",
