@@ -232,3 +232,21 @@ def test_a_missing_model_config_is_one_error_line(folders, run_setup, tmp_path, 
 def test_a_cls_readout_of_an_encoder_without_one_is_one_error_line(folders, run_setup, tmp_path, capsys):
     line = _error_line(capsys, run_setup, tmp_path, {"image": folders["siglip_vision"]})
     assert "model.readout 'cls'" in line and "has no CLS token" in line and "mean, patches" in line
+
+
+def test_the_fingerprint_is_the_processors_whole_config(folders, tmp_path):
+    """The feature cache's key: every family's fingerprint is JSON, and a processor changed in its folder changes it."""
+    import json
+
+    from epalm.dataset.feature_cache import cache_key
+
+    for name, section in folders.items():
+        encoder = build_encoder(EncoderConfig.from_dict(section))
+        assert cache_key({"type": section["type"]}, encoder.preprocessing_fingerprint(), 1), name
+    copy = tmp_path / "clip"
+    shutil.copytree(folders["clip_vision"]["name"], copy)
+    config = json.loads((copy / "preprocessor_config.json").read_text())
+    (copy / "preprocessor_config.json").write_text(json.dumps({**config, "image_mean": [0.5, 0.5, 0.5]}))
+    before = build_encoder(EncoderConfig.from_dict(folders["clip_vision"])).preprocessing_fingerprint()
+    after = build_encoder(EncoderConfig(type="clip_vision", name=str(copy), pretrained=True)).preprocessing_fingerprint()
+    assert before["processor"]["image_mean"] != after["processor"]["image_mean"]
