@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir={f"epalm.{home}": home for home in HOMES},
-    package_data={"epalm.models": ["architectures/*.json", "demo_weights/**/*"]},
+    package_data={"epalm.models": ["architectures/*.json", "architectures/encoders/*.json", "demo_weights/**/*"]},
     install_requires=[
         # timm imports torchvision; the CPU-only torch 2.13.0 wheel has no matching torchvision on
         # PyPI (see docs/installation.md), 2.14.1 + 0.29.1 is the pair known to work together.
@@ -42,8 +42,10 @@ setup(
     # scikit-image (about 37 MB installed with imageio and tifffile; scipy, networkx and lazy_loader come with the
     # stack already) ships real photographs in its wheel: the tests save them in every image kind a user brings.
     # `web` is `main.py serve`'s page (Gradio, tested with 6.31); the test extra adds it and selenium so that the
-    # browser test runs (docs/installation.md: their install time and size).
+    # browser test runs (docs/installation.md: their install time and size). `open_clip` serves the open_clip
+    # image encoder (encoder type open_clip; 3.3.0 tested), in the test extra too: its tests must run, not skip.
     extras_require={"test": ["pytest", "deepspeed", "tensorboardX", "scikit-image>=0.22", "gradio>=6.0",
-                             "selenium>=4.11"],
-                    "deepspeed": ["deepspeed"], "trackers": ["tensorboard", "wandb"], "web": ["gradio>=6.0"]},
+                             "selenium>=4.11", "open_clip_torch>=3.0"],
+                    "deepspeed": ["deepspeed"], "trackers": ["tensorboard", "wandb"], "web": ["gradio>=6.0"],
+                    "open_clip": ["open_clip_torch>=3.0"]},
 )

@@ -1,7 +1,7 @@
 """Batches of chat rows: rendered messages, each media placeholder expanded into its instance's positions.
 
-Each placeholder (`<image>`, `<audio>` ...) becomes `tokens_per_instance` positions (1 slot for eP-ALM layer
-injection, N input tokens for the prefix connector, 0 for a blind model) marked in `media_index` with the
+Each placeholder (`<image>`, `<audio>` ...) becomes its modality's positions per instance (1 slot for eP-ALM layer
+injection, N input tokens for the prefix and MLP connectors, 0 for a blind model) marked in `media_index` with the
 instance's rows (models/media_instances.py: instances numbered modality by modality in `instance_order`);
 their token id is the pad id and they carry no label. The loss reads the assistant turns only.
 Training batches are right-padded; evaluation batches hold the conversation up to the last assistant turn,
@@ -20,13 +20,14 @@ from epalm.models.modalities import placeholders
 
 
 class ChatCollator:
-    def __init__(self, tokenizer, train: bool, tokens_per_instance: int, template: str = "auto", max_len: int = 64,
-                 max_instances: int | None = None):
-        """max_instances: keep only the first n instances of each row (the others' placeholders get no
-        positions): the "first instance only" ablation."""
+    def __init__(self, tokenizer, train: bool, tokens_per_instance: int | dict[str, int], template: str = "auto",
+                 max_len: int = 64, max_instances: int | None = None):
+        """tokens_per_instance: the positions of one instance, of every modality or `{modality: positions}` (the
+        model's `positions_per_instance`). max_instances: keep only the first n instances of each row (the
+        others' placeholders get no positions): the "first instance only" ablation."""
         self.tokenizer = tokenizer
         self.train = train
-        self.width = tokens_per_instance
+        self.widths = tokens_per_instance
         self.template = template
         self.max_len = max_len
         self.max_instances = max_instances
@@ -50,8 +51,12 @@ class ChatCollator:
             pieces.append(("text", (text[start:], supervised)))
         return pieces
 
+    def width(self, modality: str) -> int:
+        """Positions one instance of `modality` takes."""
+        return self.widths if isinstance(self.widths, int) else self.widths.get(modality, 0)
+
     def _keeps(self, item: dict[str, Any], k: int) -> bool:
-        return (not item["skipped"] and self.width > 0
+        return (not item["skipped"] and self.width(item["instances"][k]["modality"]) > 0
                 and (self.max_instances is None or k < self.max_instances))
 
     # --- batch -------------------------------------------------------------------------------------------
@@ -83,9 +88,10 @@ class ChatCollator:
                     stack = media.setdefault(instance["modality"], [])
                     row_kept.append((instance["modality"], len(stack)))
                     stack.append(tensor)
-                    ids += [self.pad_id] * self.width
-                    label += [-100] * self.width
-                    index += [len(row_kept) - 1] * self.width  # local for now; numbered across the batch below
+                    width = self.width(instance["modality"])
+                    ids += [self.pad_id] * width
+                    label += [-100] * width
+                    index += [len(row_kept) - 1] * width  # local for now; numbered across the batch below
             if not ids or ids[0] != self.start_id:
                 ids, label, index = [self.start_id] + ids, [-100] + label, [-1] + index
             rows.append(ids[: self.max_len])
@@ -107,11 +113,12 @@ class ChatCollator:
 
     def _number_instances(self, slots: list[list[int]], kept: list[list[tuple[str, int]]],
                           media: dict[str, list[torch.Tensor]]) -> list[list[int]]:
-        """Local instance numbers -> `i * W + j`, i the instance's number across the batch (instance_order)."""
+        """Local instance numbers -> the rows of the instance's positions across the batch: the modalities'
+        instances in `instance_order`, each instance's W rows in turn (`i * W + j` when every W is the same)."""
         offsets, total = {}, 0
         for modality in instance_order(media):
             offsets[modality] = total
-            total += len(media[modality])
+            total += len(media[modality]) * self.width(modality)
         numbered = []
         for index, row_kept in zip(slots, kept):
             out, previous, j = [], None, 0
@@ -122,7 +129,7 @@ class ChatCollator:
                     continue
                 j = j + 1 if value == previous else 0
                 modality, row = row_kept[value]
-                out.append((offsets[modality] + row) * self.width + j)
+                out.append(offsets[modality] + row * self.width(modality) + j)
                 previous = value
             numbered.append(out)
         return numbered

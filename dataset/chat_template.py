@@ -15,6 +15,7 @@ from epalm.common.errors import ConfigError, DataFormatError
 from epalm.models.language_models.tokenizer import QA_SEPARATOR
 
 TEMPLATES = ("auto", "plain", "tokenizer")
+TEXT_FORMATS = ("reference", "chat")  # how a QA or caption sample is written (task.text_format)
 Segments = list[tuple[str, bool]]
 
 
@@ -71,3 +72,14 @@ def chat_segments(messages: list[dict[str, str]], tokenizer, template: str, for_
     if use_tokenizer_template(tokenizer, template):
         return template_segments(messages, tokenizer, for_generation)
     return plain_segments(messages, tokenizer.eos_token, for_generation)
+
+
+def one_turn(tokenizer, user: str, answer: str | None) -> tuple[str, str]:
+    """A QA or caption sample as a one-turn conversation through the tokenizer's chat template (an instruct LM's:
+    Mistral's [INST], Llama 3's headers, Qwen2's ChatML): (the prompt, up to the template's generation prompt; the
+    answer as the template writes it, its end-of-turn token included; "" when `answer` is None)."""
+    use_tokenizer_template(tokenizer, "tokenizer")  # a clear error when the tokenizer has none
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": answer or ""}]
+    segments = template_segments(messages, tokenizer, for_generation=answer is None)
+    prompt = "".join(text for text, supervised in segments[:1])
+    return prompt, "".join(text for text, supervised in segments if supervised)

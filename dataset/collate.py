@@ -5,6 +5,11 @@ then `answer + eos`; captioning: `caption + eos`; the tokenizer's BOS comes firs
 right-padded and carry labels; evaluation batches hold the prompt alone (the filled template, or BOS for
 captions), left-padded for generation by default (batch-independent answers), or right-padded as the
 reference tokenizes them (`padding_side="right"`, to score its released checkpoints as published).
+
+`text_format="chat"` (an instruct LM): the same sample as a one-turn conversation through the tokenizer's chat
+template instead: the user turn is the filled prompt template (QA) or `caption_prompt`, the assistant turn the
+answer or caption (dataset/chat_template.py:one_turn). The media stay where the one-instance layout puts them,
+before the text, as DMI's and linear-modality-alignment's models read them.
 """
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ from typing import Any
 
 import torch
 
-from epalm.common.errors import ConfigError, did_you_mean
+from epalm.common.errors import ConfigError, check_choice, did_you_mean
+from epalm.dataset.chat_template import TEXT_FORMATS, one_turn
 from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template, fill_prompt_template
 
 LOSS_TOKENS = ("answer", "all")
 PADDING_SIDES = ("left", "right")
+DEFAULT_CAPTION_PROMPT = "Write a short caption."
 
 
 def prompt_text(kind: str, prompt: str, template: str = DEFAULT_QA_TEMPLATE) -> str:
@@ -25,8 +32,13 @@ def prompt_text(kind: str, prompt: str, template: str = DEFAULT_QA_TEMPLATE) -> 
 
 class TextCollator:
     def __init__(self, tokenizer, kind: str, train: bool, loss_tokens: str = "answer", max_len: int = 64,
-                 prompt_template: str = DEFAULT_QA_TEMPLATE, padding_side: str = "left"):
-        """prompt_template: the QA prompt (QA only); padding_side: of evaluation batches (training is right-padded)."""
+                 prompt_template: str = DEFAULT_QA_TEMPLATE, padding_side: str = "left", text_format: str = "reference",
+                 caption_prompt: str = DEFAULT_CAPTION_PROMPT):
+        """prompt_template: the QA prompt (QA only); padding_side: of evaluation batches (training is right-padded);
+        text_format: "reference" or "chat" (the tokenizer's chat template); caption_prompt: the user turn of a
+        caption sample in the chat format."""
+        check_choice("task.text_format", text_format, TEXT_FORMATS)
+        self.chat, self.caption_prompt = text_format == "chat", caption_prompt
         if loss_tokens not in LOSS_TOKENS:
             raise ConfigError(f"train.loss_tokens '{loss_tokens}' is not one of {LOSS_TOKENS}"
                               f"{did_you_mean(loss_tokens, LOSS_TOKENS)}")
@@ -50,14 +62,23 @@ class TextCollator:
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         if not prompts:
             return []
+        if self.chat:  # the rendered conversation carries the template's own special tokens (BOS, if any)
+            texts = [one_turn(self.tokenizer, self._user_turn(p), None)[0] for p in prompts]
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         texts = [prompt_text(self.kind, p, self.prompt_template) for p in prompts]
         encoded = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         return [ids if ids and ids[0] == self.start_id else [self.start_id] + ids for ids in encoded]
 
-    def _target_ids(self, targets: list[str]) -> list[list[int]]:
+    def _target_ids(self, targets: list[str], prompts: list[str]) -> list[list[int]]:
         if not targets:
             return []
+        if self.chat:  # the answer as the template writes it, its end of turn included
+            texts = [one_turn(self.tokenizer, self._user_turn(p), t)[1] for p, t in zip(prompts, targets)]
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [ids + [self.eos_id] for ids in self.tokenizer(targets, add_special_tokens=False)["input_ids"]]
+
+    def _user_turn(self, prompt: str) -> str:
+        return fill_prompt_template(self.prompt_template, prompt) if self.kind == "qa" else self.caption_prompt
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         skipped = [item["skipped"] for item in items if item["skipped"]]
@@ -81,7 +102,7 @@ class TextCollator:
     def _train_text(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows, labels = [], []
         prompts = self._prompt_ids([item["prompt"] for item in items])
-        targets = self._target_ids([item["target"] for item in items])
+        targets = self._target_ids([item["target"] for item in items], [item["prompt"] for item in items])
         for prompt, target in zip(prompts, targets):
             ids = (prompt + target)[: self.max_len]
             if self.loss_tokens == "answer":

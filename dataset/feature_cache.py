@@ -1,10 +1,12 @@
-"""Frozen-encoder feature cache: the K CLS vectors of each media item, computed once, stored on disk.
+"""Frozen-encoder feature cache: the encoder's features of each media item (the K vectors of readout cls or mean, the
+N patch tokens of readout patches), computed once, stored on disk.
 
 The encoder is frozen, so with the deterministic test-time preprocessing its output for a file never
 changes. A cache folder is keyed by everything that could change it: the encoder's type, name, weights
-file (path, size, mtime), architecture overrides, K and the preprocessing fingerprint. Inside, each
-media item is keyed by its relative path, size and mtime, so an edited file is encoded again.
-Training and evaluation then read `(K, d_enc)` tensors instead of decoding and encoding media.
+file (path, size, mtime), architecture overrides, K, the readout (and its pooled patch count) and the preprocessing
+fingerprint. Inside, each media item is keyed by its relative path, size and mtime, so an edited file is encoded
+again. Training and evaluation then read `(K, d_enc)` (or `(N, d_enc)`) tensors instead of decoding and encoding
+media.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def file_stamp(path: Path) -> str:
 
 
 class FeatureCache:
-    """`cache[media]` -> `(K, d_enc)` float32 tensor, or MediaDecodeError for an item that failed to decode."""
+    """`cache[media]` -> `(K, d_enc)` (or `(N, d_enc)`) float32 tensor, or MediaDecodeError for an item that failed
+    to decode."""
 
     def __init__(self, folder: Path):
         self.folder = folder

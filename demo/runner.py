@@ -3,11 +3,15 @@
     python -m epalm.demo                       # the main table: every task, blind vs eP-ALM (~19 min, 2 cores)
     python -m epalm.demo --tasks image_vqa image_caption
     python -m epalm.demo --groups connectors   # image VQA and captions: blind, eP-ALM, input prefix
-    python -m epalm.demo --all                 # every group (main, connectors, pairs, joint, lm)
+    python -m epalm.demo --groups bridges      # the demo ViT three ways: eP-ALM, LLaVA's MLP on patches, mean prefix
+    python -m epalm.demo --all                 # every group (main, connectors, bridges, pairs, joint, lm)
 
 Groups (each trains its variants with the same recipe and fixed step counts, then evaluates on the test split):
 - main: every task, blind (the soft prompt alone) and eP-ALM (layer injection);
 - connectors: image VQA and captioning, blind, eP-ALM and the input-prefix connector (2 tokens);
+- bridges: image VQA and captioning, the demo's ViT bridged three ways into the demo's LM: eP-ALM (the CLS token of
+  its last 2 blocks, injected into the LM's layers), LLaVA-1.5's GELU MLP over all 36 patch tokens of its block -2
+  (36 input positions), a linear prefix from the mean of its last block's patch tokens (2 input positions);
 - pairs: two images in one prompt (chat rows): blind, the first image only, both images;
 - joint: one model trained on image VQA, video QA and audio captions at once against the three
   single-modality models, with as many steps in all as the three together;
@@ -39,6 +43,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
 BLIND = ("blind", ("model.visual=false",))
 EPALM = ("epalm", ())
 PREFIX = ("prefix", ("model.connector=prefix", "model.injected_hidden_states=1", "model.connector_options={tokens: 2}"))
+LLAVA = ("llava", ("model.connector=mlp", "model.readout=patches", "model.injected_hidden_states=2"))
+MEAN_PREFIX = ("mean_prefix", ("model.connector=prefix", "model.readout=mean", "model.injected_hidden_states=1",
+                               "model.connector_options={tokens: 2}"))
 # The LM trained too (docs/ablations.md: why these learning rates).
 LORA = ("lora", ("model.lm.train=lora", "model.lm.lora.r=8", "train.lm_lr=1e-3"))
 FULL = ("full", ("model.lm.train=full", "train.lm_lr=1e-4"))
@@ -87,6 +94,8 @@ GROUPS = {
                   (BLIND, EPALM), "eP-ALM vs blind baseline"),
     "connectors": Group("connectors", ("image_vqa", "image_caption"), (BLIND, EPALM, PREFIX),
                         "connectors: layer injection (eP-ALM) vs input prefix (2 tokens)"),
+    "bridges": Group("bridges", ("image_vqa", "image_caption"), (BLIND, EPALM, LLAVA, MEAN_PREFIX),
+                     "one ViT, three bridges: eP-ALM (CLS per block), LLaVA's MLP over patch tokens, a mean prefix"),
     "pairs": Group("pairs", ("image_pairs",),
                    (BLIND, ("first_only", ("task.max_instances=1",)), ("both", ())),
                    "two images in one prompt: blind, first image only, both"),
@@ -153,6 +162,7 @@ def format_table(rows: list[dict[str, Any]], variants: list[str] | None = None) 
     """Markdown: a column per variant, and the gain of each non-blind variant over blind."""
     variants = variants or ["blind", "epalm"]
     names = {"blind": "blind", "epalm": "eP-ALM", "prefix": "prefix", "first_only": "first only", "both": "both",
+             "llava": "LLaVA MLP (patches)", "mean_prefix": "mean prefix",
              "single": "one per modality", "joint": "joint",
              "lora": "LoRA", "full": "full"}
     gains = [v for v in variants if v != "blind"] if "blind" in variants else []
@@ -285,7 +295,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = command_parser("python -m epalm.demo", __doc__, EXAMPLES)
     parser.add_argument("--groups", nargs="+", default=["main"], choices=list(GROUPS), metavar="GROUP",
                         help=f"{' '.join(GROUPS)} (default: main, the README's table)")
-    parser.add_argument("--all", action="store_true", help="every group (about 40 minutes on 2 CPU cores)")
+    parser.add_argument("--all", action="store_true",
+                        help="every group (about 40 minutes on 2 CPU cores; bridges adds 4 runs)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), metavar="TASK",
                         help="only these tasks of the chosen groups (image_vqa, video_qa, ...)")
     parser.add_argument("--out", default="outputs/demo", metavar="DIR",

@@ -139,12 +139,12 @@ def instance_batch(loaded: LoadedModel, modality: str, rows: list[tuple[str, tor
 
 def chat_collator(loaded: LoadedModel, max_len: int) -> ChatCollator:
     """The run's chat collator; a model trained on the reference formats reads the plain template (its QA text
-    turn by turn) whatever its tokenizer offers."""
+    turn by turn) whatever its tokenizer offers; one trained in the chat text format, its tokenizer's."""
     cfg = loaded.cfg
-    if not loaded.chat_trained:
+    if not loaded.chat_trained and cfg.task.text_format != "chat":
         cfg = replace(cfg, task=replace(cfg.task, chat_template="plain", max_instances=None))
     return make_collator("chat", loaded.tokenizer, cfg, train=False,
-                         tokens_per_instance=loaded.model.tokens_per_instance, max_len=max_len)
+                         tokens_per_instance=loaded.model.positions_per_instance, max_len=max_len)
 
 
 def chat_batch(collator: ChatCollator, rows: list[tuple[list[dict[str, str]], list[tuple[str, torch.Tensor]]]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,49 @@ def load_checkpoint_weights(model: EPALM, folder: str | Path) -> None:
     lm_names = [k for k in model.trainable_state_dict() if is_lm_weight(k, model.lm.finetuning)]
     state.update(load_lm_weights(model.lm, folder, lm_names))
     load_trainable_weights(model, state, source=str(path))
+
+
+@dataclass
+class BridgeInit:
+    """What `load_bridge_weights` did: tensors loaded, model tensors left at their start (fresh), and how the
+    earlier run's LM trained (its own trained weights are not read)."""
+
+    loaded: list[str]
+    fresh: list[str]
+    source_lm_train: str
+
+    def describe(self, folder: Path) -> str:
+        def names(keys: list[str]) -> str:
+            shown = ", ".join(keys[:4]) + (f" ... ({len(keys)} in all)" if len(keys) > 4 else "")
+            return shown or "none"
+
+        return (f"init_from {folder}: loaded {len(self.loaded)} bridge tensors ({names(self.loaded)}); starting "
+                f"fresh: {len(self.fresh)} tensors ({names(self.fresh)}); the earlier run's LM was "
+                f"{self.source_lm_train}, its own trained weights (if any) are not read: the LM starts from "
+                f"model.lm.name")
+
+
+def load_bridge_weights(model: EPALM, folder: str | Path) -> BridgeInit:
+    """A two-stage start (`--init_from`): the bridge (connectors, soft prompt, unfrozen LayerNorms) of an earlier
+    run's checkpoint, whatever its `model.lm.train` was and whatever this model's is (frozen -> LoRA, frozen ->
+    full, as LLaVA's and multi_token's second stages). Every bridge tensor of the file must fit one of the model's;
+    the model's trainable tensors the file lacks (the LM's LoRA adapters, ...) keep their initialisation."""
+    folder = Path(folder)
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise MissingFileError(f"--init_from {folder}: no {WEIGHTS_FILE} here")
+    meta = json.loads((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
+    source_lm = meta.get("model", {}).get("lm", {}).get("train", "frozen")
+    state = {k: v for k, v in with_current_keys(load_file(str(path)), model.modality).items()
+             if not is_lm_weight(k, source_lm)}  # the earlier LM's own weights live in lora/ or lm/, not here
+    own = model.trainable_state_dict()
+    problems = [f"  {k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape) if k in own else 'absent'}"
+                for k, v in sorted(state.items()) if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if problems:
+        raise DataFormatError(f"--init_from {path}: its bridge does not fit the configured model (set the model "
+                              f"keys as the earlier run had them):\n" + "\n".join(problems))
+    model.load_state_dict(state, strict=False)  # the keys were checked just above
+    return BridgeInit(sorted(state), sorted(set(own) - set(state)), source_lm)
 
 
 def load_checkpoint(folder: str | Path, **build_kwargs) -> tuple[EPALM, Any]:

@@ -8,9 +8,8 @@ from epalm.common.command_line import notice_once
 from epalm.common.config_io import merge
 from epalm.common.errors import ConfigError
 from epalm.models.encoders.config import EncoderConfig
+from epalm.models.encoders.readouts import READOUTS
 from epalm.models.language_models.frozen_lm import LanguageModelConfig
-
-READOUTS = ("cls", "mean")
 
 
 def _default_encoders() -> dict[str, EncoderConfig]:
@@ -25,12 +24,17 @@ class ModelConfig:
     encoders: `{modality: encoder section}`, one frozen encoder per modality the model reads, each with its own
         connector of the same type (joint training, several media in one prompt); the first is the main modality
         (what a medium without a modality tag is). The section's `type` must be an encoder of that modality.
-    connector: a registered connector (models/connectors): "linear" (eP-ALM: injected into the LM's layers)
-        or "prefix" (the input-prefix connector: N LM input embeddings); connector_options: its own keys
-        (prefix: tokens, hidden).
-    injected_hidden_states: K, how many encoder blocks (the last K) are read.
-    readout: what is read of each of those blocks: "cls" (the CLS token, eP-ALM's) or "mean" (the mean of
-        the patch tokens), each through the encoder's final norm.
+    connector: a registered connector (models/connectors): "linear" (eP-ALM: injected into the LM's layers),
+        "prefix" (the input-prefix connector: N LM input embeddings) or "mlp" (LLaVA's projector: an MLP per
+        feature vector or patch token, each an LM input embedding); connector_options: its own keys
+        (prefix: tokens, hidden; mlp: layers, tokens).
+    injected_hidden_states: K, how many encoder blocks (the last K) are read; with readout "patches" the
+        block read is the K-th from the end.
+    readout: "cls" (the CLS token of each of the K blocks, eP-ALM's), "mean" (the mean of its patch tokens),
+        each through the encoder's final norm, or "patches" (the patch tokens of block -K, for connectors over
+        a sequence): models/encoders/readouts.py. An encoder without a CLS token has no "cls".
+    patch_tokens: with readout "patches", pool the patch tokens to this many (a square grid for images); none:
+        all of them.
     shared_connector: one Linear for all K tokens (eP-ALM_pt-L) instead of K.
     start_layer_idx, end_layer_idx: injection layers `[start, end)`; absolute (>= 0), from the end
         (negative, clamped at 0) or relative to depth (a fraction in (0, 1)). The default -13..-1 gives
@@ -54,6 +58,7 @@ class ModelConfig:
     connector_options: dict[str, Any] = field(default_factory=dict)
     injected_hidden_states: int = 6
     readout: str = "cls"
+    patch_tokens: int | None = None
     shared_connector: bool = False
     start_layer_idx: int | float = -13
     end_layer_idx: int | float = -1
@@ -71,6 +76,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
             raise ConfigError(f"model.readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.patch_tokens is not None and (self.readout != "patches" or self.patch_tokens < 1):
+            raise ConfigError(f"model.patch_tokens={self.patch_tokens} pools patch tokens: it needs model.readout: "
+                              "patches and a positive count")
         if self.visual and not self.encoders:
             raise ConfigError("model.encoders is empty: a model that reads media needs one encoder per modality "
                               "(or model.visual: false for the blind baseline)")

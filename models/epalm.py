@@ -13,6 +13,7 @@ from torch import nn
 from epalm.models.config import ModelConfig
 from epalm.models.connectors import Connector, Placement
 from epalm.models.encoders.base import PerceptionEncoder
+from epalm.models.encoders.readouts import pool_patch_tokens
 from epalm.models.injection import Conditioning, InjectionPlan, VisualInjector
 from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 from epalm.models.legacy_beam_search import legacy_beam_search
@@ -105,8 +106,14 @@ class EPALM(nn.Module):
 
     @property
     def tokens_per_instance(self) -> int:
-        """Positions one media instance takes where a placeholder stands (0 for a blind model)."""
+        """Positions one instance of the main modality takes where a placeholder stands (0 for a blind model)."""
         return next(iter(self.connectors.values())).tokens_per_instance if self.connectors else 0
+
+    @property
+    def positions_per_instance(self) -> dict[str, int]:
+        """`{modality: positions one instance takes}`: they may differ (576 patch tokens of an image, 10 vectors
+        of a sound)."""
+        return {modality: connector.tokens_per_instance for modality, connector in self.connectors.items()}
 
     @property
     def prompt_len(self) -> int:
@@ -151,13 +158,25 @@ class EPALM(nn.Module):
 
     # --- media -> connector tokens -----------------------------------------------------------------------
     def encode(self, media: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        """Frozen encoder: `(M, K, d_enc)`, one vector per each of its last K blocks (`model.readout`)."""
+        """Frozen encoder: `(M, F, d_enc)`, one vector per each of its last K blocks, or the (pooled) patch tokens
+        of block -K (`model.readout`, `model.patch_tokens`)."""
         encoder = self.encoder_for(modality)
         # No graph through the encoder unless some of it trains (unfreeze_vision_layer_norm).
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         weight = next(encoder.parameters())
+        cfg = self.config
         with torch.set_grad_enabled(needs_grad), native_precision(encoder):
-            return encoder(media.to(weight.dtype), self.config.injected_hidden_states, self.config.readout)
+            # the module's own call, not `encoder.read`: an engine's wrapper (FSDP) gathers its weights in the call
+            tokens = encoder(media.to(weight.dtype), cfg.injected_hidden_states, cfg.readout)
+        if cfg.readout == "patches" and cfg.patch_tokens is not None:
+            tokens = pool_patch_tokens(tokens, encoder.patch_grid(cfg.injected_hidden_states), cfg.patch_tokens)
+        return tokens
+
+    def features_per_instance(self, modality: str | None = None) -> int:
+        """F of the `(M, F, d_enc)` features `encode` gives (K, or the patch tokens read)."""
+        cfg = self.config
+        return self.encoder_for(modality).features_per_instance(cfg.readout, cfg.injected_hidden_states,
+                                                                cfg.patch_tokens)
 
     def connect(self, features: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         """Connector outputs of encoder features: `(M, W, d)`, W tokens in the width of the connector's placement."""
@@ -175,18 +194,21 @@ class EPALM(nn.Module):
             features = self.encode(media, modality)
         return self.connect(features, modality)
 
-    def _instance_tokens(self, media: MediaInput, features: MediaInput) -> torch.Tensor:
-        """The connector outputs of every instance of the batch, modalities in `instance_order`: `(M, W, d)`."""
+    def _instance_rows(self, media: MediaInput, features: MediaInput) -> torch.Tensor:
+        """The placement's rows of every instance of the batch, modalities in `instance_order` (each modality's
+        instances may take their own number of positions W)."""
         media = media if isinstance(media, dict) or media is None else {self.modality: media}
         features = features if isinstance(features, dict) or features is None else {self.modality: features}
         names = instance_order(set(media or {}) | set(features or {}))
-        parts = [self.media_tokens((media or {}).get(m), (features or {}).get(m), m) for m in names]
+        parts = [self.placement.rows(self.media_tokens((media or {}).get(m), (features or {}).get(m), m))
+                 for m in names]
         if parts:
             return torch.cat(parts, dim=0)
         # No instance in the batch: the connector of an empty batch gives the right (0, W, d).
         encoder = self.encoder_for(None)
         weight = next(self.connector_for(None).parameters())
-        return self.connect(weight.new_zeros(0, self.config.injected_hidden_states, encoder.hidden_size))
+        empty = weight.new_zeros(0, self.features_per_instance(None), encoder.hidden_size)
+        return self.placement.rows(self.connect(empty))
 
     def conditioning(self, media: MediaInput = None, features: MediaInput = None,
                      media_index: torch.Tensor | None = None, tokens: torch.Tensor | None = None) -> Conditioning:
@@ -198,13 +220,13 @@ class EPALM(nn.Module):
         if placement is None:
             return Conditioning(prompt=prompt, prefix_len=prompt_len)
         if media_index is not None:  # media positions inside the text, after the prompt
-            rows = tokens if tokens is not None else self._instance_tokens(media, features)
+            rows = placement.rows(tokens) if tokens is not None else self._instance_rows(media, features)
             in_prefix = media_index.new_full((media_index.shape[0], prompt_len), -1)
-            return Conditioning(prompt=prompt, placement=placement, rows=placement.rows(rows),
+            return Conditioning(prompt=prompt, placement=placement, rows=rows,
                                 media_index=torch.cat([in_prefix, media_index], dim=1), prefix_len=prompt_len)
         modality, media, features = _one_modality(media, features)
         visual = tokens if tokens is not None else self.media_tokens(media, features, modality)
-        batch, positions = visual.shape[0], self.tokens_per_instance
+        batch, positions = visual.shape[0], self.connector_for(modality).tokens_per_instance
         media_start, prompt_start = placement.prefix_order(prompt_len, positions)
         index = torch.full((batch, prompt_len + positions), -1, dtype=torch.long, device=visual.device)
         index[:, media_start:media_start + positions] = (

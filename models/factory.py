@@ -8,6 +8,7 @@ from epalm.models.config import ModelConfig
 from epalm.models.connectors import build_connector
 from epalm.models.encoders import build_encoder
 from epalm.models.encoders.base import PerceptionEncoder
+from epalm.models.encoders.readouts import check_readout
 from epalm.models.epalm import EPALM
 from epalm.models.injection import plan_injection
 from epalm.models.language_models.frozen_lm import build_language_model
@@ -35,6 +36,8 @@ def _check_encoder(cfg: ModelConfig, encoder: PerceptionEncoder, modality: str) 
                           f"('{encoder.name}') has {encoder.num_layers} blocks")
     if encoder.modality != modality:
         raise ConfigError(f"{key}: type '{cfg.encoders[modality].type}' reads {encoder.modality}, not {modality}")
+    check_readout(cfg.readout, cfg.patch_tokens, encoder.readouts, encoder.patch_grid(cfg.injected_hidden_states),
+                  f"{key} (type '{cfg.encoders[modality].type}')")
 
 
 def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: bool = True) -> tuple[EPALM, object]:
@@ -48,7 +51,7 @@ def build_model(cfg: ModelConfig, tokenizer=None, load_tokenizer_if_missing: boo
         for modality, encoder_cfg in cfg.encoders.items():
             encoders[modality] = build_encoder(encoder_cfg)
             _check_encoder(cfg, encoders[modality], modality)
-            connectors[modality] = build_connector(cfg, encoders[modality].hidden_size, lm)
+            connectors[modality] = build_connector(cfg, encoders[modality], lm)
         if next(iter(connectors.values())).placement.needs_plan:
             plan = plan_injection(
                 cfg.start_layer_idx, cfg.end_layer_idx, cfg.injected_hidden_states, lm.num_layers,

@@ -39,6 +39,7 @@ COMMANDS = {
     "epalm.demo.pretraining.lm_sizes": ("epalm.demo.pretraining.lm_sizes", "epalm.demo.pretraining.lm_sizes"),
     "epalm.training.count_parameters": ("epalm.training.count_parameters", "epalm.training.count_parameters"),
     "epalm.training.check_data": ("epalm.training.check_data", "epalm.training.check_data"),
+    "epalm.training.memory_estimate": ("epalm.training.memory_estimate", "epalm.training.memory_estimate"),
     "benchmarks.run": ("benchmarks.run", "benchmarks.run"),
     "benchmarks.ideas": ("benchmarks.ideas", "benchmarks.ideas"),
     "benchmarks.op_counts": ("benchmarks.op_counts", "benchmarks.op_counts"),

@@ -11,8 +11,11 @@ from epalm.models.language_models.frozen_lm import LanguageModelConfig
 from epalm.models.language_models.lm_training import LoraSettings
 from epalm.training.run_config import EvalConfig, RunConfig, TaskConfig, TrainConfig, resolve_config
 
-# configs/fewshot/ holds the few-shot study's own configuration (tests/test_fewshot.py resolves those).
-CONFIGS = sorted(p for p in Path("configs").rglob("*.yaml") if p.parent.name not in ("base", "accelerate", "fewshot"))
+# configs/fewshot/ holds the few-shot study's own configuration (tests/test_fewshot.py resolves those), and so does
+# DMI's recipe (configs/recipes/dmi.yaml: tests/test_recipes.py runs it).
+STUDY_CONFIGS = (Path("configs/recipes/dmi.yaml"),)
+CONFIGS = sorted(p for p in Path("configs").rglob("*.yaml")
+                 if p.parent.name not in ("base", "accelerate", "fewshot") and p not in STUDY_CONFIGS)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p) for p in CONFIGS])

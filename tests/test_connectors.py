@@ -13,10 +13,13 @@ from epalm.models.media_instances import instance_order
 from tests.tiny_models import images, text_batch, tiny_model
 
 PREFIX = dict(connector="prefix", connector_options={"tokens": 2}, injected_hidden_states=1)
+# LLaVA-1.5's projector over the ViT's patch tokens of block -2, pooled to a 2 x 2 grid: 4 positions an instance
+PATCHES = dict(connector="mlp", readout="patches", patch_tokens=4, injected_hidden_states=2)
+EXTRA = {"linear": {}, "prefix": PREFIX, "mlp": PATCHES}
 
 
-def test_registry_lists_both_connectors_and_suggests_a_close_name():
-    assert {"linear", "prefix"} <= set(CONNECTORS.names())
+def test_registry_lists_the_connectors_and_suggests_a_close_name():
+    assert {"linear", "prefix", "mlp"} <= set(CONNECTORS.names())
     with pytest.raises(UnknownNameError, match="did you mean `prefix`"):
         tiny_model("opt", connector="prefx")
     with pytest.raises(ConfigError, match="tokens"):
@@ -55,8 +58,9 @@ def test_prefix_tokens_condition_the_text():
 
 @pytest.mark.parametrize("kind", ["opt", "llama"])
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_prefix_cached_generation_equals_recomputation(kind, num_beams):
-    model = tiny_model(kind, **PREFIX)
+@pytest.mark.parametrize("connector", ["prefix", "mlp"])
+def test_input_tokens_cached_generation_equals_recomputation(kind, num_beams, connector):
+    model = tiny_model(kind, **EXTRA[connector])
     ids, mask = text_batch(batch=3, length=5, left_pad=True)
     kwargs = dict(media=images(3), max_new_tokens=6, num_beams=num_beams, min_new_tokens=6)
     cached = model.generate(ids, mask, use_cache=True, **kwargs)
@@ -94,12 +98,11 @@ def _two_instance_batch(width: int):
     return ids, mask, index
 
 
-@pytest.mark.parametrize("connector", ["linear", "prefix"])
+@pytest.mark.parametrize("connector", ["linear", "prefix", "mlp"])
 def test_each_placeholder_gets_its_own_instance(connector):
     """Swapping the two images of each sample together with the positions they fill gives the same logits;
     swapping the images alone changes them."""
-    extra = PREFIX if connector == "prefix" else {}
-    model = tiny_model("opt", **extra)
+    model = tiny_model("opt", **EXTRA[connector])
     width = model.tokens_per_instance
     ids, mask, index = _two_instance_batch(width)
     x = images(4, seed=9)  # instance 2*row + slot
@@ -117,10 +120,9 @@ def test_each_placeholder_gets_its_own_instance(connector):
     assert not torch.allclose(ours[:, 5:], other[:, 5:], atol=1e-4)
 
 
-@pytest.mark.parametrize("connector", ["linear", "prefix"])
+@pytest.mark.parametrize("connector", ["linear", "prefix", "mlp"])
 def test_causal_text_before_a_placeholder_does_not_see_its_instance(connector):
-    extra = PREFIX if connector == "prefix" else {}
-    model = tiny_model("llama", **extra)
+    model = tiny_model("llama", **EXTRA[connector])
     width = model.tokens_per_instance
     ids, mask, index = _two_instance_batch(width)
     x = images(4, seed=9)
@@ -134,11 +136,10 @@ def test_causal_text_before_a_placeholder_does_not_see_its_instance(connector):
     assert not torch.allclose(a[:, second:], b[:, second:])
 
 
-@pytest.mark.parametrize("connector", ["linear", "prefix"])
+@pytest.mark.parametrize("connector", ["linear", "prefix", "mlp"])
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_cached_generation_with_two_instances_equals_recomputation(connector, num_beams):
-    extra = PREFIX if connector == "prefix" else {}
-    model = tiny_model("llama", **extra)
+    model = tiny_model("llama", **EXTRA[connector])
     ids, mask, index = _two_instance_batch(model.tokens_per_instance)
     mask[1, :2] = 0  # left padding in the second sample
     kwargs = dict(media={"image": images(4, seed=9)}, media_index=index, max_new_tokens=6, num_beams=num_beams,

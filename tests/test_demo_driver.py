@@ -7,7 +7,7 @@ from epalm.demo.runner import format_table, main
 
 
 def test_quick_demo_writes_every_group_variant(tmp_path):
-    rows = main(["--quick", "--groups", "main", "connectors", "pairs", "--tasks", "image_vqa", "image_pairs",
+    rows = main(["--quick", "--groups", "main", "connectors", "bridges", "pairs", "--tasks", "image_vqa", "image_pairs",
                  "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved == rows
@@ -15,11 +15,13 @@ def test_quick_demo_writes_every_group_variant(tmp_path):
     assert main_rows and set(main_rows[0]) == {"task", "metric", "blind", "epalm"}  # the README table's rows
     connectors = [row for row in rows if row.get("group") == "connectors"]
     assert {"blind", "epalm", "prefix"} <= set(connectors[0]) and connectors[0]["task"] == "image_vqa"
+    bridges = [row for row in rows if row.get("group") == "bridges"]
+    assert {"blind", "epalm", "llava", "mean_prefix"} <= set(bridges[0]) and bridges[0]["task"] == "image_vqa"
     pairs = [row for row in rows if row.get("group") == "pairs"]
     assert [row["metric"] for row in pairs] == ["accuracy", "accuracy/colour_then_shape", "accuracy/shape_then_colour"]
     assert all({"blind", "first_only", "both"} <= set(row) for row in pairs)
     summary = (tmp_path / "summary.md").read_text()
-    assert summary.count("| task | metric |") == 3
+    assert summary.count("| task | metric |") == 4
     assert (tmp_path / "index.html").is_file() and (tmp_path / "image_pairs" / "both" / "eval" / "test.html").is_file()
 
 

@@ -50,8 +50,8 @@ def build_dataset(split: TaskSplit, model: EPALM, cfg: RunConfig, train: bool, f
     return MediaTextDataset(split, train, cfg.seed, preprocess, features, augment=cfg.train.augment)
 
 
-def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool, tokens_per_instance: int = 0,
-                  max_len: int | None = None):
+def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool,
+                  tokens_per_instance: int | dict[str, int] = 0, max_len: int | None = None):
     """The run's collator for split kind qa | caption | chat (also what the chat REPL builds its prompts with).
 
     tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's).
@@ -61,11 +61,12 @@ def make_collator(kind: str, tokenizer, cfg: RunConfig, train: bool, tokens_per_
         return ChatCollator(tokenizer, train, tokens_per_instance, template=cfg.task.chat_template,
                             max_len=max_len, max_instances=cfg.task.max_instances)
     return TextCollator(tokenizer, kind, train, loss_tokens=cfg.train.loss_tokens, max_len=max_len,
-                        prompt_template=cfg.task.prompt_template, padding_side=cfg.eval.padding_side)
+                        prompt_template=cfg.task.prompt_template, padding_side=cfg.eval.padding_side,
+                        text_format=cfg.task.text_format, caption_prompt=cfg.task.caption_prompt)
 
 
 def build_loader(dataset: MediaTextDataset, tokenizer, cfg: RunConfig, train: bool,
-                 tokens_per_instance: int = 0) -> DataLoader:
+                 tokens_per_instance: int | dict[str, int] = 0) -> DataLoader:
     """tokens_per_instance: text positions a media placeholder of a chat row becomes (the model's)."""
     collator = make_collator(dataset.split.kind, tokenizer, cfg, train, tokens_per_instance)
     workers = cfg.train.num_workers

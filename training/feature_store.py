@@ -21,6 +21,8 @@ def encoder_identity(cfg: RunConfig, enc: EncoderConfig) -> dict:
         "checkpoint_stamp": file_stamp(Path(enc.checkpoint)) if enc.checkpoint else None,
         "num_frames": enc.num_frames, "audio_frames": enc.audio_frames, "sample_rate": enc.sample_rate,
         "dtype": enc.dtype, "readout": cfg.model.readout,
+        # a key only where it changes the features: the caches of runs before it stay valid
+        **({"patch_tokens": cfg.model.patch_tokens} if cfg.model.readout == "patches" else {}),
     }
 
 

@@ -24,6 +24,7 @@ from epalm.models.config import ModelConfig
 from epalm.models.connectors import CONNECTORS
 from epalm.models.encoders import ENCODERS
 from epalm.models.encoders.config import EncoderConfig
+from epalm.models.encoders.readouts import check_readout
 from epalm.models.factory import PROMPT_INITS
 from epalm.models.injection import MODES
 from epalm.models.model_source import check_model_source
@@ -90,6 +91,8 @@ def check_models(cfg: RunConfig) -> None:
             raise ConfigError(f"{key}: type '{encoder.type}' reads {encoder_class.modality}, not "
                               f"{key.rsplit('.', 1)[1]} (name the section by its modality)")
         encoder_class.check_config(encoder, key)  # what each encoder can check cheaply (a timm name ...)
+        # the readout its class can give (a timm ViT without a CLS token is only seen once built)
+        check_readout(cfg.model.readout, None, encoder_class.readouts, None, f"{key} (type '{encoder.type}')")
 
 
 def check_checkpoint_folder(path: Path, model: ModelConfig) -> None:
@@ -130,6 +133,31 @@ def check_checkpoint(checkpoint: str, model: ModelConfig) -> None:
         raise MissingFileError(f"--checkpoint {path}: no such file or folder")
 
 
+def bridge_checkpoint_folder(path: Path) -> Path:
+    """`--init_from`: a checkpoint folder, or a run folder's best/ (else its last checkpoint)."""
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    for sub in CHECKPOINT_SUBFOLDERS:
+        if (path / sub / WEIGHTS_FILE).is_file():
+            return path / sub
+    if not path.exists():
+        raise MissingFileError(f"--init_from {path}: no such folder")
+    raise MissingFileError(f"--init_from {path}: neither a checkpoint folder ({WEIGHTS_FILE}) nor a run folder "
+                           f"with {', '.join(CHECKPOINT_SUBFOLDERS)}")
+
+
+def check_init_from(cfg: RunConfig) -> None:
+    """The earlier run's bridge has the configured bridge's layout (its LM's training may differ)."""
+    folder = bridge_checkpoint_folder(Path(cfg.init_from))
+    if not (folder / CONFIG_FILE).is_file():
+        raise MissingFileError(f"--init_from {folder}: no {CONFIG_FILE} beside {WEIGHTS_FILE}")
+    mismatches = [m for m in layout_mismatches(read_checkpoint_config(folder), cfg.model)
+                  if not m.startswith("model.lm.")]
+    if mismatches:
+        raise ConfigError(f"--init_from {folder} holds another bridge; set these as the earlier run had them "
+                          f"(--set model.KEY=VALUE):\n" + "\n".join(mismatches))
+
+
 def check_paths(cfg: RunConfig) -> None:
     if not Path(cfg.task.data_dir).is_dir():
         raise MissingFileError(f"data_dir {cfg.task.data_dir}: no such folder (set it with --data_dir)")
@@ -137,6 +165,8 @@ def check_paths(cfg: RunConfig) -> None:
         raise MissingFileError(f"task.media_root {cfg.task.media_root}: no such folder")
     if cfg.checkpoint:
         check_checkpoint(cfg.checkpoint, cfg.model)
+    if cfg.init_from:
+        check_init_from(cfg)
     for key, encoder in encoder_sections(cfg) if cfg.model.visual else []:
         if encoder.checkpoint and not Path(encoder.checkpoint).is_file():
             raise MissingFileError(f"{key}.checkpoint {encoder.checkpoint}: no such file")

@@ -18,7 +18,7 @@ import torch
 from accelerate.utils import set_seed
 
 from epalm.common.atomic_io import write_text_atomic
-from epalm.models.checkpoint import load_checkpoint_weights, load_reference_checkpoint
+from epalm.models.checkpoint import load_bridge_weights, load_checkpoint_weights, load_reference_checkpoint
 from epalm.models.factory import build_model
 from epalm.models.modalities import load_plugins
 from epalm.models.param_count import count_parameters, parameter_report
@@ -28,7 +28,7 @@ from epalm.training.evaluator import evaluate_split
 from epalm.training.feature_store import encoder_features
 from epalm.training.fsdp_units import use_epalm_units
 from epalm.training.mixture import mixture_loader
-from epalm.training.preflight import preflight
+from epalm.training.preflight import bridge_checkpoint_folder, preflight
 from epalm.training.run_config import RunConfig, dump_config, resolve_config
 from epalm.training.run_state import load_trainable_into
 from epalm.training.scoring import metric_reason
@@ -86,7 +86,7 @@ class TaskEvaluator:
             features = encoder_features(cfg, self.accelerator, self.model, split, self.run_dir)
             self.loaders[split_name] = self.accelerator.prepare_data_loader(
                 build_loader(build_dataset(split, self.model, cfg, False, features), self.tokenizer, cfg, train=False,
-                             tokens_per_instance=self.model.tokens_per_instance))
+                             tokens_per_instance=self.model.positions_per_instance))
         return evaluate_split(self.accelerator, self.model, self.loaders[split_name], self.tokenizer, split, cfg,
                               self.out_dir, name)
 
@@ -100,8 +100,9 @@ def training_loader(cfg: RunConfig, tasks: dict[str, RunConfig], train_splits: d
         datasets[name] = build_dataset(train_splits[name], model, task_cfg, True, features)
     if not cfg.mixture:
         (name,) = tasks
-        return build_loader(datasets[name], tokenizer, cfg, train=True, tokens_per_instance=model.tokens_per_instance)
-    collators = {name: make_collator(datasets[name].split.kind, tokenizer, task_cfg, True, model.tokens_per_instance)
+        return build_loader(datasets[name], tokenizer, cfg, train=True,
+                            tokens_per_instance=model.positions_per_instance)
+    collators = {name: make_collator(datasets[name].split.kind, tokenizer, task_cfg, True, model.positions_per_instance)
                  for name, task_cfg in tasks.items()}
     weights = {name: entry.weight for name, entry in cfg.mixture.items()}
     return mixture_loader(datasets, collators, weights, cfg.train.batch_size, cfg.seed, cfg.train.num_workers,
@@ -143,6 +144,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     model, tokenizer = build_model(cfg.model)
     load_initial_weights(model, cfg.checkpoint, accelerator.print)
+    if cfg.init_from:  # a second stage: the earlier run's bridge, whatever its LM trained as
+        folder = bridge_checkpoint_folder(Path(cfg.init_from))
+        accelerator.print(load_bridge_weights(model, folder).describe(folder))
     accelerator.print(parameter_report(model))
     parameters = dataclasses.asdict(count_parameters(model))  # {trainable, total}, returned with the results
     use_epalm_units(accelerator, model)  # FSDP: shard per component (no-op under other engines)

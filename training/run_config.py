@@ -16,8 +16,9 @@ import yaml
 from epalm.common.atomic_io import write_text_atomic
 from epalm.common.command_line import add_debug_flag, command_parser
 from epalm.common.config_io import ConfigError, from_dict, merge, parse_override, set_dotted, to_dict, yaml_problem
-from epalm.common.errors import MissingFileError, did_you_mean
-from epalm.dataset.collate import PADDING_SIDES
+from epalm.common.errors import MissingFileError, check_choice, did_you_mean
+from epalm.dataset.chat_template import TEXT_FORMATS
+from epalm.dataset.collate import DEFAULT_CAPTION_PROMPT, PADDING_SIDES
 from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from epalm.models.config import ModelConfig, translate_legacy_encoders
 from epalm.models.sampling import SamplingSettings
@@ -35,6 +36,10 @@ class TaskConfig:
     chat_template (chat rows): "auto" (the tokenizer's chat template when it has one, else the plain one),
     "plain" or "tokenizer" (dataset/chat_template.py). max_instances (chat rows): keep only the first n media
     instances of each row, the others' placeholders get no positions (the "first instance only" ablation).
+
+    text_format (QA and caption tasks): "reference" (the reference's text, above) or "chat" (an instruct LM: the
+    sample as a one-turn conversation through the tokenizer's chat template; the user turn is the filled
+    prompt_template, or caption_prompt for captions; dataset/collate.py).
 
     check_media: before anything is built, look at every media file of each split (an image's header; other
     files: there and not empty; training/data_checks.py): a split with no readable file is an error, failures
@@ -58,9 +63,12 @@ class TaskConfig:
     prompt_template: str = DEFAULT_QA_TEMPLATE
     check_media: bool = True
     max_unreadable_share: float = 0.05
+    text_format: str = "reference"
+    caption_prompt: str = DEFAULT_CAPTION_PROMPT
 
     def __post_init__(self) -> None:
         check_prompt_template(self.prompt_template)
+        check_choice("task.text_format", self.text_format, TEXT_FORMATS)
 
 
 FUSED_ADAMW = ("auto", True, False)
@@ -191,11 +199,17 @@ class RunConfig:
     seed: int = 42
     mixed_precision: str = "auto"
     checkpoint: str | None = None
+    # A two-stage start: the bridge (connectors, soft prompt) of an earlier run or checkpoint folder, whatever its
+    # LM trained as (frozen -> LoRA, frozen -> full); the rest starts fresh (models/checkpoint.py:load_bridge_weights).
+    init_from: str | None = None
     evaluate: bool = False
     resume: bool = False
     save_best: bool = False
 
     def __post_init__(self) -> None:
+        if self.init_from and self.checkpoint:
+            raise ConfigError("--init_from starts a new stage from an earlier run's bridge, --checkpoint loads a whole "
+                              "trained model: give one of them")
         if self.train.lm_lr is not None and self.model.lm.train == "frozen":
             raise ConfigError("train.lm_lr is set but the LM is frozen (model.lm.train: frozen): set model.lm.train "
                               "to lora or full, or drop train.lm_lr")
@@ -208,6 +222,7 @@ FLAGS = {
     "text_model": "model.lm.name",
     "vision_model": "model.encoders.<main>.name",  # the first encoder's (image when the configs name none)
     "checkpoint": "checkpoint",
+    "init_from": "init_from",
     "seed": "seed",
 }
 SWITCHES = {"evaluate": "evaluate", "resume": "resume", "save_best": "save_best"}
@@ -217,6 +232,7 @@ FLAG_HELP = {  # flag: (metavar, help); one line each in --help
     "text_model": ("NAME", "frozen LM: hub id (facebook/opt-2.7b) or folder"),
     "vision_model": ("NAME", "frozen encoder: timm name, hub id or folder"),
     "checkpoint": ("PATH", "initial weights: a run's best/ or an eP-ALM .pth"),
+    "init_from": ("RUN", "stage 2: the bridge of an earlier run (any model.lm.train)"),
     "seed": ("N", "seed of shuffling, sampling, augmentation (42)"),
     "evaluate": (None, "only evaluate, on the test split (val if none)"),
     "resume": (None, "continue from <output_dir>/checkpoints/last"),
@@ -233,6 +249,9 @@ MAIN_EXAMPLES = """examples:
   python main.py --config configs/image/epalm_pt_l_vqa.yaml --data_dir data \\
       --output_dir outputs/pt_l --evaluate --checkpoint ePALM_pt_L_vqa.pth \\
       --set model.injection_mode=epalm
+  # two stages (LLaVA, multi_token): the projector first, then LoRA on the LM from it
+  python main.py --config configs/recipes/multi_token_stage2.yaml --data_dir data \\
+      --output_dir outputs/stage2 --init_from outputs/stage1
   # on N GPUs: accelerate launch --multi_gpu --num_processes N main.py ...
   # run_scripts/<modality>/<task>/*.sh: these per task (docs/training.md)"""
 

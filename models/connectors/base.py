@@ -11,6 +11,7 @@ from torch import nn
 from epalm.common.config_io import from_dict
 from epalm.common.registry import Registry
 from epalm.models.connectors.placements import Placement
+from epalm.models.encoders.base import PerceptionEncoder
 from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 
 if TYPE_CHECKING:  # the model config imports the encoder and LM configs, not the connectors: no cycle at run time
@@ -23,7 +24,8 @@ class NoOptions:
 
 
 class Connector(nn.Module, ABC):
-    """Maps the frozen encoder's features of M media instances, `(M, K, d_enc)`, to what the LM receives.
+    """Maps the frozen encoder's features of M media instances, `(M, F, d_enc)`, to what the LM receives: F = K
+    vectors (one per block read, readout cls or mean) or F = N patch tokens (readout patches).
 
     placement: where the tokens enter the LM (models/connectors/placements.py): LAYERS: returns `(M, K, d_lm)`,
         the visual token of each injection layer of one slot position (d_lm: the decoder's hidden width); INPUT:
@@ -39,12 +41,14 @@ class Connector(nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, cfg: ModelConfig, options: Any, encoder_width: int, lm: FrozenLanguageModel) -> Connector:
-        """Build for one encoder of width `encoder_width` feeding `lm`."""
+    def from_config(cls, cfg: ModelConfig, options: Any, encoder_width: int, lm: FrozenLanguageModel,
+                    num_features: int) -> Connector:
+        """Build for one encoder of width `encoder_width` giving `num_features` vectors per instance (K, or the
+        N patch tokens of readout patches), feeding `lm`."""
 
     @abstractmethod
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """`(M, K, d_enc)` encoder features -> `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
+        """`(M, F, d_enc)` encoder features -> `(M, K, d_lm)` (layers) or `(M, N, d_embed)` (input)."""
 
 
 CONNECTORS: Registry[type[Connector]] = Registry("connector", discover=("epalm.models.connectors",))
@@ -54,10 +58,11 @@ def connector_class(name: str) -> type[Connector]:
     return CONNECTORS.get(name)
 
 
-def build_connector(cfg: ModelConfig, encoder_width: int, lm: FrozenLanguageModel) -> Connector:
+def build_connector(cfg: ModelConfig, encoder: PerceptionEncoder, lm: FrozenLanguageModel) -> Connector:
     cls = connector_class(cfg.connector)
     options = from_dict(cls.Options, dict(cfg.connector_options), "model.connector_options")
-    connector = cls.from_config(cfg, options, encoder_width, lm)
+    num_features = encoder.features_per_instance(cfg.readout, cfg.injected_hidden_states, cfg.patch_tokens)
+    connector = cls.from_config(cfg, options, encoder.hidden_size, lm, num_features)
     if not isinstance(connector.placement, Placement):
         raise TypeError(f"connector '{cfg.connector}': placement {connector.placement!r} is not a Placement "
                         "(models/connectors/placements.py)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from epalm.common.errors import ConfigError
 from epalm.models.connectors.base import CONNECTORS, Connector
 from epalm.models.connectors.placements import LAYERS
 
@@ -27,7 +28,10 @@ class LinearConnection(nn.ModuleList, Connector):
         self.shared = shared
 
     @classmethod
-    def from_config(cls, cfg, options, encoder_width: int, lm) -> LinearConnection:
+    def from_config(cls, cfg, options, encoder_width: int, lm, num_features: int) -> LinearConnection:
+        if cfg.readout == "patches":
+            raise ConfigError("model.connector 'linear' injects one vector per encoder block (model.readout cls or "
+                              "mean); readout 'patches' gives a sequence: use model.connector mlp (or prefix)")
         return cls(encoder_width, lm.hidden_size, cfg.injected_hidden_states, cfg.shared_connector)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,8 @@ class PrefixOptions:
 
 @CONNECTORS.register("prefix")
 class PrefixConnector(Connector):
-    """`(M, K, d_enc)` (K encoder blocks read, 1 by default) -> flattened `(M, K*d_enc)` -> `(M, N, d_embed)`."""
+    """`(M, F, d_enc)` (F: the K encoder blocks read, or the patch tokens of readout patches) -> flattened
+    `(M, F*d_enc)` -> `(M, N, d_embed)`."""
 
     placement = INPUT
     Options = PrefixOptions
@@ -45,8 +46,8 @@ class PrefixConnector(Connector):
             self.proj = nn.Sequential(nn.Linear(width_in, hidden), nn.GELU(), nn.Linear(hidden, width_out))
 
     @classmethod
-    def from_config(cls, cfg, options: PrefixOptions, encoder_width: int, lm) -> PrefixConnector:
-        return cls(encoder_width, cfg.injected_hidden_states, lm.embedding_size, options.tokens, options.hidden)
+    def from_config(cls, cfg, options: PrefixOptions, encoder_width: int, lm, num_features: int) -> PrefixConnector:
+        return cls(encoder_width, num_features, lm.embedding_size, options.tokens, options.hidden)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.shape[1] != self.num_features:

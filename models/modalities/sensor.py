@@ -27,7 +27,7 @@ from torch import nn
 from epalm.common.config_io import from_dict
 from epalm.common.errors import MediaDecodeError
 from epalm.common.errors import ConfigError, DataFormatError
-from epalm.models.encoders.base import ENCODERS, READOUTS, PerceptionEncoder
+from epalm.models.encoders.base import ENCODERS, PerceptionEncoder
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.modalities.base import Modality, register_modality
 from epalm.models.modalities.previews import png_data_uri
@@ -173,8 +173,8 @@ class SensorEncoder(PerceptionEncoder):
     def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         if not 1 <= num_tokens <= self.num_layers:
             raise ValueError(f"num_tokens (injected_hidden_states) must be in 1..{self.num_layers}, got {num_tokens}")
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if readout not in self.readouts:
+            raise ValueError(f"readout must be one of {self.readouts}, got {readout!r}")
         expected = (self.options.channels, self.options.length)
         if media.ndim != 3 or tuple(media.shape[1:]) != expected:
             raise ValueError(f"expected traces (B, {expected[0]}, {expected[1]}), got {tuple(media.shape)}")

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from epalm.common.config_io import from_dict, merge, parse_override, set_dotted, to_dict
-from epalm.common.errors import ConfigError
+from epalm.common.errors import ConfigError, check_choice
+from epalm.dataset.chat_template import TEXT_FORMATS
+from epalm.dataset.collate import DEFAULT_CAPTION_PROMPT
 from epalm.models.config import translate_legacy_encoders
 from epalm.models.encoders.config import EncoderConfig
 from epalm.training.run_config import load_yaml
@@ -163,7 +165,9 @@ class FewShotConfig:
     """lm: the frozen LM (a transformers folder or hub id); new: the modality integrated from k samples; seen:
     the modalities the projector and hypernetwork learn from; text: also learn from the seen captions' own
     embeddings (a paraphrase task); feature_blocks: encoder blocks cached (the last is what the projector reads,
-    the eP-ALM baseline reads `epalm.injected_hidden_states` of them)."""
+    the eP-ALM baseline reads `epalm.injected_hidden_states` of them). text_format: "reference" (a caption is
+    `BOS caption</s>`) or "chat" (an instruct LM, as DMI's: a one-turn conversation through the tokenizer's chat
+    template, the user turn `caption_prompt`, the media tokens before it)."""
 
     out_dir: str = "outputs/fewshot"
     lm: str = "models/demo_weights/opt-demo"
@@ -172,6 +176,8 @@ class FewShotConfig:
     seen: dict[str, ModalitySource] = field(default_factory=dict)
     text: bool = True
     feature_blocks: int = 2
+    text_format: str = "reference"
+    caption_prompt: str = DEFAULT_CAPTION_PROMPT
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     hypernetwork: HypernetworkConfig = field(default_factory=HypernetworkConfig)
@@ -180,6 +186,7 @@ class FewShotConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def __post_init__(self) -> None:
+        check_choice("text_format", self.text_format, TEXT_FORMATS)
         if len(self.new) != 1:
             raise ConfigError(f"`new` must name exactly one modality, got {sorted(self.new)}")
         if not self.seen:
@@ -187,6 +194,13 @@ class FewShotConfig:
         overlap = set(self.new) & set(self.seen)
         if overlap:
             raise ConfigError(f"modality {sorted(overlap)} is both new and seen")
+
+    def text_settings(self) -> dict[str, str]:
+        """What changes the caption text (for the stages' fingerprints: empty for the reference format, so the
+        stages trained before the key stay valid)."""
+        if self.text_format == "reference":
+            return {}
+        return {"text_format": self.text_format, "caption_prompt": self.caption_prompt}
 
     @property
     def new_name(self) -> str:

@@ -23,6 +23,7 @@ from epalm.demo.synthetic.build_sensor import build_sensor_dataset
 from epalm.demo.synthetic.build_video import build_video_dataset
 from epalm.models.encoders import EncoderConfig, build_encoder
 from epalm.models.modalities import get_modality
+from epalm.studies.fewshot.caption_lm import study_readout
 from epalm.studies.fewshot.config import FewShotConfig, ModalitySource
 from epalm.training.scoring import attribute_vocabulary
 
@@ -76,12 +77,12 @@ def ensure_data(cfg: FewShotConfig, name: str, source: ModalitySource, progress:
     return root
 
 
-def _encoder_identity(encoder_cfg: EncoderConfig) -> dict:
+def _encoder_identity(encoder_cfg: EncoderConfig, readout: str) -> dict:
     checkpoint = Path(encoder_cfg.checkpoint) if encoder_cfg.checkpoint else None
     return {"type": encoder_cfg.type, "name": encoder_cfg.name, "pretrained": encoder_cfg.pretrained,
             "model_kwargs": encoder_cfg.model_kwargs, "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
             "checkpoint_stamp": file_stamp(checkpoint) if checkpoint else None, "num_frames": encoder_cfg.num_frames,
-            "audio_frames": encoder_cfg.audio_frames, "sample_rate": encoder_cfg.sample_rate, "readout": "cls"}
+            "audio_frames": encoder_cfg.audio_frames, "sample_rate": encoder_cfg.sample_rate, "readout": readout}
 
 
 def _items(split: TaskSplit, max_items: int | None) -> tuple[list[str], list[Any], list[list[str]], list | None]:
@@ -110,13 +111,14 @@ def load_pool(cfg: FewShotConfig, name: str, source: ModalitySource, split_name:
     encoder_cfg = source.encoder_section()
     encoder = build_encoder(encoder_cfg)
     blocks = min(cfg.feature_blocks, encoder.num_layers)
-    key = cache_key(_encoder_identity(encoder_cfg), encoder.preprocessing_fingerprint(), blocks)
+    readout = study_readout(encoder_cfg)  # CLS tokens, or token means without one
+    key = cache_key(_encoder_identity(encoder_cfg, readout), encoder.preprocessing_fingerprint(), blocks)
     cache = FeatureCache(Path(cfg.out_dir) / "features" / key)
     missing = cache.missing(media, split.media_root)
     if missing:
         preprocess = get_modality(split.modality).preprocessor(encoder, encoder_cfg, train=False)
         computed, errors = encode_items(missing, split.media_root, load=preprocess,
-                                        encode=lambda batch: encoder(batch, blocks, "cls"), batch_size=128,
+                                        encode=lambda batch: encoder(batch, blocks, readout), batch_size=128,
                                         show_progress=progress)
         cache.add(computed, errors, split.media_root)
     keep = [i for i, m in enumerate(media) if "row" in cache.entries[m]]

@@ -152,7 +152,7 @@ def lora(ctx: Context, shots: Shots, evaluation: torch.Tensor, seed: int, steps:
 
 def epalm_injection(ctx: Context, shots: Shots, evaluation: torch.Tensor, seed: int, steps: int, lr: float):
     model, tokenizer = injection_model(ctx.cfg.lm, ctx.encoder, ctx.cfg.epalm, shots.blocks.shape[1], seed)
-    lm = CaptionLM(model, tokenizer)
+    lm = CaptionLM(model, tokenizer, text_format=ctx.cfg.text_format, caption_prompt=ctx.cfg.caption_prompt)
     blocks = model.config.injected_hidden_states
     features, test = shots.blocks[:, -blocks:], evaluation[:, -blocks:]
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -40,6 +40,7 @@ class Prepared:
 def stage_fingerprints(cfg: FewShotConfig) -> dict[str, str]:
     values = config_dict(cfg)
     shared = {key: values[key] for key in ("lm", "seed", "seen", "text", "feature_blocks", "projector")}
+    shared.update(cfg.text_settings())
     first = fingerprint({**shared, "pretrain": values["pretrain"]})
     return {STAGE1: first, STAGE2: fingerprint({"stage1": first, "hypernetwork": values["hypernetwork"]})}
 
@@ -63,7 +64,7 @@ def prepare(cfg: FewShotConfig, train: bool = True, force: bool = False, progres
     new = cfg.new_source
     start = time.perf_counter()
     model, tokenizer = prefix_model(cfg.lm, new.encoder_section(), cfg.projector.tokens)
-    lm = CaptionLM(model, tokenizer)
+    lm = CaptionLM(model, tokenizer, text_format=cfg.text_format, caption_prompt=cfg.caption_prompt)
     new_train = load_pool(cfg, cfg.new_name, new, new.train_split, progress)
     evaluation_split = new.test_split if cfg.study.eval_split == "test" else new.val_split
     if not evaluation_split:

@@ -84,7 +84,8 @@ METHOD_STAGES = {"hypernetwork": STAGE2, "hypernetwork_finetuned": STAGE2, "pret
 def run_fingerprint(cfg: FewShotConfig, spec: RunSpec) -> str:
     values = config_dict(cfg)
     stage = METHOD_STAGES[spec.method]
-    uses = stage_fingerprints(cfg)[stage] if stage else {"lm": cfg.lm, "projector": values["projector"]}
+    uses = stage_fingerprints(cfg)[stage] if stage else {"lm": cfg.lm, "projector": values["projector"],
+                                                          **cfg.text_settings()}
     return fingerprint({"stages": uses, "spec": asdict(spec), "new": values["new"],
                         "epalm": values["epalm"], "batch_size": cfg.study.batch_size,
                         "eval": [cfg.study.eval_split, cfg.study.eval_items, cfg.study.max_new_tokens]})

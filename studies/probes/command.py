@@ -145,7 +145,7 @@ def untrained_connector(model: EPALM, modality: str, seed: int, device: torch.de
     """The checkpoint's connector type and options, freshly initialised from `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        connector = build_connector(model.config, model.encoder_for(modality).hidden_size, model.lm)
+        connector = build_connector(model.config, model.encoder_for(modality), model.lm)
     return connector.to(device).eval()
 
 

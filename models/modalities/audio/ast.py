@@ -7,7 +7,7 @@ import torch
 from transformers import ASTConfig, ASTModel
 
 from epalm.common.errors import ConfigError, loading
-from epalm.models.encoders.base import ENCODERS
+from epalm.models.encoders.base import ENCODERS, READOUTS
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from epalm.models.modalities.audio.ast_original import load_original_ast
@@ -17,6 +17,7 @@ from epalm.models.modalities.audio.modality import AUDIOSET_MEAN, AUDIOSET_STD, 
 @ENCODERS.register("ast")
 class ASTEncoder(LibraryEncoder):
     modality = "audio"
+    readouts = READOUTS
 
     def __init__(self, model: ASTModel, cfg: EncoderConfig, mean: float, std: float):
         super().__init__(model)
@@ -27,6 +28,9 @@ class ASTEncoder(LibraryEncoder):
         self.audio_frames = model.config.max_length
         self.mel_bins = model.config.num_mel_bins
         self.mean, self.std = mean, std
+        config = model.config  # the patch grid: frequency rows x time columns, as AST's embeddings flatten it
+        self.patch_layout = ((config.num_mel_bins - config.patch_size) // config.frequency_stride + 1,
+                             (config.max_length - config.patch_size) // config.time_stride + 1)
 
     def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
         self.check_num_tokens(num_tokens)

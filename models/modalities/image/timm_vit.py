@@ -24,17 +24,22 @@ from epalm.models.partitioned_params import gathered
 class TimmViTEncoder(LibraryEncoder):
     modality = "image"
     test_resize = "squash"  # the test-time resize ignores the aspect ratio (the run counts the non-square images)
+    readouts = READOUTS
 
     def __init__(self, model: nn.Module, cfg: EncoderConfig):
-        if getattr(model, "cls_token", None) is None:
-            raise ConfigError(f"timm model '{cfg.name}' has no class token; eP-ALM reads the CLS token of each block")
+        if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
+            raise ConfigError(f"timm model '{cfg.name}' is not a Vision Transformer (no blocks of tokens): read it "
+                              "with encoder type timm_pooled")
         super().__init__(model)
+        if getattr(model, "cls_token", None) is None:  # SigLIP-style ViTs: no CLS token to read
+            self.readouts = ("mean", "patches")
         self.name = cfg.name
         self.hidden_size = model.embed_dim
         self.num_layers = len(model.blocks)
         data_cfg = resolve_data_config({}, model=model)
         # pretrained_cfg keeps the tag's 224 even when model_kwargs changed img_size: trust the built model.
         self.image_size = int(model.patch_embed.img_size[0])
+        self.patch_layout = tuple(int(n) for n in model.patch_embed.grid_size)
         self.interpolation = data_cfg["interpolation"]
         if cfg.normalization == "clip":
             self.mean, self.std = tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)
@@ -54,12 +59,7 @@ class TimmViTEncoder(LibraryEncoder):
                 output_fmt="NLC",
                 intermediates_only=True,
             )
-        # each entry is (patch tokens, prefix tokens); prefix position 0 is the class token
-        if readout == "mean":
-            return torch.stack([self.model.norm(patches).mean(1) for patches, _ in per_block], dim=1)
-        if readout != "cls":
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        return self.model.norm(torch.stack([prefix[:, 0] for _, prefix in per_block], dim=1))
+        return self.split_prefix_tokens(per_block, self.model.norm, readout)
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         """PIL image -> `(3, S, S)`. Test: squash-resize to S x S; train: crop, flip, RandAugment."""
@@ -90,10 +90,11 @@ class TimmViTEncoder(LibraryEncoder):
         return TimmViTEncoder(model.eval(), cfg)
 
 
-def check_timm_name(name: str, key: str = "encoder name") -> None:
+def check_timm_name(name: str, key: str = "encoder name", encoder_type: str = "timm_vit",
+                    example: str = "vit_base_patch16_224") -> None:
     """A name timm knows (tags allowed); `hf-hub:` and other prefixed sources are left to timm."""
     if not name:
-        raise ConfigError(f"{key}: encoder type 'timm_vit' needs a timm model name such as vit_base_patch16_224")
+        raise ConfigError(f"{key}: encoder type '{encoder_type}' needs a timm model name such as {example}")
     if ":" not in name and not timm.is_model(name):
         raise ConfigError(f"{key} '{name}' is not a timm model"
                           f"{did_you_mean(name.split('.')[0], timm.list_models())} (see timm.list_models())")
@@ -131,7 +132,8 @@ def load_weight_file(model: nn.Module, path: Path) -> None:
     if checkpoint_filter is not None:
         state = checkpoint_filter(state, model)
     own = model.state_dict()
-    state = {k: v for k, v in state.items() if not (k.startswith("head.") and k not in own)}
+    classifier = model.default_cfg.get("classifier") or "head"  # ViTs' head, ResNets' fc, ConvNeXts' head.fc
+    state = {k: v for k, v in state.items() if not (k.startswith(f"{classifier}.") and k not in own)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

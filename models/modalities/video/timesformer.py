@@ -10,7 +10,7 @@ from torch import nn
 from transformers import TimesformerConfig, TimesformerModel
 
 from epalm.common.errors import ConfigError, loading
-from epalm.models.encoders.base import ENCODERS
+from epalm.models.encoders.base import ENCODERS, READOUTS
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from epalm.models.modalities.video.modality import VideoTransform
@@ -26,6 +26,7 @@ TIMESFORMER_STD = (0.225, 0.225, 0.225)
 @ENCODERS.register("timesformer")
 class TimesformerEncoder(LibraryEncoder):
     modality = "video"
+    readouts = READOUTS
 
     def __init__(self, model: TimesformerModel, cfg: EncoderConfig, mean: Sequence[float], std: Sequence[float]):
         super().__init__(model)
@@ -34,6 +35,8 @@ class TimesformerEncoder(LibraryEncoder):
         self.num_layers = model.config.num_hidden_layers
         self.num_frames = model.config.num_frames
         self.image_size = int(model.config.image_size)
+        side = self.image_size // int(model.config.patch_size)
+        self.patch_layout = (self.num_frames, side, side)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def forward(self, media: torch.Tensor, num_tokens: int, readout: str = "cls") -> torch.Tensor:
@@ -41,7 +44,11 @@ class TimesformerEncoder(LibraryEncoder):
         if media.ndim != 5 or media.shape[2] != self.num_frames:
             raise ValueError(f"expected videos (B, C, {self.num_frames}, H, W), got {tuple(media.shape)}")
         out = self.model(pixel_values=media.transpose(1, 2), output_hidden_states=True)  # wants (B, T, C, H, W)
-        return self.last_block_tokens(out.hidden_states, num_tokens, self.model.layernorm, readout, 1)
+        tokens = self.last_block_tokens(out.hidden_states, num_tokens, self.model.layernorm, readout, 1)
+        if readout == "patches":  # TimeSformer orders them patch by patch, each over time: frame by frame here
+            batch, _, width = tokens.shape
+            tokens = tokens.view(batch, -1, self.num_frames, width).transpose(1, 2).reshape(batch, -1, width)
+        return tokens
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         return VideoTransform(self.image_size, self.mean, self.std, train)
