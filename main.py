@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from epalm.common.command_line import run_command
-from epalm.training.run import main
+from epalm.common.stop_signals import note_early_stop_signals
 
 # The first argument picks a command; anything else (`--config ...`) is a training run, as always.
 COMMANDS = {"chat": "epalm.inference.chat", "predict": "epalm.inference.predict", "probe": "epalm.studies.probes.command"}
@@ -22,4 +22,7 @@ if __name__ == "__main__":
     if argv[:1] in (["-h"], ["--help"]):
         print("commands: python main.py chat --help | python main.py predict --help (talk to a trained model)\n"
               "          python main.py probe --help (projection probes, docs/probes.md)\n")
+    note_early_stop_signals()  # a preemption signal during the next seconds of imports: exit 75, not 143
+    from epalm.training.run import main
+
     sys.exit(run_command(main))
