@@ -165,7 +165,10 @@ def opt_2_7b() -> BenchShape:
         "opt-2.7b", "eP-ALM (configs/base/epalm.yaml): OPT-2.7B + ViT-B/16, random init, the config's batch",
         model, batch_size=batch, text_len=20, new_tokens=20, compare_tokens=30, num_beams=3,
         targets=(Target("train_encode.mfu", "training step with the encoder: model FLOPs utilisation",
-                        minimum=0.40, device="cuda"),),
+                        minimum=0.40, device="cuda"),
+                 # The H200 of issue 9 timed the cached step slower (0.87x): on a GPU it must be faster.
+                 Target("feature_cache_train_speedup", "train_cached faster than train_encode (x)",
+                        minimum=1.0, device="cuda")),
         modes=("encode", "train_encode", "train_cached", "generate"),
     )
 

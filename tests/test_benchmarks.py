@@ -94,8 +94,9 @@ def test_full_size_shapes_are_the_paper_recipes(name, lm_weights, encoder_weight
 
 def test_gpu_targets_are_judged_on_the_gpu_only():
     mfu, memory = get_shape("opt-2.7b"), get_shape("opt-6.7b-pt-l")
-    (low,) = target_results({}, {"train_encode": {"mfu": 0.31}}, mfu, "cuda")
+    low, cached = target_results({"feature_cache_train_speedup": 0.87}, {"train_encode": {"mfu": 0.31}}, mfu, "cuda")
     assert (low["value"], low["met"], low["bound"]) == (0.31, False, ">= 0.4")
+    assert (cached["value"], cached["met"]) == (0.87, False)  # issue 9's H200: the cached step was slower
     (fits,) = target_results({}, {"train_encode": {"peak_memory_mb": 14_500.0}}, memory, "cuda")
     assert fits["met"] is True
     (over,) = target_results({}, {"train_encode": {"peak_memory_mb": 19_500.0}}, memory, "cuda")
@@ -156,19 +157,3 @@ def test_interleaved_timing_gives_every_mode_its_repetitions(tmp_path):
     for mode in result["modes"].values():
         assert len(mode["times_s"]) == len(mode["cpu_times_s"]) == 2 and mode["peak_memory_mb"] > 0
     assert "feature_cache_train_speedup" in result["ratios"]
-
-
-def test_gpu_smoke_script_prints_one_table_on_the_cpu(tmp_path):
-    """run_scripts/gpu_smoke.sh in its CPU mode (tiny sizes): the benchmark and generation rows run, the FSDP row
-    says why it is skipped, and the table is written beside the JSON. (Its demo and other engine rows take
-    minutes on 2 CPU cores: the engines are tested in tests/test_engines.py and tests/test_fsdp.py.)"""
-    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "tiny", "OUT": str(tmp_path), "PYTHON": sys.executable,
-           "OMP_NUM_THREADS": "1"}
-    script = Path(__file__).resolve().parent.parent / "run_scripts" / "gpu_smoke.sh"
-    done = subprocess.run(["bash", str(script), "--only", "bench", "engines", "generation", "--engines", "fsdp"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    summary = json.loads((tmp_path / "smoke.json").read_text())
-    rows = {row["check"]: row["status"] for row in summary["rows"]}
-    assert rows == {"bench/tiny": "pass", "engine/fsdp": "skipped: needs CUDA", "generation/cached (cpu)": "pass"}
-    assert summary["machine"]["device"] == "cpu" and "| bench/tiny | pass |" in (tmp_path / "smoke.md").read_text()
