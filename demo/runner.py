@@ -1,6 +1,6 @@
 """The offline demo: synthetic data and tiny pretrained models, each bridge against its blind baseline.
 
-    python -m epalm.demo                       # the main table: every task, blind vs eP-ALM (~19 min, 2 cores)
+    python -m epalm.demo                       # the main table: every task, blind vs eP-ALM (18 min, 2 shared cores)
     python -m epalm.demo --tasks image_vqa image_caption
     python -m epalm.demo --groups connectors   # image VQA and captions: blind, eP-ALM, input prefix
     python -m epalm.demo --all                 # every group (main, connectors, pairs, joint, lm)
@@ -13,7 +13,10 @@ Groups (each trains its variants with the same recipe and fixed step counts, the
   single-modality models, with as many steps in all as the three together;
 - lm: image VQA with the LM trained too (model.lm.train): blind, eP-ALM (frozen LM), LoRA, full fine-tuning,
   with their trainable parameter counts.
-Rows `{task, metric, <variant>: value ...}` go to `outputs/demo/summary.json` (the main group's rows have
+Runs go side by side in worker processes (`--jobs`, default 2 on 2 cores), one torch thread each, so the numbers do
+not depend on the core count or `--jobs` (demo/run_pool.py); the data sets are built side by side first, and each
+task's blind runs go beside the first run that reads its encoder (which fills the encoder's feature cache, under
+`--out`, alone). Rows `{task, metric, <variant>: value ...}` go to `outputs/demo/summary.json` (the main group's rows have
 the variants blind and epalm), a table per group to `summary.md`, links to every run's predictions page
 to `index.html`.
 """
@@ -215,12 +218,14 @@ class DemoRunner:
         self.build([name])
         return self.out / "data" / name
 
-    def _quick(self) -> list[str]:
-        return ["--set", "train.max_steps=3", "--set", "eval.max_length=8"] if self.quick else []
+    def _common(self) -> list[str]:
+        """Every run's last arguments: the feature cache beside the runs (`--out`), --quick's sizes, --set."""
+        quick = ["--set", "train.max_steps=3", "--set", "eval.max_length=8"] if self.quick else []
+        return ["--set", f"train.feature_cache_dir={self.out / 'feature_cache'}", *quick, *self.extra]
 
     def train(self, run_name: str, argv: list[str]) -> dict[str, Any]:
         start = time.time()
-        result = self.pool.train([*argv, "--output_dir", str(self.out / run_name), *self._quick(), *self.extra]).result()
+        result = self.pool.train([*argv, "--output_dir", str(self.out / run_name), *self._common()]).result()
         self.seconds[run_name] = time.time() - start
         return result
 
@@ -241,7 +246,7 @@ class DemoRunner:
         for wave in (blind + reading[:1], reading[1:]):
             started = time.time()
             futures = {variant: self.pool.train([*self._argv(name, overrides), "--output_dir",
-                                                 str(self.out / name / variant), *self._quick(), *self.extra])
+                                                 str(self.out / name / variant), *self._common()])
                        for variant, overrides in wave}
             for variant, future in futures.items():
                 output = future.result()
