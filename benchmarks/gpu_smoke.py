@@ -224,7 +224,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser = command_parser("python -m benchmarks.gpu_smoke", __doc__, EXAMPLES)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda (default) or cpu")
     parser.add_argument("--sizes", default="full", choices=("full", "tiny"),
-                        help="full: the GPU shapes (default); tiny: the same checks on a CPU, tiny sizes")
+                        help="full: the GPU shapes (default); tiny: the same checks, CPU sizes")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "gpu_smoke", metavar="DIR",
                         help="where runs, smoke.json and smoke.md go (default outputs/gpu_smoke)")
     parser.add_argument("--only", nargs="+", default=["bench", "demo", "engines", "generation"],
@@ -232,11 +232,11 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES),
                         help="only these engines (default: all)")
     parser.add_argument("--precision", choices=("fp16", "bf16", "no"), default=None,
-                        help="the demo's and the engine runs' mixed precision (default: fp16 on CUDA, no on the CPU)")
+                        help="mixed precision of the demo and engine runs (default: fp16 on CUDA, else no)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="engine runs side by side (default: 8 on CUDA, 1 on the CPU)")
     parser.add_argument("--targets_as_information", action="store_true",
-                        help="report the benchmark targets without failing on them (exit 0 on NOT MET)")
+                        help="report the benchmark targets, do not fail on NOT MET")
     add_debug_flag(parser)
     return parser
 

@@ -335,8 +335,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (repeatable)")
     parser.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
-                        help="runs side by side, one thread each (default: 2 where there are 2 cores; the numbers "
-                             "do not depend on it)")
+                        help="runs side by side, one thread each (default: 2 on 2 cores; same numbers)")
     add_debug_flag(parser)
     return parser
 
