@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from epalm.common.command_line import run_command
-from epalm.training.run import main
+from epalm.common.stop_signals import note_early_stop_signals
 
 # The first argument picks a command; anything else (`--config ...`) is a training run, as always.
 COMMANDS = {"chat": "epalm.inference.chat", "predict": "epalm.inference.predict", "export": "epalm.inference.export",
@@ -28,4 +28,7 @@ if __name__ == "__main__":
               "          python main.py export --help | python main.py serve --help (a shareable folder, a web demo)\n"
               "          python main.py probe --help (projection probes, docs/probes.md)\n"
               "          python main.py check-data --help (check a data folder without training)\n")
+    note_early_stop_signals()  # a preemption signal during the next seconds of imports: exit 75, not 143
+    from epalm.training.run import main
+
     sys.exit(run_command(main))

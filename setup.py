@@ -15,10 +15,12 @@ setup(
     package_dir={f"epalm.{home}": home for home in HOMES},
     package_data={"epalm.models": ["architectures/*.json", "architectures/encoders/*.json", "demo_weights/**/*"]},
     install_requires=[
-        # timm imports torchvision; the CPU-only torch 2.13.0 wheel has no matching torchvision on
-        # PyPI (see docs/installation.md), 2.14.1 + 0.29.1 is the pair known to work together.
-        "torch==2.14.1",
-        "torchvision==0.29.1",
+        # Floors, never pins: installed into an environment that has its own torch (a CUDA build, a cluster's
+        # module), the project keeps it. torch 2.6 is what transformers 5 and accelerate 1.x ask for; timm
+        # imports torchvision, which must come from the same index as torch (docs/installation.md: the
+        # versions the tests ran on, and the CPU-only wheel that PyPI's torchvision does not import beside).
+        "torch>=2.6",
+        "torchvision>=0.21",
         "transformers>=5.0",
         "accelerate>=1.0",
         "timm>=1.0.3",  # VisionTransformer.forward_intermediates (tests/test_timm_loading.py runs 1.0.3)

@@ -15,10 +15,7 @@ RESULTS=${RESULTS:-benchmarks/results}
 DEVICE=${DEVICE:-cuda}
 DTYPE=${DTYPE:-float16}
 PYTHON=${PYTHON:-python3}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+source benchmarks/gpu_env.sh  # .whl/ into /tmp/site; epalm importable from here without an install
 if [ "$DEVICE" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi

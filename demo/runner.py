@@ -1,6 +1,6 @@
 """The offline demo: synthetic data and tiny pretrained models, each bridge against its blind baseline.
 
-    python -m epalm.demo                       # the main table: every task, blind vs eP-ALM (~19 min, 2 cores)
+    python -m epalm.demo                       # the main table: every task, blind vs eP-ALM (18 min, 2 shared cores)
     python -m epalm.demo --tasks image_vqa image_caption
     python -m epalm.demo --groups connectors   # image VQA and captions: blind, eP-ALM, input prefix
     python -m epalm.demo --groups bridges      # the demo ViT three ways: eP-ALM, LLaVA's MLP on patches, mean prefix
@@ -17,7 +17,10 @@ Groups (each trains its variants with the same recipe and fixed step counts, the
   single-modality models, with as many steps in all as the three together;
 - lm: image VQA with the LM trained too (model.lm.train): blind, eP-ALM (frozen LM), LoRA, full fine-tuning,
   with their trainable parameter counts.
-Rows `{task, metric, <variant>: value ...}` go to `outputs/demo/summary.json` (the main group's rows have
+Runs go side by side in worker processes (`--jobs`, default 2 on 2 cores), one torch thread each, so the numbers do
+not depend on the core count or `--jobs` (demo/run_pool.py); the data sets are built side by side first, and each
+task's blind runs go beside the first run that reads its encoder (which fills the encoder's feature cache, under
+`--out`, alone). Rows `{task, metric, <variant>: value ...}` go to `outputs/demo/summary.json` (the main group's rows have
 the variants blind and epalm), a table per group to `summary.md`, links to every run's predictions page
 to `index.html`.
 """
@@ -37,7 +40,7 @@ from epalm.demo.synthetic.build import build_image_dataset
 from epalm.demo.synthetic.build_audio import build_audio_dataset
 from epalm.demo.synthetic.build_video import build_video_dataset
 from epalm.demo.synthetic.image_pairs import build_image_pairs
-import epalm.training.run as entry
+from epalm.demo.run_pool import RunPool, default_jobs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "demo"
 BLIND = ("blind", ("model.visual=false",))
@@ -121,6 +124,11 @@ def data_builders(quick: bool = False) -> dict[str, Callable[[Path, Path], Any]]
     }
 
 
+def build_data_set(name: str, root: Path, quick: bool) -> None:
+    """One data set under ROOT/NAME (a worker process's job: a function it can import)."""
+    data_builders(quick)[name](root / name, root)
+
+
 def metric_rows(task: DemoTask, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Table rows `{task, metric, <variant>: value}`: QA / chat accuracy overall and per question type; caption
     CIDEr and attribute accuracy (overall and per attribute)."""
@@ -195,47 +203,71 @@ def write_index(out: Path, tables: dict[str, tuple[str, str]], runs: dict[str, t
 
 
 class DemoRunner:
-    """Builds what each run needs once, trains and evaluates each (task, variant) once, keeps the results."""
+    """Builds what each run needs once, trains and evaluates each (task, variant) once, keeps the results. Runs of
+    one task go side by side (`pool`): the blind ones beside the first that reads the encoder, which fills the
+    encoder's feature cache alone; then the others, which read it."""
 
-    def __init__(self, out: Path, extra: list[str], quick: bool):
-        self.out, self.extra, self.quick = out, extra, quick
-        self.builders = data_builders(quick)
+    def __init__(self, out: Path, extra: list[str], quick: bool, pool: RunPool):
+        self.out, self.extra, self.quick, self.pool = out, extra, quick, pool
         self.built: set[str] = set()
         self.results: dict[tuple[str, str], dict[str, Any]] = {}
         self.runs: dict[str, tuple[Path, str]] = {}
         self.seconds: dict[str, float] = {}
 
+    def build(self, names: list[str]) -> None:
+        """The data sets not built yet, side by side (image pairs reuse the image set's pictures: after it)."""
+        todo = [name for name in dict.fromkeys(names) if name not in self.built]
+        if "image_pairs" in todo and "image" not in self.built and "image" not in todo:
+            todo.insert(0, "image")
+        for wave in ([name for name in todo if name != "image_pairs"], [name for name in todo if name == "image_pairs"]):
+            for future in [self.pool.submit(build_data_set, name, self.out / "data", self.quick) for name in wave]:
+                future.result()
+            self.built.update(wave)
+
     def data(self, name: str) -> Path:
-        if name == "image_pairs":
-            self.data("image")
-        if name not in self.built:
-            self.builders[name](self.out / "data" / name, self.out / "data")
-            self.built.add(name)
+        self.build([name])
         return self.out / "data" / name
 
-    def _quick(self) -> list[str]:
-        return ["--set", "train.max_steps=3", "--set", "eval.max_length=8"] if self.quick else []
+    def _common(self) -> list[str]:
+        """Every run's last arguments: the feature cache beside the runs (`--out`), --quick's sizes, --set."""
+        quick = ["--set", "train.max_steps=3", "--set", "eval.max_length=8"] if self.quick else []
+        return ["--set", f"train.feature_cache_dir={self.out / 'feature_cache'}", *quick, *self.extra]
 
     def train(self, run_name: str, argv: list[str]) -> dict[str, Any]:
         start = time.time()
-        result = entry.main([*argv, "--output_dir", str(self.out / run_name), "--set",
-                             f"train.feature_cache_dir={self.out / 'feature_cache'}", *self._quick(), *self.extra])
+        result = self.pool.train([*argv, "--output_dir", str(self.out / run_name), *self._common()]).result()
         self.seconds[run_name] = time.time() - start
         return result
 
+    def _argv(self, name: str, overrides: tuple[str, ...]) -> list[str]:
+        task = TASKS[name]
+        argv = ["--config", str(CONFIGS / task.config), "--data_dir", str(self.data(task.data))]
+        if task.media_root:
+            argv += ["--set", f"task.media_root={self.data(task.media_root) / 'COCO' / 'images'}"]
+        for override in overrides:
+            argv += ["--set", override]
+        return argv
+
+    def task_variants(self, name: str, variants: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, dict]:
+        """{variant: test metrics (with trainable_parameters)} for the task, each variant trained once."""
+        todo = [(variant, overrides) for variant, overrides in variants if (name, variant) not in self.results]
+        blind = [item for item in todo if "model.visual=false" in item[1]]
+        reading = [item for item in todo if item not in blind]
+        for wave in (blind + reading[:1], reading[1:]):
+            started = time.time()
+            futures = {variant: self.pool.train([*self._argv(name, overrides), "--output_dir",
+                                                 str(self.out / name / variant), *self._common()])
+                       for variant, overrides in wave}
+            for variant, future in futures.items():
+                output = future.result()
+                self.seconds[f"{name}/{variant}"] = time.time() - started  # side by side: until it was done
+                result = {**output["test"], "trainable_parameters": output["parameters"]["trainable"]}
+                self.results[(name, variant)] = result
+                self.runs[f"{name}/{variant}"] = (self.out / name / variant, result["split"])
+        return {variant: self.results[(name, variant)] for variant, _ in variants}
+
     def task(self, name: str, variant: str, overrides: tuple[str, ...]) -> dict[str, Any]:
-        if (name, variant) not in self.results:
-            task = TASKS[name]
-            argv = ["--config", str(CONFIGS / task.config), "--data_dir", str(self.data(task.data))]
-            if task.media_root:
-                argv += ["--set", f"task.media_root={self.data(task.media_root) / 'COCO' / 'images'}"]
-            for override in overrides:
-                argv += ["--set", override]
-            output = self.train(f"{name}/{variant}", argv)
-            result = {**output["test"], "trainable_parameters": output["parameters"]["trainable"]}
-            self.results[(name, variant)] = result
-            self.runs[f"{name}/{variant}"] = (self.out / name / variant, result["split"])
-        return self.results[(name, variant)]
+        return self.task_variants(name, ((variant, overrides),))[variant]
 
     def joint(self, group: Group) -> dict[str, dict[str, Any]]:
         """One model on the group's tasks (a mixture), steps = the single runs' steps together."""
@@ -258,7 +290,7 @@ class DemoRunner:
                 rows += [{**row, "group": group.name} for row in metric_rows(TASKS[name], results)]
             return rows, ["single", "joint"]
         for name in group.tasks:
-            results = {variant: self.task(name, variant, overrides) for variant, overrides in group.variants}
+            results = self.task_variants(name, group.variants)
             task_rows = metric_rows(TASKS[name], results)
             if group.parameters:
                 task_rows.append({"task": name, "metric": "trainable parameters",
@@ -268,24 +300,33 @@ class DemoRunner:
 
 
 def run_demo(groups: list[str], out: Path, extra: list[str], tasks: list[str] | None = None,
-             quick: bool = False) -> list[dict[str, Any]]:
+             quick: bool = False, jobs: int = 1) -> list[dict[str, Any]]:
     from epalm.demo.pretraining import ensure_demo_models
 
     out.mkdir(parents=True, exist_ok=True)
     ensure_demo_models()
-    runner = DemoRunner(out, extra, quick)
+    pool = RunPool(jobs)
+    runner = DemoRunner(out, extra, quick, pool)
     rows: list[dict[str, Any]] = []
     tables: dict[str, tuple[str, str]] = {}
+    selected = []
     for name in groups:
         group = GROUPS[name]
         if tasks and not group.joint:
             group = Group(group.name, tuple(t for t in group.tasks if t in tasks), group.variants, group.title)
-            if not group.tasks:
-                continue
-        group_rows, variants = runner.group_rows(group)
-        rows += group_rows
-        tables[name] = (group.title, format_table(group_rows, variants))
-        write_text_atomic(out / "summary.json", json.dumps(rows, indent=2))  # after every group: partial results survive
+        if group.tasks:
+            selected.append(group)
+    try:
+        runner.build([data for group in selected for task in group.tasks
+                      for data in (TASKS[task].data, TASKS[task].media_root) if data])
+        for group in selected:
+            group_rows, variants = runner.group_rows(group)
+            rows += group_rows
+            tables[group.name] = (group.title, format_table(group_rows, variants))
+            # after every group: partial results survive
+            write_text_atomic(out / "summary.json", json.dumps(rows, indent=2))
+    finally:
+        pool.close()
     write_text_atomic(out / "summary.md", "\n\n".join(f"## {title}\n\n{table}" for title, table in tables.values()) + "\n")
     write_index(out, tables, runner.runs, runner.seconds)
     return rows
@@ -304,6 +345,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny data and 3 steps a run: checks the plumbing only")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (repeatable)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
+                        help="runs side by side, one thread each (default: 2 on 2 cores; same numbers)")
     add_debug_flag(parser)
     return parser
 
@@ -313,7 +356,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     start = time.time()
     extra = [item for pair in (("--set", s) for s in args.set) for item in pair]
     groups = list(GROUPS) if args.all else args.groups
-    rows = run_demo(groups, Path(args.out), extra, tasks=args.tasks, quick=args.quick)
+    rows = run_demo(groups, Path(args.out), extra, tasks=args.tasks, quick=args.quick, jobs=max(1, args.jobs))
     print("\n" + (Path(args.out) / "summary.md").read_text())
     print(f"written {Path(args.out) / 'summary.json'} ({len(rows)} rows) in {time.time() - start:.0f} s")
     return rows

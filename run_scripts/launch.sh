@@ -6,6 +6,8 @@
 # Several machines: run it once on each (run_scripts/slurm/ does under Slurm) with NUM_MACHINES, MACHINE_RANK
 #   (0 .. NUM_MACHINES-1), MAIN_PROCESS_IP (the address of machine 0) and MAIN_PROCESS_PORT (default 29500).
 #   Without a GPU each machine runs one CPU process (gloo).
+# MAIN_PROCESS_PORT is passed on in every launch, one machine too (two jobs on one host must not share a port);
+#   one machine without it gets a free port of its own.
 # Exit status: the run's; 75 when it was preempted (SIGTERM / SIGUSR1) after saving its resumable state
 #   (training/preemption.py; docs/training.md, "Clusters: preemption and requeueing").
 set -euo pipefail
@@ -39,9 +41,13 @@ fi
 # accelerate's --num_processes counts the processes of all machines together.
 launch=(accelerate launch --num_processes $((per_machine * num_machines)) --num_machines "$num_machines"
         --mixed_precision "$precision" --dynamo_backend no)
+port=${MAIN_PROCESS_PORT:-}
+if [ -z "$port" ] && [ "$num_machines" -eq 1 ]; then  # a free port, not accelerate's 29500 that every job shares
+  port=$(python -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
+fi
+launch+=(--main_process_port "${port:-29500}")
 if [ "$num_machines" -gt 1 ]; then
-  launch+=(--machine_rank "$machine_rank" --main_process_ip "$MAIN_PROCESS_IP"
-           --main_process_port "${MAIN_PROCESS_PORT:-29500}")
+  launch+=(--machine_rank "$machine_rank" --main_process_ip "$MAIN_PROCESS_IP")
   # One launcher per machine (as here), not DeepSpeed's pdsh launcher that would start the others over ssh.
   if [ -n "${ACCELERATE_CONFIG:-}" ] && grep -q "distributed_type: *DEEPSPEED" "$ACCELERATE_CONFIG"; then
     launch+=(--deepspeed_multinode_launcher standard)

@@ -94,8 +94,9 @@ def test_full_size_shapes_are_the_paper_recipes(name, lm_weights, encoder_weight
 
 def test_gpu_targets_are_judged_on_the_gpu_only():
     mfu, memory = get_shape("opt-2.7b"), get_shape("opt-6.7b-pt-l")
-    (low,) = target_results({}, {"train_encode": {"mfu": 0.31}}, mfu, "cuda")
+    low, cached = target_results({"feature_cache_train_speedup": 0.87}, {"train_encode": {"mfu": 0.31}}, mfu, "cuda")
     assert (low["value"], low["met"], low["bound"]) == (0.31, False, ">= 0.4")
+    assert (cached["value"], cached["met"]) == (0.87, False)  # issue 9's H200: the cached step was slower
     (fits,) = target_results({}, {"train_encode": {"peak_memory_mb": 14_500.0}}, memory, "cuda")
     assert fits["met"] is True
     (over,) = target_results({}, {"train_encode": {"peak_memory_mb": 19_500.0}}, memory, "cuda")
@@ -120,22 +121,24 @@ def test_ratios_to_the_reference_are_only_at_equal_precision():
     modes = {name: {"median_s": s, "median_cpu_s": s, "samples_per_s": 1.0, "tokens_per_s": None,
                     "peak_memory_mb": 1.0, "start_memory_mb": 1.0}
              for name, s in (("train_encode", 0.5), ("generate", 2.0))}
-    fp32 = ratios(modes, shape, "float32")
-    assert fp32["train_speedup_vs_reference"] == pytest.approx(2.0 / 0.5)
-    assert fp32["generate_speedup_vs_reference"] == pytest.approx(13.6 / 2.0)
-    bf16 = ratios(modes, shape, "bfloat16")  # the reference cast to bf16: its step only was measured
-    assert bf16["train_speedup_vs_reference"] == pytest.approx(0.68 / 0.5)
-    assert "generate_speedup_vs_reference" not in bf16
+    fp32 = ratios(modes, shape, "float32")  # the side-by-side run of 2026-12-04 (docs/benchmarks.md)
+    assert fp32["train_speedup_vs_reference"] == pytest.approx(1.38 / 0.5)
+    assert fp32["generate_speedup_vs_reference"] == pytest.approx(16.08 / 2.0)
+    bf16 = ratios(modes, shape, "bfloat16")  # the reference cast to bf16 (model.to), as it does it
+    assert bf16["train_speedup_vs_reference"] == pytest.approx(0.63 / 0.5)
+    assert bf16["generate_speedup_vs_reference"] == pytest.approx(7.40 / 2.0)
     assert not ratios(modes, shape, "float16").keys() & REFERENCE_RATIOS.keys()
-    gaps = reference_gaps(modes, shape, "bfloat16")
-    assert list(gaps) == ["generate_speedup_vs_reference"] and "bfloat16" in gaps["generate_speedup_vs_reference"]
-    result = {"modes": modes, "ratios": bf16, "reference_gaps": gaps, "repeats": 1, "shape": {"name": shape.name},
-              "targets": target_results(bf16, modes, shape, "cpu"),
-              "machine": {"device": "cpu", "device_name": "CPU", "dtype": "bfloat16", "threads": 1,
+    gaps = reference_gaps(modes, shape, "float16")  # never measured in fp16: left out, and said so
+    assert set(gaps) == {"train_speedup_vs_reference", "generate_speedup_vs_reference"}
+    assert "float16" in gaps["generate_speedup_vs_reference"] and not reference_gaps(modes, shape, "bfloat16")
+    fp16 = ratios(modes, shape, "float16")
+    result = {"modes": modes, "ratios": fp16, "reference_gaps": gaps, "repeats": 1, "shape": {"name": shape.name},
+              "targets": target_results(fp16, modes, shape, "cpu"),
+              "machine": {"device": "cpu", "device_name": "CPU", "dtype": "float16", "threads": 1,
                           "load_before": (0.0,), "load_after": (0.0,)}}
     generate_row = next(line for line in format_table(result).splitlines()
                         if line.startswith("generate_speedup_vs_reference"))
-    assert "no reference at bfloat16: not compared" in generate_row
+    assert "no reference at float16: not compared" in generate_row
 
 
 def test_gpu_speed_ideas_run_beside_their_baselines(tmp_path):
@@ -156,19 +159,3 @@ def test_interleaved_timing_gives_every_mode_its_repetitions(tmp_path):
     for mode in result["modes"].values():
         assert len(mode["times_s"]) == len(mode["cpu_times_s"]) == 2 and mode["peak_memory_mb"] > 0
     assert "feature_cache_train_speedup" in result["ratios"]
-
-
-def test_gpu_smoke_script_prints_one_table_on_the_cpu(tmp_path):
-    """run_scripts/gpu_smoke.sh in its CPU mode (tiny sizes): the benchmark and generation rows run, the FSDP row
-    says why it is skipped, and the table is written beside the JSON. (Its demo and other engine rows take
-    minutes on 2 CPU cores: the engines are tested in tests/test_engines.py and tests/test_fsdp.py.)"""
-    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "tiny", "OUT": str(tmp_path), "PYTHON": sys.executable,
-           "OMP_NUM_THREADS": "1"}
-    script = Path(__file__).resolve().parent.parent / "run_scripts" / "gpu_smoke.sh"
-    done = subprocess.run(["bash", str(script), "--only", "bench", "engines", "generation", "--engines", "fsdp"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    summary = json.loads((tmp_path / "smoke.json").read_text())
-    rows = {row["check"]: row["status"] for row in summary["rows"]}
-    assert rows == {"bench/tiny": "pass", "engine/fsdp": "skipped: needs CUDA", "generation/cached (cpu)": "pass"}
-    assert summary["machine"]["device"] == "cpu" and "| bench/tiny | pass |" in (tmp_path / "smoke.md").read_text()

@@ -8,7 +8,7 @@ from epalm.demo.runner import format_table, main
 
 def test_quick_demo_writes_every_group_variant(tmp_path):
     rows = main(["--quick", "--groups", "main", "connectors", "bridges", "pairs", "--tasks", "image_vqa", "image_pairs",
-                 "--out", str(tmp_path)])
+                 "--jobs", "2", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved == rows
     main_rows = [row for row in rows if "group" not in row]
@@ -23,6 +23,9 @@ def test_quick_demo_writes_every_group_variant(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("| task | metric |") == 4
     assert (tmp_path / "index.html").is_file() and (tmp_path / "image_pairs" / "both" / "eval" / "test.html").is_file()
+    # runs side by side in worker processes (the default on 2 cores) or one after the other here: the same numbers
+    alone = main(["--quick", "--groups", "main", "--tasks", "image_vqa", "--jobs", "1", "--out", str(tmp_path / "one")])
+    assert alone == main_rows
 
 
 def test_table_gains_are_against_blind():

@@ -94,7 +94,7 @@ def test_killed_mid_epoch_and_resumed_ends_with_the_same_weights(setup, tmp_path
 def test_two_process_cpu_run_returns_one_prediction_per_sample(setup, tmp_path):
     config = str(tiny_config(setup, tmp_path / "c.yaml", max_steps=3))
     run = tmp_path / "ddp"
-    _run(["torchrun", "--nproc_per_node", "2", "main.py", "--config", config, "--output_dir", str(run)],
+    _run(["torchrun", "--standalone", "--nproc_per_node", "2", "main.py", "--config", config, "--output_dir", str(run)],
          {"ACCELERATE_USE_CPU": "true"})
     predictions = json.loads((run / "eval" / "karpathy_test_predictions.json").read_text())
     ids = [p["question_id"] for p in predictions]

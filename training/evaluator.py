@@ -7,7 +7,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
@@ -72,10 +72,11 @@ def keyed_by_modality(value, modality: str):
 
 def generate_predictions(
     accelerator: Accelerator, model, loader, tokenizer, cfg: EvalConfig, desc: str, kind: str, modality: str,
-    seed: int = 0,
+    seed: int = 0, between_batches: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """One `{uid, index, prediction}` per sample across all processes, and the media that failed.
-    seed: sampling's (eval.do_sample), offset by the process index so that processes draw differently."""
+    seed: sampling's (eval.do_sample), offset by the process index so that processes draw differently.
+    `between_batches` is called (by every process) before each batch: the run may stop there (preemption)."""
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     sampling = cfg.sampling.generation_config()
@@ -85,6 +86,8 @@ def generate_predictions(
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+        if between_batches is not None:
+            between_batches()
         if batch["valid"].any():
             text_len = batch["input_ids"].shape[1]  # the padded width: the reference's max_length counts it
             with deliberate_right_padding(cfg.padding_side == "right"):
@@ -129,12 +132,13 @@ def evaluate_split(
     cfg: RunConfig,
     out_dir: Path,
     name: str,
+    between_batches: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Generate, gather, score and write `<name>_predictions.json`, `<name>_metrics.json`, `<name>.html`.
 
     Returns the metrics on every process (scored once, on the main process)."""
     rows, skipped = generate_predictions(accelerator, model, loader, tokenizer, cfg.eval, f"eval {name}", split.kind,
-                                         split.modality, seed=cfg.seed)
+                                         split.modality, seed=cfg.seed, between_batches=between_batches)
     metrics: dict[str, Any] | None = None
     if accelerator.is_main_process:
         indices = sorted(row["index"] for row in rows)

@@ -28,6 +28,13 @@ from epalm.training.evaluator import evaluate_split
 from epalm.training.feature_store import encoder_features
 from epalm.training.fsdp_units import use_epalm_units
 from epalm.training.mixture import mixture_loader
+from epalm.training.preemption import (
+    PreemptionWatch,
+    StopRequested,
+    clear_preempted_marker,
+    stop_after_agreement,
+    stop_in_setup,
+)
 from epalm.training.preflight import bridge_checkpoint_folder, preflight
 from epalm.training.run_config import RunConfig, dump_config, resolve_config
 from epalm.training.run_state import load_trainable_into
@@ -70,25 +77,42 @@ def read_splits(cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
     return train, evaluation
 
 
-class TaskEvaluator:
-    """evaluate(split_name, name) -> metrics of one task, with each split's loader built once."""
+def validates(cfg: RunConfig) -> bool:
+    return bool(cfg.task.val_split and cfg.eval.every_epoch)
 
-    def __init__(self, cfg: RunConfig, accelerator, model, tokenizer, out_dir: Path, run_dir: Path, splits: dict):
+
+def evaluated_splits(cfg: RunConfig) -> list[str]:
+    """The splits a run evaluates: the validation split each epoch (when it trains and validates), the final one."""
+    names = [cfg.task.val_split] if validates(cfg) and not cfg.evaluate else []
+    return [name for name in dict.fromkeys([*names, final_split_name(cfg)]) if name]
+
+
+class TaskEvaluator:
+    """evaluate(split_name, name, phase) -> metrics of one task, with each split's loader built once; the run can
+    stop between two of its batches on a preemption signal (phase: validation or test)."""
+
+    def __init__(self, cfg: RunConfig, accelerator, model, tokenizer, out_dir: Path, run_dir: Path, splits: dict,
+                 preemption: PreemptionWatch):
         self.cfg, self.accelerator, self.model, self.tokenizer = cfg, accelerator, model, tokenizer
-        self.out_dir, self.run_dir, self.splits = out_dir, run_dir, splits
+        self.out_dir, self.run_dir, self.splits, self.preemption = out_dir, run_dir, splits, preemption
         self.loaders: dict[str, Any] = {}
 
-    def __call__(self, split_name: str, name: str) -> dict[str, Any]:
-        cfg, split = self.cfg, self.splits[split_name]
+    def prepare(self, split_name: str) -> None:
+        """The split's loader (its features encoded into the cache when the cache is on)."""
         if split_name not in self.loaders:
+            cfg, split = self.cfg, self.splits[split_name]
             metric, why = metric_reason(cfg.task.reader, split, cfg.task.metric)
             self.accelerator.print(f"{split.task} {split_name}: metric {metric} ({why})")
             features = encoder_features(cfg, self.accelerator, self.model, split, self.run_dir)
             self.loaders[split_name] = self.accelerator.prepare_data_loader(
                 build_loader(build_dataset(split, self.model, cfg, False, features), self.tokenizer, cfg, train=False,
                              tokens_per_instance=self.model.positions_per_instance))
-        return evaluate_split(self.accelerator, self.model, self.loaders[split_name], self.tokenizer, split, cfg,
-                              self.out_dir, name)
+
+    def __call__(self, split_name: str, name: str, phase: str) -> dict[str, Any]:
+        self.prepare(split_name)
+        return evaluate_split(self.accelerator, self.model, self.loaders[split_name], self.tokenizer,
+                              self.splits[split_name], self.cfg, self.out_dir, name,
+                              between_batches=lambda: self.preemption.check_between_batches(phase))
 
 
 def training_loader(cfg: RunConfig, tasks: dict[str, RunConfig], train_splits: dict, accelerator, model, tokenizer,
@@ -127,44 +151,27 @@ def write_task_table(run_dir: Path, results: dict[str, dict[str, Any]], tasks: d
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
-    load_plugins(cfg.model.plugins)  # before the data: a plugin's modality names its placeholder and data key
-    tasks = task_runs(cfg)
-    for task_cfg in tasks.values():
-        preflight(task_cfg)
-    check_tracker(cfg)
-    splits, train_splits = {}, {}
-    for name, task_cfg in tasks.items():
-        train_splits[name], splits[name] = read_splits(task_cfg)
-    accelerator = make_accelerator(cfg)
-    set_seed(cfg.seed)
-    run_dir = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
+    """The run, under a preemption watch from its first line to its last (training/preemption.py)."""
+    with PreemptionWatch() as watch:
+        return _run(cfg, watch)
 
-    model, tokenizer = build_model(cfg.model)
-    load_initial_weights(model, cfg.checkpoint, accelerator.print)
-    if cfg.init_from:  # a second stage: the earlier run's bridge, whatever its LM trained as
-        folder = bridge_checkpoint_folder(Path(cfg.init_from))
-        accelerator.print(load_bridge_weights(model, folder).describe(folder))
-    accelerator.print(parameter_report(model))
-    parameters = dataclasses.asdict(count_parameters(model))  # {trainable, total}, returned with the results
-    use_epalm_units(accelerator, model)  # FSDP: shard per component (no-op under other engines)
-    place_on_device(accelerator, model)
-    if cfg.evaluate:  # a model its engine shards (ZeRO-3, FSDP) is wrapped by it to be evaluated
-        model = prepare_for_evaluation(accelerator, model, cfg.eval.batch_size)
-    evaluators = {name: TaskEvaluator(task_cfg, accelerator, model, tokenizer,
-                                      run_dir / "eval" / name if cfg.mixture else run_dir / "eval", run_dir,
-                                      splits[name])
-                  for name, task_cfg in tasks.items()}
+
+def _run(cfg: RunConfig, watch: PreemptionWatch) -> dict[str, Any]:
+    run_dir = Path(cfg.output_dir)
+    tasks = task_runs(cfg)
+    trainer: Trainer | None = None
 
     def test() -> dict[str, dict[str, Any]]:
         results = {}
-        for name, task_cfg in tasks.items():
-            final_split = final_split_name(task_cfg)
-            if final_split:
-                results[name] = evaluators[name](final_split, final_split)
-                accelerator.print(f"{name} {final_split}: {results[name]['main']}")
+        try:
+            for name, task_cfg in tasks.items():
+                final_split = final_split_name(task_cfg)
+                if final_split:
+                    results[name] = evaluators[name](final_split, final_split, "test")
+                    accelerator.print(f"{name} {final_split}: {results[name]['main']}")
+        except StopRequested:  # training (if any) is over and saved: a resumed run tests again
+            step = trainer.progress.step if trainer else None
+            stop_after_agreement(accelerator, watch, run_dir, step, trainer and trainer.checkpoints / "last", "test")
         return results
 
     def with_tests(results: dict[str, Any], tests: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -176,26 +183,64 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             results["test"] = next(iter(tests.values()))
         return results
 
-    if cfg.evaluate:
-        return with_tests({"parameters": parameters}, test())
-
-    train_loader = training_loader(cfg, tasks, train_splits, accelerator, model, tokenizer, run_dir)
-
     def validate(epoch: int) -> float | None:
         """The main validation metric (a mixture's: the mean of its tasks' main metrics)."""
         values = []
         for name, task_cfg in tasks.items():
-            if task_cfg.task.val_split and cfg.eval.every_epoch:
-                metrics = evaluators[name](task_cfg.task.val_split, f"{task_cfg.task.val_split}_epoch{epoch}")
+            if validates(task_cfg):
+                metrics = evaluators[name](task_cfg.task.val_split, f"{task_cfg.task.val_split}_epoch{epoch}",
+                                           "validation")
                 accelerator.print(f"epoch {epoch} {name} {task_cfg.task.val_split}: {metrics['main']}")
                 values.append(metrics["main"]["value"])
         return mean(values) if values and None not in values else None
 
-    trainer = Trainer(cfg, accelerator, model, train_loader, run_dir, validate)
-    if cfg.resume:
-        trainer.resume()
-    progress = trainer.fit()
+    try:
+        with watch.at_once():  # setup: a signal stops the process where it is, with nothing to save
+            load_plugins(cfg.model.plugins)  # before the data: a plugin's modality names its placeholder and data key
+            for task_cfg in tasks.values():
+                preflight(task_cfg)
+            check_tracker(cfg)
+            splits, train_splits = {}, {}
+            for name, task_cfg in tasks.items():
+                train_splits[name], splits[name] = read_splits(task_cfg)
+            accelerator = watch.accelerator = make_accelerator(cfg)
+            set_seed(cfg.seed)
+            if accelerator.is_main_process:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                dump_config(cfg, run_dir / "config.yaml")
 
+            model, tokenizer = build_model(cfg.model)
+            watch.inject("setup")
+            load_initial_weights(model, cfg.checkpoint, accelerator.print)
+            if cfg.init_from:  # a second stage: the earlier run's bridge, whatever its LM trained as
+                folder = bridge_checkpoint_folder(Path(cfg.init_from))
+                accelerator.print(load_bridge_weights(model, folder).describe(folder))
+            accelerator.print(parameter_report(model))
+            parameters = dataclasses.asdict(count_parameters(model))  # {trainable, total}, returned with the results
+            use_epalm_units(accelerator, model)  # FSDP: shard per component (no-op under other engines)
+            place_on_device(accelerator, model)
+            if cfg.evaluate:  # a model its engine shards (ZeRO-3, FSDP) is wrapped by it to be evaluated
+                model = prepare_for_evaluation(accelerator, model, cfg.eval.batch_size)
+            evaluators = {name: TaskEvaluator(task_cfg, accelerator, model, tokenizer,
+                                              run_dir / "eval" / name if cfg.mixture else run_dir / "eval", run_dir,
+                                              splits[name], watch)
+                          for name, task_cfg in tasks.items()}
+            if not cfg.evaluate:
+                train_loader = training_loader(cfg, tasks, train_splits, accelerator, model, tokenizer, run_dir)
+                trainer = Trainer(cfg, accelerator, model, train_loader, run_dir, validate, watch)
+            for name, task_cfg in tasks.items():  # their feature caches filled now, not minutes into training
+                for split_name in evaluated_splits(task_cfg):
+                    evaluators[name].prepare(split_name)
+            if trainer and cfg.resume:
+                trainer.resume()
+    except StopRequested:
+        stop_in_setup(watch, run_dir, run_dir / "checkpoints")
+    if accelerator.is_main_process:
+        clear_preempted_marker(run_dir)
+
+    if cfg.evaluate:
+        return with_tests({"parameters": parameters}, test())
+    progress = trainer.fit()
     results: dict[str, Any] = {"steps": progress.step, "best_value": progress.best_value, "parameters": parameters}
     if cfg.save_best and progress.best_value is not None:
         load_trainable_into(accelerator, trainer.model, run_dir / "best")

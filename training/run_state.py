@@ -32,6 +32,7 @@ class TrainingProgress:
     step: int = 0  # optimizer steps
     best_value: float | None = None
     best_epoch: int | None = None
+    validation_pending: bool = False  # preempted during this epoch's validation: the resumed run validates first
 
     def state_dict(self) -> dict:
         return asdict(self)

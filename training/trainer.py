@@ -7,7 +7,7 @@ import math
 import os
 import signal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import torch
 from accelerate import Accelerator
@@ -17,7 +17,7 @@ from epalm.common.errors import DataFormatError
 from epalm.models.checkpoint import save_checkpoint
 from epalm.training.loss import training_loss
 from epalm.training.optim import build_optimizer, build_scheduler
-from epalm.training.preemption import PreemptionWatch, TrainingPreempted, clear_preempted_marker, write_preempted_marker
+from epalm.training.preemption import PreemptionWatch, StopRequested, stop_after_agreement
 from epalm.training.run_config import RunConfig
 from epalm.training.run_state import (
     TrainingProgress,
@@ -47,6 +47,7 @@ class Trainer:
         train_loader,
         run_dir: Path,
         validate: Callable[[int], float | None],
+        preemption: PreemptionWatch,
     ):
         self.cfg = cfg
         self.accelerator = accelerator
@@ -54,6 +55,7 @@ class Trainer:
         self.checkpoints = run_dir / "checkpoints"
         self.best_dir = run_dir / "best"
         self.validate = validate
+        self.preemption = preemption
         self.progress = TrainingProgress()
         optimizer = build_optimizer(model, cfg.train)
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, train_loader)
@@ -131,29 +133,41 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
         self.accelerator.log(tracker_values(record), step=record["step"])  # main process only (accelerate)
 
-    def _stop_preempted(self) -> None:
-        """Every process, at the step boundary all agreed on: save the resumable state (unless this step's
-        periodic save just did), mark the run as preempted, close the trackers, and stop."""
+    def _stop_preempted(self, phase: str = "training") -> NoReturn:
+        """Every process, at the step boundary (or evaluation batch) all agreed on: save the resumable state
+        (unless this step's periodic save just did), mark the run as preempted, close the trackers, and stop."""
         acc, step = self.accelerator, self.progress.step
         every = self.cfg.train.checkpoint_every_steps
         checkpoint = self.checkpoints / "last"
-        if not (every and step % every == 0):
+        if phase != "training" or not (every and step % every == 0):
             checkpoint = save_progress(acc, self.checkpoints, self.model)
-        name = self.preemption.signal_name
-        self._log({"step": step, "epoch": self.progress.epoch, "preempted": name})
-        if acc.is_local_main_process:
-            write_preempted_marker(self.run_dir, acc.process_index, step, name, checkpoint)
-        acc.wait_for_everyone()  # no process exits (and has its launcher stop the others) before the markers exist
-        acc.print(f"preempted ({name}): state saved at step {step} in {checkpoint}")
-        acc.end_training()
-        raise TrainingPreempted(step, name, checkpoint)
+        record = {"step": step, "epoch": self.progress.epoch, "preempted": self.preemption.signal_name}
+        self._log(record if phase == "training" else {**record, "during": phase})
+        stop_after_agreement(acc, self.preemption, self.run_dir, step, checkpoint, phase)
+
+    def _validate_epoch(self) -> None:
+        """Validation at the end of an epoch (and of training), `best/`. Preempted during it: the state from
+        before it is saved with `validation_pending`, and the resumed run validates first."""
+        progress = self.progress
+        progress.validation_pending = True
+        try:
+            value = self.validate(progress.epoch)
+        except StopRequested:
+            self._stop_preempted("validation")
+        self.model.train()
+        if value is not None:
+            self._log({"step": progress.step, "epoch": progress.epoch, "val_metric": value})
+        if self.cfg.save_best:
+            self._save_best(value)
+        progress.validation_pending = False
 
     def fit(self) -> TrainingProgress:
-        """Train; on SIGTERM / SIGUSR1 save at the next step boundary and raise TrainingPreempted."""
-        if self.accelerator.is_main_process:
-            clear_preempted_marker(self.run_dir)
-        with PreemptionWatch(self.accelerator) as self.preemption:
-            return self._fit()
+        """Train; on SIGTERM / SIGUSR1 save at the next step boundary (or evaluation batch) and raise
+        TrainingPreempted."""
+        if self.progress.validation_pending:  # a preemption stopped this validation: the resumed run does it first
+            self._validate_epoch()
+            self._save_last()
+        return self._fit()
 
     def _fit(self) -> TrainingProgress:
         acc, cfg, progress = self.accelerator, self.cfg.train, self.progress
@@ -208,12 +222,7 @@ class Trainer:
                 self._check_something_trained(skipped_media)
             # The epoch-end work every epoch_end_every epochs (training/step_schedule.py), and at the end.
             if (epoch_done and progress.epoch % self.epoch_end_every == 0) or progress.step >= self.total_steps:
-                value = self.validate(progress.epoch)
-                self.model.train()
-                if value is not None:
-                    self._log({"step": progress.step, "epoch": progress.epoch, "val_metric": value})
-                if self.cfg.save_best:
-                    self._save_best(value)
+                self._validate_epoch()
                 self._save_last()
         bar.close()
         if skipped_media:
