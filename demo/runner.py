@@ -1,6 +1,6 @@
 """The offline demo: synthetic data and tiny pretrained models, each bridge against its blind baseline.
 
-    python -m epalm.demo                       # the main table: every task, blind vs eP-ALM (18 min, 2 shared cores)
+    python -m epalm.demo                       # the main table: every task, blind vs eP-ALM (11.5 min on 2 quiet cores)
     python -m epalm.demo --tasks image_vqa image_caption
     python -m epalm.demo --groups connectors   # image VQA and captions: blind, eP-ALM, input prefix
     python -m epalm.demo --groups bridges      # the demo ViT three ways: eP-ALM, LLaVA's MLP on patches, mean prefix
