@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +38,18 @@ def test_shipped_fewshot_configs_resolve_and_every_key_is_documented(name):
             assert f"`{field.name}`" in text or f".{field.name}`" in text, f"{cls.__name__}.{field.name}"
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config([REPO_ROOT / "configs" / "fewshot" / name], ["study.stpes=3"])
+
+
+def test_study_configs_name_their_inputs_relative_to_themselves_from_any_folder(tmp_path, monkeypatch):
+    """From another folder the study's LM and encoder configs were looked for under that folder."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config([QUICK])
+    assert Path(cfg.lm) == REPO_ROOT / "models" / "demo_weights" / "opt-demo"
+    assert Path(cfg.new_source.encoder_config) == REPO_ROOT / "configs" / "demo" / "sensor_encoder.yaml"
+    assert Path(cfg.new_source.encoder_section().checkpoint).is_file()  # the encoder file's own paths too
+    assert not Path(cfg.out_dir).is_absolute()  # an output: under the current folder
+    # A path typed as an override is the user's, read from the current folder.
+    assert load_config([QUICK], ["lm=my_lm"]).lm == "my_lm"
 
 
 def test_isometric_transform_preserves_inner_products_and_is_reproducible_from_its_seed():

@@ -61,8 +61,9 @@ def _visit(node: Any, keys: list[str], config_file: Path) -> None:
             node[name] = locate(node[name], config_file)
 
 
-def resolve_config_paths(values: dict[str, Any], config_file: Path) -> dict[str, Any]:
-    """Resolve, in place, the input paths one config file names (its includes resolve their own)."""
-    for dotted in INPUT_PATH_KEYS:
+def resolve_config_paths(values: dict[str, Any], config_file: Path,
+                         keys: tuple[str, ...] = INPUT_PATH_KEYS) -> dict[str, Any]:
+    """Resolve, in place, the input paths one config file names under `keys` (its includes resolve their own)."""
+    for dotted in keys:
         _visit(values, dotted.split("."), config_file)
     return values

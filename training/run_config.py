@@ -22,7 +22,7 @@ from epalm.dataset.collate import DEFAULT_CAPTION_PROMPT, PADDING_SIDES
 from epalm.dataset.prompt_template import DEFAULT_QA_TEMPLATE, check_prompt_template
 from epalm.models.config import ModelConfig, translate_legacy_encoders
 from epalm.models.sampling import SamplingSettings
-from epalm.training.config_paths import resolve_config_paths
+from epalm.training.config_paths import INPUT_PATH_KEYS, resolve_config_paths
 from epalm.training.step_schedule import check_interval
 
 
@@ -277,7 +277,9 @@ def existing_yaml(folder: Path) -> list[str]:
     return [str(p) for p in folder.glob("*.yaml")] if folder.is_dir() else []
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, path_keys: tuple[str, ...] = INPUT_PATH_KEYS) -> dict[str, Any]:
+    """A config file with its includes merged under it; the inputs under `path_keys` read relative to the file
+    that names them (training/config_paths.py)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"config file not found: {path}{did_you_mean(str(path), existing_yaml(path.parent))}")
@@ -287,12 +289,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    resolve_config_paths(values, path)  # the inputs it names, relative to itself (training/config_paths.py)
+    resolve_config_paths(values, path, path_keys)  # the inputs it names, relative to itself
     include = values.pop("include", None)
     if include:  # a config may build on others, relative to itself
         base: dict[str, Any] = {}
         for name in [include] if isinstance(include, str) else include:
-            base = merge(base, load_yaml(path.parent / name))
+            base = merge(base, load_yaml(path.parent / name, path_keys))
         values = merge(base, values)
     return values
 

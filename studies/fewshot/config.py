@@ -211,11 +211,18 @@ class FewShotConfig:
         return self.new[self.new_name]
 
 
+# Inputs a study config names, read relative to that file as the run configs' are (training/config_paths.py);
+# `out_dir` is an output: a relative one is written under the current folder.
+PATH_KEYS = tuple(f"{group}.*.{key}" for group in ("new", "seen")
+                  for key in ("data_dir", "encoder_config", "encoder.name", "encoder.checkpoint")) + ("lm",)
+
+
 def load_config(paths: list[str | Path], overrides: list[str] = ()) -> FewShotConfig:
-    """YAML files (later ones win; `include:` as in the run configs), then `key.path=value` overrides."""
+    """YAML files (later ones win; `include:` as in the run configs; the inputs they name relative to themselves),
+    then `key.path=value` overrides (the user's paths, read from the current folder)."""
     values: dict[str, Any] = {}
     for path in paths:
-        values = merge(values, load_yaml(path))
+        values = merge(values, load_yaml(path, PATH_KEYS))
     for text in overrides:
         set_dotted(values, *parse_override(text))
     return from_dict(FewShotConfig, values)
