@@ -377,6 +377,15 @@ def test_ast_rejects_clip_normalisation():
                                     model_kwargs=AST_ARCH))
 
 
+@pytest.mark.parametrize("type_name, name, how", [
+    ("timm_pooled", "convnext_tiny", "timm's data config"), ("sensor_transformer", "sensor", "channel statistics"),
+    ("clip_vision", "openai/clip-vit-base-patch32", "its processor says"),
+    ("whisper_encoder", "openai/whisper-tiny", "its processor says")])
+def test_encoders_with_their_own_normalisation_refuse_another_before_loading(type_name, name, how):
+    with pytest.raises(ValueError, match=f"encoder type '{type_name}' .*{how}.*use normalization: encoder"):
+        build_encoder(EncoderConfig(type=type_name, name=name, normalization="clip"))
+
+
 def test_unreadable_original_checkpoint_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "broken.pth"
     path.write_bytes(b"not a torch file")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
+from epalm.common.errors import ConfigError
 from epalm.common.registry import Registry
 from epalm.models.encoders.readouts import READOUTS, VECTOR_READOUTS, pool_patch_tokens
 from epalm.models.model_source import check_model_source
@@ -16,7 +17,14 @@ if TYPE_CHECKING:
     from epalm.models.encoders.config import EncoderConfig
 
 
-__all__ = ["ENCODERS", "READOUTS", "PerceptionEncoder"]
+__all__ = ["ENCODERS", "READOUTS", "PerceptionEncoder", "require_own_normalization"]
+
+
+def require_own_normalization(cfg: EncoderConfig, type_name: str, how: str) -> None:
+    """An encoder whose library (or its own statistics) fixes the input normalisation takes only `normalization:
+    encoder`; `how` says what normalises instead ("normalises as its processor says")."""
+    if cfg.normalization != "encoder":
+        raise ConfigError(f"encoder type '{type_name}' {how}: use normalization: encoder")
 
 
 class PerceptionEncoder(nn.Module, ABC):

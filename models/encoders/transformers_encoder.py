@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from transformers import AutoConfig, AutoFeatureExtractor, AutoImageProcessor
 
 from epalm.common.errors import ConfigError, DataFormatError, MissingFileError, loading
+from epalm.models.encoders.base import require_own_normalization
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder
 from epalm.models.model_source import check_model_source, looks_local
@@ -115,9 +116,7 @@ class HubTowerEncoder(LibraryEncoder):
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig) -> HubTowerEncoder:
-        if cfg.normalization != "encoder":
-            raise ConfigError(f"encoder type '{cls.type_name()}' normalises as its processor says "
-                              f"({PROCESSOR_FILE}): use normalization: encoder")
+        require_own_normalization(cfg, cls.type_name(), f"normalises as its processor says ({PROCESSOR_FILE})")
         return cls(cls.load_tower(cfg).eval(), cls.load_processor(cfg), cfg)
 
     # --- preprocessing ----------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from torch import nn
 from epalm.common.config_io import from_dict
 from epalm.common.errors import MediaDecodeError
 from epalm.common.errors import ConfigError, DataFormatError
-from epalm.models.encoders.base import ENCODERS, PerceptionEncoder
+from epalm.models.encoders.base import ENCODERS, PerceptionEncoder, require_own_normalization
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.modalities.base import Modality, register_modality
 from epalm.models.modalities.previews import png_data_uri
@@ -210,9 +210,7 @@ class SensorEncoder(PerceptionEncoder):
         if cfg.pretrained:
             raise ConfigError("encoder type 'sensor_transformer' has no library weights: give `checkpoint` "
                               "(a .safetensors file) instead of `pretrained: true`")
-        if cfg.normalization != "encoder":
-            raise ConfigError("encoder type 'sensor_transformer' normalises with its own channel statistics: "
-                              "use normalization: encoder")
+        require_own_normalization(cfg, "sensor_transformer", "normalises with its own channel statistics")
         encoder = SensorEncoder(SensorEncoderOptions.of(cfg), cfg.name or str(cfg.checkpoint or "random-init"))
         if cfg.checkpoint:
             state = load_file(cfg.checkpoint)

@@ -7,7 +7,7 @@ import torch
 from transformers import ASTConfig, ASTModel
 
 from epalm.common.errors import ConfigError, loading
-from epalm.models.encoders.base import ENCODERS, READOUTS
+from epalm.models.encoders.base import ENCODERS, READOUTS, require_own_normalization
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder, read_preprocessor_config
 from epalm.models.modalities.audio.ast_original import load_original_ast
@@ -56,10 +56,7 @@ class ASTEncoder(LibraryEncoder):
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig) -> ASTEncoder:
-        if cfg.normalization != "encoder":
-            raise ConfigError(
-                "encoder type 'ast' has one normalisation (AudioSet fbank statistics): use normalization: encoder"
-            )
+        require_own_normalization(cfg, "ast", "has one normalisation (AudioSet fbank statistics)")
         for key in ("max_length", "num_mel_bins"):
             if key in cfg.model_kwargs:
                 raise ConfigError(f"set the fbank size with the encoder's audio_frames / mel_bins, not model_kwargs.{key}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from epalm.common.errors import ConfigError, MissingFileError, did_you_mean, loading
-from epalm.models.encoders.base import ENCODERS, READOUTS
+from epalm.models.encoders.base import ENCODERS, READOUTS, require_own_normalization
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder
 
@@ -106,9 +106,7 @@ class OpenCLIPEncoder(LibraryEncoder):
     @classmethod
     def from_config(cls, cfg: EncoderConfig) -> OpenCLIPEncoder:
         cls.check_config(cfg, "encoder")
-        if cfg.normalization != "encoder":
-            raise ConfigError("encoder type 'open_clip' normalises as open_clip's transforms say: use normalization: "
-                              "encoder")
+        require_own_normalization(cfg, "open_clip", "normalises as open_clip's transforms say")
         library = open_clip_library()
         weights = {"load_weights": cfg.pretrained} if cfg.name.startswith(SCHEMAS) else \
             {"pretrained": cfg.checkpoint, "load_weights": bool(cfg.checkpoint)}

@@ -16,7 +16,7 @@ from timm.data import create_transform, resolve_data_config
 from torch import nn
 
 from epalm.common.errors import ConfigError
-from epalm.models.encoders.base import ENCODERS
+from epalm.models.encoders.base import ENCODERS, require_own_normalization
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.encoders.library_encoder import LibraryEncoder, pad_width
 from epalm.models.modalities.image.timm_vit import check_timm_name, load_weight_file
@@ -72,9 +72,7 @@ class TimmPooledEncoder(LibraryEncoder):
     @classmethod
     def from_config(cls, cfg: EncoderConfig) -> TimmPooledEncoder:
         cls.check_config(cfg, "encoder")
-        if cfg.normalization != "encoder":
-            raise ConfigError("encoder type 'timm_pooled' normalises as timm's data config says: use normalization: "
-                              "encoder")
+        require_own_normalization(cfg, "timm_pooled", "normalises as timm's data config says")
         model = timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=0, **cfg.model_kwargs)
         if cfg.checkpoint:
             load_weight_file(model, Path(cfg.checkpoint))
