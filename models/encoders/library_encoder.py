@@ -30,13 +30,14 @@ class LibraryEncoder(PerceptionEncoder):
 
     def last_block_tokens(
         self, hidden_states: Sequence[torch.Tensor], num_tokens: int, final_norm: nn.Module | None, readout: str,
-        num_prefix_tokens: int, last_is_normed: bool = False,
+        num_prefix_tokens: int, last_is_normed: bool = False, token_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`(B, K, d)` (or the patch tokens `(B, N, d)` of block -K) from transformers' `hidden_states`: entry 0
         is the embedding output and entry i the output of block i-1, so the last K entries are the last K blocks.
         Patch tokens start after the `num_prefix_tokens` (CLS, AST's distillation token, registers).
         final_norm: None where the model has none (VideoMAE with mean pooling); last_is_normed: the last entry
-        already went through it (Whisper), so it is not normed twice."""
+        already went through it (Whisper), so it is not normed twice. token_mask: `(B, T)`, the tokens of each sample
+        that the mean readout averages (wav2vec2's frames of the clip itself, not its padding); default all."""
         if len(hidden_states) != self.num_layers + 1:
             raise RuntimeError(f"model returned {len(hidden_states)} hidden states, expected {self.num_layers + 1}")
         blocks = hidden_states[-num_tokens:]
@@ -50,8 +51,14 @@ class LibraryEncoder(PerceptionEncoder):
 
         if readout == "cls":
             return torch.stack([normed(k, h[:, 0]) for k, h in enumerate(blocks)], dim=1)
+        def mean(tokens: torch.Tensor) -> torch.Tensor:
+            if token_mask is None:
+                return tokens.mean(1)
+            weights = token_mask.to(tokens.dtype)[:, :, None]  # (B, T, 1)
+            return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1)
+
         if readout == "mean":
-            return torch.stack([normed(k, h[:, num_prefix_tokens:]).mean(1) for k, h in enumerate(blocks)], dim=1)
+            return torch.stack([mean(normed(k, h[:, num_prefix_tokens:])) for k, h in enumerate(blocks)], dim=1)
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
 
     @staticmethod

@@ -42,16 +42,10 @@ class Wav2Vec2Encoder(HubTowerEncoder):
         self.check_num_tokens(num_tokens)
         values, mask = media[:, 0], media[:, 1].round().long()
         out = self.model(input_values=values, attention_mask=mask if self.masked else None, output_hidden_states=True)
-        tokens = self.last_block_tokens(out.hidden_states, num_tokens, self.final_norm, readout, 0)
-        if readout != "mean":
-            return tokens
-        # the mean over the clip's own frames: recomputed without the padded ones
-        frames = self.model._get_feature_vector_attention_mask(out.hidden_states[-1].shape[1], mask)
-        weights = frames.to(tokens.dtype)[:, None, :, None]  # (B, 1, T, 1)
-        blocks = torch.stack(out.hidden_states[-num_tokens:], dim=1)  # (B, K, T, d)
-        if self.final_norm is not None:
-            blocks = self.final_norm(blocks)
-        return (blocks * weights).sum(2) / weights.sum(2).clamp_min(1)
+        # the mean over the clip's own frames, not the padded ones
+        frames = self.model._get_feature_vector_attention_mask(out.hidden_states[-1].shape[1], mask) \
+            if readout == "mean" else None
+        return self.last_block_tokens(out.hidden_states, num_tokens, self.final_norm, readout, 0, token_mask=frames)
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         """Mono waveform at the extractor's rate -> `(2, samples)`: the extractor's values, then the padding mask."""
