@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-import yaml
 
 from epalm.common.command_line import run_command
 from epalm.dataset.tasks import TASK_READERS
@@ -23,10 +22,7 @@ SAMPLED = ["--do_sample", "--top_k", "0", "--seed", "3", "--max_new_tokens", "5"
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     setup = build_tiny_setup(root)
-    config = tiny_config(setup, root / "c.yaml", max_steps=2)
-    values = yaml.safe_load(config.read_text())
-    values["task"].update(val_split="", test_split="")
-    config.write_text(yaml.safe_dump(values))
+    config = tiny_config(setup, root / "c.yaml", task_keys={"val_split": "", "test_split": ""}, max_steps=2)
     run.main(["--config", str(config), "--output_dir", str(root / "run")])
     split = TASK_READERS.build("vqa_v2", setup["data"], "karpathy_test")
     folder = root / "photos"

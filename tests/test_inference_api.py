@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from epalm.common.command_line import run_command
 from epalm.common.errors import ConfigError
@@ -29,10 +28,7 @@ def runs(tmp_path_factory):
     """A tiny VQA run (training only) and a tiny caption run evaluated on its test split."""
     root = tmp_path_factory.mktemp("api")
     setup = build_tiny_setup(root)
-    vqa = tiny_config(setup, root / "vqa.yaml", max_steps=2)
-    values = yaml.safe_load(vqa.read_text())
-    values["task"].update(val_split="", test_split="")
-    vqa.write_text(yaml.safe_dump(values))
+    vqa = tiny_config(setup, root / "vqa.yaml", task_keys={"val_split": "", "test_split": ""}, max_steps=2)
     run.main(["--config", str(vqa), "--output_dir", str(root / "vqa")])
     # The demo's pretrained tiny LM writes captions from the first steps (a random one only ends them at once).
     run.main(["--config", "configs/demo/image_caption.yaml", "--data_dir", str(setup["data"]), "--output_dir",

@@ -32,8 +32,9 @@ def build_tiny_setup(root: Path) -> dict:
     return {"data": data, "tokenizer": root / "tokenizer", "vocab": vocab}
 
 
-def tiny_config(setup: dict, path: Path, task: str = "vqa", **train) -> Path:
-    """A YAML config for a tiny random OPT + tiny random ViT run on the synthetic data."""
+def tiny_config(setup: dict, path: Path, task: str = "vqa", task_keys: dict | None = None, **train) -> Path:
+    """A YAML config for a tiny random OPT + tiny random ViT run on the synthetic data; `task_keys` override the
+    task section's (e.g. `{"val_split": "", "test_split": ""}`: training only), `train` the train section's."""
     reader = {"vqa": dict(reader="vqa_v2"), "caption": dict(reader="coco_caption", train_split="train",
                                                              val_split="val", test_split="test")}[task]
     config = {
@@ -48,7 +49,7 @@ def tiny_config(setup: dict, path: Path, task: str = "vqa", **train) -> Path:
                                                     "num_heads": 3}}},
             "injected_hidden_states": 2, "start_layer_idx": 0, "end_layer_idx": 3, "prompt_len": 3,
         },
-        "task": {"data_dir": str(setup["data"]), **reader},
+        "task": {"data_dir": str(setup["data"]), **reader, **(task_keys or {})},
         "train": {"epochs": 1, "batch_size": 8, "lr": 1e-2, "prompt_lr": 1e-2, "warmup_steps": 2,
                   "num_workers": 0, "log_every": 1, **train},
         "eval": {"batch_size": 5, "num_beams": 1, "max_length": 12},
