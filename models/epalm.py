@@ -13,7 +13,6 @@ from torch import nn
 from epalm.models.config import ModelConfig
 from epalm.models.connectors import Connector, Placement
 from epalm.models.encoders.base import PerceptionEncoder
-from epalm.models.encoders.readouts import pool_patch_tokens
 from epalm.models.injection import Conditioning, InjectionPlan, VisualInjector
 from epalm.models.language_models.frozen_lm import FrozenLanguageModel
 from epalm.models.legacy_beam_search import legacy_beam_search
@@ -166,11 +165,9 @@ class EPALM(nn.Module):
         weight = next(encoder.parameters())
         cfg = self.config
         with torch.set_grad_enabled(needs_grad), native_precision(encoder):
-            # the module's own call, not `encoder.read`: an engine's wrapper (FSDP) gathers its weights in the call
+            # the module's own call: an engine's wrapper (FSDP) gathers its weights in the call
             tokens = encoder(media.to(weight.dtype), cfg.injected_hidden_states, cfg.readout)
-        if cfg.readout == "patches" and cfg.patch_tokens is not None:
-            tokens = pool_patch_tokens(tokens, encoder.patch_grid(cfg.injected_hidden_states), cfg.patch_tokens)
-        return tokens
+        return encoder.pooled(tokens, cfg.injected_hidden_states, cfg.readout, cfg.patch_tokens)
 
     def features_per_instance(self, modality: str | None = None) -> int:
         """F of the `(M, F, d_enc)` features `encode` gives (K, or the patch tokens read)."""

@@ -70,12 +70,10 @@ class PerceptionEncoder(nn.Module, ABC):
         `(B, C, T, H, W)`, audio fbank `(B, frames, mel)` ...).
         """
 
-    def read(self, media: torch.Tensor, num_tokens: int, readout: str = "cls",
-             patch_tokens: int | None = None) -> torch.Tensor:
-        """`forward`, with patch tokens pooled to `patch_tokens` when given: what a model's connector receives."""
-        if readout not in self.readouts:
-            raise ValueError(f"encoder '{type(self).__name__}' gives the readouts {self.readouts}, not {readout!r}")
-        tokens = self(media, num_tokens, readout)
+    def pooled(self, tokens: torch.Tensor, num_tokens: int, readout: str, patch_tokens: int | None) -> torch.Tensor:
+        """`forward`'s output as a model's connector receives it: patch tokens pooled to `patch_tokens` when given.
+        (A step after the call, not a second entry point: the model calls the module itself, which an engine's
+        wrapper such as FSDP needs to gather the weights.)"""
         if readout == "patches" and patch_tokens is not None:
             return pool_patch_tokens(tokens, self.patch_grid(num_tokens), patch_tokens)
         return tokens
@@ -86,7 +84,7 @@ class PerceptionEncoder(nn.Module, ABC):
         return self.patch_layout
 
     def features_per_instance(self, readout: str, num_tokens: int, patch_tokens: int | None = None) -> int:
-        """Vectors `read` returns per instance: K of a vector readout, the (pooled) patch tokens of "patches"."""
+        """Vectors per instance after `pooled`: K of a vector readout, the (pooled) patch tokens of "patches"."""
         if readout != "patches":
             return num_tokens
         if patch_tokens is not None:
