@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.smoke_runs import DEMO_CONFIG, FAIL, PASS, REPO, Row, free_port, main_run, read_json, skipped, tail
+from benchmarks.smoke_runs import DEMO_CONFIG, FAIL, PASS, REPO, Row, main_run, read_json, skipped, tail
+from epalm.common.ports import free_port
 
 ENGINES = {  # name -> accelerate config (None: one plain process)
     "plain": None,
@@ -111,6 +112,8 @@ def evaluate_problems(resumed: Path, evaluation: Path, exact: bool) -> tuple[lis
 
 def engine(name: str, args: argparse.Namespace, plan, data: Path, jobs: int = 1) -> list[Row]:
     """Uninterrupted run and a run preempted mid-way (side by side when `jobs` > 1), the resume, --evaluate."""
+    from epalm.training.preemption import PREEMPTED_EXIT_STATUS, PREEMPTED_MARKER, SIGNAL_AT_STEP_ENV
+
     check = f"engine/{name}"
     if name == "fsdp" and args.device != "cuda":
         return [skipped(check, "needs CUDA", "accelerate applies FSDP on GPUs only (tests/test_fsdp.py drives "
@@ -135,13 +138,13 @@ def engine(name: str, args: argparse.Namespace, plan, data: Path, jobs: int = 1)
     straight, resumed, evaluation = out / "uninterrupted", out / "resumed", out / "evaluate"
     stages: list[Callable[[], tuple[int, Path]]] = [
         lambda: launch("uninterrupted", [*train, "--output_dir", str(straight)]),
-        lambda: launch("preempted", [*train, "--output_dir", str(resumed)], {"EPALM_SIGNAL_AT_STEP": str(stop_at)})]
+        lambda: launch("preempted", [*train, "--output_dir", str(resumed)], {SIGNAL_AT_STEP_ENV: str(stop_at)})]
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, 2))) as pool:
         (code, log), (stopped, stop_log) = pool.map(lambda stage: stage(), stages)
     if code != 0:
         return [Row(check, FAIL, f"uninterrupted run: exit {code}: {tail(log)}")]
-    marker = resumed / "preempted.json"  # a launcher reports the run's 75 as 1: the marker says it was preempted
-    if stopped not in (75, 1) or not marker.is_file() or read_json(marker)["step"] != stop_at:
+    marker = resumed / PREEMPTED_MARKER  # a launcher reports the run's 75 as 1: the marker says it was preempted
+    if stopped not in (PREEMPTED_EXIT_STATUS, 1) or not marker.is_file() or read_json(marker)["step"] != stop_at:
         return [Row(check, FAIL, f"the run signalled at step {stop_at} did not stop there with its state saved: "
                     f"exit {stopped}: {tail(stop_log)}")]
     code, log = launch("resume", [*train, "--output_dir", str(resumed), "--resume"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -71,13 +70,6 @@ def build_data(folder: Path, spec: dict) -> Path:
 
     build_image_dataset(folder, seed=0, progress=False, **spec)
     return folder
-
-
-def free_port() -> int:
-    """A port of this launch's own: two smoke runs (or a smoke and a training job) on one host must not meet."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_json(path: Path):

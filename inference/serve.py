@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from epalm.common.command_line import add_debug_flag, command_parser, run_command
 from epalm.common.errors import ConfigError, LaunchError, UserError
+from epalm.common.ports import free_port
 from epalm.dataset.tasks import TASK_READERS
 from epalm.inference.api import Bridge
 from epalm.inference.checkpoint_source import EXPORT_MANIFEST, LoadedModel, add_model_arguments, load_from_args
@@ -29,12 +29,6 @@ EXAMPLES = """examples:
   python main.py serve --checkpoint outputs/demo/image_vqa/epalm          # http://127.0.0.1:7860
   python main.py serve --checkpoint exports/my-bridge --port 8000 --data_dir data --split karpathy_test
   python main.py serve --checkpoint RUN --host 0.0.0.0    # reachable from other machines: mind who can reach it"""
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def split_examples(loaded: LoadedModel, data_dir: str | None, split: str | None, limit: int

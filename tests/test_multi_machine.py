@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.tiny_run import build_tiny_setup, tiny_config
+from epalm.common.ports import free_port
 from epalm.training.preemption import PREEMPTED_EXIT_STATUS, PREEMPTED_MARKER
+from tests.tiny_run import build_tiny_setup, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 12  # 2 epochs of 6 steps for 2 processes (96 samples, batch 8 per process)
@@ -43,17 +43,11 @@ def _env(**extra) -> dict:
 @pytest.fixture(scope="module")
 def one_machine_two_processes(setup, tmp_path_factory) -> dict[str, torch.Tensor]:
     run = tmp_path_factory.mktemp("reference") / "run"
-    result = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", str(_free_port()), "main.py",
+    result = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "main.py",
                              "--config", setup["config"], "--output_dir", str(run), *NO_EVAL],
                             cwd=REPO, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return {"weights": _weights(run), "losses": _losses(run)}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -71,7 +65,7 @@ def _losses(run: Path) -> list[tuple[int, float]]:
 
 def _start_machines(setup: dict, run: Path, *extra: str) -> list[subprocess.Popen]:
     """`launch.sh` twice, as machines 0 and 1 of 2 (no GPU: one CPU process each); output in files."""
-    port = _free_port()
+    port = free_port()
     machines = []
     for rank in (0, 1):
         env = _env(NUM_GPUS="0", NUM_MACHINES="2", MACHINE_RANK=str(rank), MAIN_PROCESS_IP="127.0.0.1",
@@ -216,7 +210,7 @@ def test_sbatch_script_requeues_on_its_time_limit_signal_and_the_requeued_job_re
                DATA_DIR=str(setup["data"]))
 
     def sbatch() -> subprocess.Popen:
-        env["MAIN_PROCESS_PORT"] = str(_free_port())
+        env["MAIN_PROCESS_PORT"] = str(free_port())
         with open(tmp_path / "slurm.out", "a") as out:
             return subprocess.Popen(["bash", "run_scripts/slurm/train.sbatch", str(run_script)], cwd=REPO, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from epalm.common.ports import free_port
 from epalm.dataset.tasks import TASK_READERS
 from epalm.inference import Bridge, serve
 from epalm.inference.serve_app import AUTO, DONE, ServeHandlers
@@ -118,10 +118,7 @@ def page(demo):
     os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="gradio-")
     args = serve.argument_parser().parse_args(["--checkpoint", str(demo["run"]), "--port", "0"])
     built, handlers = serve.build(args)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = serve.launch(built, "127.0.0.1", port, args.max_upload_mb, [], block=False)
+    url = serve.launch(built, "127.0.0.1", free_port(), args.max_upload_mb, [], block=False)
     options = webdriver.ChromeOptions()
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
