@@ -40,10 +40,11 @@ from benchmarks.smoke_runs import (
     timed,
 )
 from epalm.common.errors import LaunchError
+from epalm.demo.runner import BLIND, EPALM
 
 HALF_SAME = 0.9  # share of sequences that cached and recomputed half-precision generation must give alike
-# The demo row's two variants: the blind baseline (the soft prompt alone) and eP-ALM.
-DEMO_VARIANTS = (("blind", ("model.visual=false",)), ("epalm", ()))
+# The demo row's two variants, the demo's own: the blind baseline (the soft prompt alone) and eP-ALM.
+DEMO_VARIANTS = (BLIND, EPALM)
 
 
 @dataclass

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -233,9 +234,13 @@ class DemoRunner:
         quick = ["--set", "train.max_steps=3", "--set", "eval.max_length=8"] if self.quick else []
         return ["--set", f"train.feature_cache_dir={self.out / 'feature_cache'}", *quick, *self.extra]
 
+    def _submit(self, run_name: str, argv: list[str]) -> Future:
+        """The run in the pool, under `--out`/RUN_NAME, with every run's last arguments."""
+        return self.pool.train([*argv, "--output_dir", str(self.out / run_name), *self._common()])
+
     def train(self, run_name: str, argv: list[str]) -> dict[str, Any]:
         start = time.time()
-        result = self.pool.train([*argv, "--output_dir", str(self.out / run_name), *self._common()]).result()
+        result = self._submit(run_name, argv).result()
         self.seconds[run_name] = time.time() - start
         return result
 
@@ -255,8 +260,7 @@ class DemoRunner:
         reading = [item for item in todo if item not in blind]
         for wave in (blind + reading[:1], reading[1:]):
             started = time.time()
-            futures = {variant: self.pool.train([*self._argv(name, overrides), "--output_dir",
-                                                 str(self.out / name / variant), *self._common()])
+            futures = {variant: self._submit(f"{name}/{variant}", self._argv(name, overrides))
                        for variant, overrides in wave}
             for variant, future in futures.items():
                 output = future.result()

@@ -42,7 +42,6 @@ from epalm.common.stop_signals import PREEMPTION_SIGNALS, early_stop_signal
 # run_scripts/launch.sh passes it on and run_scripts/slurm/ requeues the job on it.
 PREEMPTED_EXIT_STATUS = StoppedToResume.exit_status  # 75, os.EX_TEMPFAIL
 PREEMPTED_MARKER = "preempted.json"  # in the run folder
-PHASES = ("setup", "training", "validation", "test")
 
 # Fault injection for the tests: every process sends itself SIGUSR1 after optimizer step N, or at the first
 # point of a phase where it can stop (setup: once the model is built; validation, test: before the first batch).
