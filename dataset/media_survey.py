@@ -17,6 +17,7 @@ from epalm.dataset.records import media_items
 from epalm.dataset.tasks.task_split import TaskSplit
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.modalities import get_modality
+from epalm.models.modalities.base import FILE_NOT_FOUND
 
 SHOWN = 3  # failures and examples a console line names
 
@@ -49,7 +50,7 @@ class MediaSurvey:
 
     def failure_summary(self) -> str:
         """'2 of 18 media files cannot be read (missing 2): path: reason; ... (how paths are formed)'."""
-        missing = sum(reason == "file not found" for reason in self.failures.values())
+        missing = sum(reason == FILE_NOT_FOUND for reason in self.failures.values())
         kinds = ", ".join(part for part in (f"missing {missing}" if missing else "",
                                             f"unreadable {len(self.failures) - missing}"
                                             if len(self.failures) > missing else "") if part)
@@ -67,15 +68,20 @@ class MediaSurvey:
         return f"not square: {len(odd)} of {len(self.sizes)} images (most elongated: {examples})"
 
 
+def split_media(split: TaskSplit) -> dict[str, list[str]]:
+    """modality -> the split's distinct media paths of that modality."""
+    found: dict[str, set[str]] = {}
+    for sample in split:
+        for item in media_items(sample, split.modality):
+            found.setdefault(item.modality, set()).add(item.path)
+    return {modality: sorted(paths) for modality, paths in found.items()}
+
+
 def survey_split(split: TaskSplit, decode_with: dict[str, EncoderConfig] | None = None,
                  show_progress: bool = True) -> MediaSurvey:
     """Probe every distinct media file of the split once; with `decode_with` ({modality: encoder section}, the
     decoder's settings: frames, sample rate), also decode it whole."""
-    files: dict[str, set[str]] = {}
-    for sample in split:
-        for item in media_items(sample, split.modality):
-            files.setdefault(item.modality, set()).add(item.path)
-    survey = MediaSurvey(split, {modality: sorted(paths) for modality, paths in files.items()})
+    survey = MediaSurvey(split, split_media(split))
     todo = [(modality, path) for modality, paths in survey.files.items() for path in paths]
     for modality, path in tqdm(todo, desc=f"checking the media of {split.split}", leave=False,
                                disable=not show_progress or len(todo) < 2000):

@@ -13,9 +13,10 @@ from typing import Any
 from epalm.common.command_line import add_debug_flag, command_parser, run_command
 from epalm.common.errors import DataFormatError, MissingFileError, UserError
 from epalm.dataset.media_survey import MediaSurvey, survey_split
-from epalm.dataset.tasks import TASK_READERS, TaskSplit
+from epalm.dataset.tasks import TaskSplit
 from epalm.models.modalities import load_plugins
-from epalm.training.data_checks import squashes
+from epalm.training.data import build_split
+from epalm.training.data_checks import squash_effect
 from epalm.training.preflight import check_choices
 from epalm.training.run import task_runs
 from epalm.training.run_config import RunConfig, resolve_config
@@ -74,9 +75,7 @@ def describe_split(cfg: RunConfig, split: TaskSplit, survey: MediaSurvey, traini
     lines.append(f"  media: {media}" if readable else f"  media: none readable: {survey.failure_summary()}")
     shapes = survey.shape_summary()
     if shapes:
-        squash = [m for m in survey.files if squashes(cfg, m)]
-        effect = f": the {cfg.model.encoders[squash[0]].type} encoder squashes them to a square" if squash else ""
-        lines.append(f"  shapes: {shapes}{effect}")
+        lines.append(f"  shapes: {shapes}{squash_effect(cfg, survey)}")
     if not training:
         metric, why = metric_reason(cfg.task.reader, split, cfg.task.metric)
         lines.append(f"  metric: {metric} ({why})")
@@ -85,15 +84,12 @@ def describe_split(cfg: RunConfig, split: TaskSplit, survey: MediaSurvey, traini
 
 def check_task(cfg: RunConfig, header_only: bool) -> tuple[list[str], dict[str, Any]]:
     """The report lines of one task's splits, and its problems {split: reason}."""
-    options = dict(cfg.task.reader_options)
-    if cfg.task.media_root:
-        options["media_root"] = cfg.task.media_root
     if not Path(cfg.task.data_dir).is_dir():
         raise MissingFileError(f"{cfg.task.data_dir}: no such folder")
     lines, problems = [f"data {cfg.task.data_dir}, reader {cfg.task.reader}"], {}
     for name, key in split_roles(cfg).items():
         try:
-            split = TASK_READERS.build(cfg.task.reader, cfg.task.data_dir, name, **options)
+            split = build_split(cfg, name)
         except UserError as error:
             lines.append(f"{name} ({key}): {error}")
             problems[name] = str(error)

@@ -19,11 +19,16 @@ from epalm.training.run_config import RunConfig
 logger = logging.getLogger(__name__)
 
 
-def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
+def build_split(cfg: RunConfig, name: str) -> TaskSplit:
+    """The task's reader, with its options and task.media_root, on split `name` (as read, nothing left out)."""
     options = dict(cfg.task.reader_options)
     if cfg.task.media_root:
         options["media_root"] = cfg.task.media_root
-    task_split = TASK_READERS.build(cfg.task.reader, cfg.task.data_dir, split, **options)
+    return TASK_READERS.build(cfg.task.reader, cfg.task.data_dir, name, **options)
+
+
+def read_split(cfg: RunConfig, split: str, train: bool) -> TaskSplit:
+    task_split = build_split(cfg, split)
     read = len(task_split.samples)
     if train:
         # VQA questions with no answer in the label dict cannot be trained on (VL-T5 files have some).

@@ -43,6 +43,12 @@ def squashes(cfg: RunConfig, modality: str) -> bool:
     return section is not None and getattr(ENCODERS.get(section.type), "test_resize", "") == "squash"
 
 
+def squash_effect(cfg: RunConfig, survey: MediaSurvey, why: str = "") -> str:
+    """': the <type> encoder squashes them to a square<why>' when an encoder of the survey's media squashes, else ''."""
+    squashing = [modality for modality in survey.files if squashes(cfg, modality)]
+    return f": the {cfg.model.encoders[squashing[0]].type} encoder squashes them to a square{why}" if squashing else ""
+
+
 def check_split_media(cfg: RunConfig, split: TaskSplit, train: bool) -> MediaSurvey | None:
     """Survey the split's media; raise when no sample is left, report failures and squashed images, and leave the
     failed samples out of a training split. None when the check is off or the model reads no media."""
@@ -63,8 +69,7 @@ def check_split_media(cfg: RunConfig, split: TaskSplit, train: bool) -> MediaSur
             split.samples = usable
         say(f"{level}: {name}: {survey.failure_summary()}{left_out}")
     shapes = survey.shape_summary()
-    squashing = [modality for modality in survey.files if squashes(cfg, modality)]
-    if shapes and squashing:
-        say(f"{name}: {shapes}: the {cfg.model.encoders[squashing[0]].type} encoder squashes them to a square "
-            "(no crop: docs/encoders.md)")
+    effect = squash_effect(cfg, survey, " (no crop: docs/encoders.md)")
+    if shapes and effect:
+        say(f"{name}: {shapes}{effect}")
     return survey

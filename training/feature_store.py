@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from epalm.dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
-from epalm.dataset.records import media_items
+from epalm.dataset.media_survey import split_media
 from epalm.dataset.tasks.task_split import TaskSplit
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.modalities import get_modality
@@ -24,15 +24,6 @@ def encoder_identity(cfg: RunConfig, enc: EncoderConfig) -> dict:
         # a key only where it changes the features: the caches of runs before it stay valid
         **({"patch_tokens": cfg.model.patch_tokens} if cfg.model.readout == "patches" else {}),
     }
-
-
-def split_media(split: TaskSplit) -> dict[str, list[str]]:
-    """modality -> the split's distinct media paths of that modality."""
-    found: dict[str, set[str]] = {}
-    for sample in split:
-        for item in media_items(sample, split.modality):
-            found.setdefault(item.modality, set()).add(item.path)
-    return {modality: sorted(paths) for modality, paths in found.items()}
 
 
 def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: TaskSplit,

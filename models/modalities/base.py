@@ -19,6 +19,17 @@ if TYPE_CHECKING:  # the encoders import the plugins' transforms: no import cycl
     from epalm.models.encoders.config import EncoderConfig
 
 
+FILE_NOT_FOUND = "file not found"  # the reason check_media_file gives a missing file
+
+
+def check_media_file(path: str) -> None:
+    """MediaDecodeError when the file is missing or empty."""
+    if not os.path.isfile(path):
+        raise MediaDecodeError(path, FILE_NOT_FOUND)
+    if os.path.getsize(path) == 0:
+        raise MediaDecodeError(path, "empty file")
+
+
 class Modality(ABC):
     """One kind of media. A plugin subclasses this in its own module and registers it:
 
@@ -58,10 +69,7 @@ class Modality(ABC):
         """A cheap look at a file before training (the data checks of every split): MediaDecodeError when it is
         missing or plainly unreadable; its upright (width, height) when the modality has one (None otherwise).
         Default: the file exists and is not empty; decoding errors show when `decode` reads it."""
-        if not os.path.isfile(path):
-            raise MediaDecodeError(path, "file not found")
-        if os.path.getsize(path) == 0:
-            raise MediaDecodeError(path, "empty file")
+        check_media_file(path)
         return None
 
     def preview_html(self, path: str, page_dir: Path) -> str:

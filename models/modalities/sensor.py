@@ -25,11 +25,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from epalm.common.config_io import from_dict
-from epalm.common.errors import MediaDecodeError
-from epalm.common.errors import ConfigError, DataFormatError
+from epalm.common.errors import ConfigError, DataFormatError, MediaDecodeError
 from epalm.models.encoders.base import ENCODERS, PerceptionEncoder, require_own_normalization
 from epalm.models.encoders.config import EncoderConfig
-from epalm.models.modalities.base import Modality, register_modality
+from epalm.models.modalities.base import FILE_NOT_FOUND, Modality, register_modality
 from epalm.models.modalities.previews import png_data_uri
 
 PREVIEW_SIZE = (192, 64)
@@ -80,7 +79,7 @@ def load_sensor_trace(path: str, channels: int) -> np.ndarray:
         with open(path, "rb") as handle:
             trace = np.load(handle, allow_pickle=False)
     except FileNotFoundError:
-        raise MediaDecodeError(path, "file not found") from None
+        raise MediaDecodeError(path, FILE_NOT_FOUND) from None
     except (ValueError, OSError, EOFError) as error:
         raise MediaDecodeError(path, f"not a NumPy .npy array without pickles ({error})") from None
     if not isinstance(trace, np.ndarray) or trace.dtype.kind not in "fiu":

@@ -10,13 +10,14 @@ import librosa
 import numpy as np
 
 from epalm.common.errors import MediaDecodeError
+from epalm.models.modalities.base import FILE_NOT_FOUND
 
 
 def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
     """Decode any file librosa reads (wav, flac, ogg, mp3 ...), or failing that anything FFmpeg reads
     (m4a, webm, video files), to a mono float32 waveform at `sample_rate`."""
     if not os.path.isfile(path):
-        raise MediaDecodeError(path, "file not found")
+        raise MediaDecodeError(path, FILE_NOT_FOUND)
     try:
         with warnings.catch_warnings():
             # librosa warns before trying its deprecated audioread fallback; the outcome is what matters

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from epalm.common.errors import MediaDecodeError
+from epalm.models.modalities.base import check_media_file
 
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
 ORIENTATION_TAG = 0x0112
@@ -45,13 +46,6 @@ def _reason(error: BaseException) -> str:
     """'not a decodable image (UnidentifiedImageError: cannot identify image file ...)', 'image file is
     truncated', 'DecompressionBombError: Image size ... exceeds limit ...'."""
     return f"not a decodable image ({type(error).__name__}: {error})"
-
-
-def _check_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise MediaDecodeError(path, "file not found")
-    if os.path.getsize(path) == 0:
-        raise MediaDecodeError(path, "empty file")
 
 
 def _orientation(image: Image.Image) -> int:
@@ -111,7 +105,7 @@ def load_image(path: str, background: tuple[int, int, int] = BACKGROUND) -> Imag
     """Decode the whole image as upright 8-bit RGB, detached from the file; MediaDecodeError for a missing or
     broken file."""
     path = os.fspath(path)
-    _check_file(path)
+    check_media_file(path)
     try:
         with Image.open(path) as image:
             image.load()  # every pixel now: truncated data fails here
@@ -128,7 +122,7 @@ def image_size(path: str) -> tuple[int, int]:
     """The upright (width, height) from the header alone (no pixel is decoded); MediaDecodeError for a missing
     file or one Pillow cannot identify. A file truncated after its header passes here and fails in load_image."""
     path = os.fspath(path)
-    _check_file(path)
+    check_media_file(path)
     try:
         with Image.open(path) as image:
             width, height = image.size

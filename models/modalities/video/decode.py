@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from epalm.common.errors import MediaDecodeError
+from epalm.models.modalities.base import FILE_NOT_FOUND
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ def load_video_frames(
         (default max(64, 8 * num_frames) frames, kept in the decoder's compact YUV form).
     """
     if not os.path.isfile(path):
-        raise MediaDecodeError(path, "file not found")
+        raise MediaDecodeError(path, FILE_NOT_FOUND)
     max_buffered = max_buffered or max(64, 8 * num_frames)
     try:
         with av.open(path) as container:
