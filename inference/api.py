@@ -22,11 +22,11 @@ from typing import Any, Sequence
 import torch
 
 from epalm.common.errors import DataFormatError
-from epalm.inference.chat_inputs import MediaReader, chat_batch, chat_collator, instance_batch, media_ref
+from epalm.inference.chat_inputs import MediaReader, MediaRef, chat_batch, chat_collator, instance_batch, media_ref
 from epalm.inference.checkpoint_source import LoadedModel, describe, load_model
 from epalm.inference.conversation import NO_LIMIT, choose_layout
 from epalm.inference.generation import CHAT, ONE_INSTANCE, GenerationSettings, generate_answers
-from epalm.inference.nearest_tokens import NearestTokens, nearest_tokens
+from epalm.inference.nearest_tokens import NearestTokens, nearest_tokens, visual_tokens
 from epalm.inference.requests import Request, build_requests
 from epalm.inference.streaming import ReplyStream, check_streamable
 
@@ -109,7 +109,12 @@ class Bridge:
                                            Path(media_root))
         settings = self.settings.with_overrides(**generation)
         check_streamable(settings, len(requests) if batched else 1)
-        prepared = self.prepare(requests[0])
+        return self.stream_prepared(self.prepare(requests[0]), settings)
+
+    def stream_prepared(self, prepared: Prepared, settings: GenerationSettings | None = None) -> ReplyStream:
+        """`stream` for a request whose media are read (`prepare`)."""
+        settings = settings or self.settings
+        check_streamable(settings, 1)
         batch, kind = self._batch([prepared])
         self._check_fits(batch, prepared.layout, settings)
         return ReplyStream(self.loaded, batch, settings, prepared.layout, kind)
@@ -149,18 +154,23 @@ class Bridge:
         return [self._details(item, text, topk) for item, text in zip(prepared, texts)]
 
     # --- visual tokens ----------------------------------------------------------------------------------
-    @torch.no_grad()
     def visual_tokens(self, path: str | Path, modality: str | None = None) -> torch.Tensor:
         """The connector's outputs for one file `(tokens, width)`: what the LM receives for it."""
-        ref = media_ref(modality or self.loaded.model.modality, str(path), Path("."))
-        model = self.loaded.model
-        tensor = self.reader.read(ref)[None].to(self.loaded.device)
-        return model.connect(model.encode(tensor, ref.modality), ref.modality)[0].float().cpu()
+        ref = self._ref(path, modality)
+        return visual_tokens(self.loaded.model, self.reader.read(ref), ref.modality).cpu()
 
     def nearest_tokens(self, path: str | Path, modality: str | None = None, k: int = 5) -> NearestTokens:
         """The `k` vocabulary tokens nearest to each visual token of one file (chat's /tokens)."""
-        ref = media_ref(modality or self.loaded.model.modality, str(path), Path("."))
-        return nearest_tokens(self.loaded.model, self.loaded.tokenizer, self.reader.read(ref), ref.modality, k)
+        ref = self._ref(path, modality)
+        return self.nearest_of(self.reader.read(ref), ref.modality, k)
+
+    def nearest_of(self, tensor: torch.Tensor, modality: str, k: int = 5) -> NearestTokens:
+        """`nearest_tokens` of a medium already read (a `Prepared`'s tensor)."""
+        tokens = visual_tokens(self.loaded.model, tensor, modality)
+        return nearest_tokens(self.loaded.model, self.loaded.tokenizer, tokens, k)
+
+    def _ref(self, path: str | Path, modality: str | None) -> MediaRef:
+        return media_ref(modality or self.loaded.model.modality, str(path), Path("."))
 
     # --- helpers ----------------------------------------------------------------------------------------
     @staticmethod
@@ -191,12 +201,10 @@ class Bridge:
                                   f"shorten it or lower max_new_tokens")
 
     def _details(self, item: Prepared, text: str, topk: int) -> Answer:
-        model = self.loaded.model
         tokens, nearest = [], []
-        with torch.no_grad():
-            for ref, tensor in zip(item.request.media, item.tensors):
-                tokens.append(model.connect(model.encode(tensor[None].to(self.loaded.device), ref.modality),
-                                            ref.modality)[0].float().cpu())
-                nearest.append(nearest_tokens(model, self.loaded.tokenizer, tensor, ref.modality, topk))
+        for ref, tensor in zip(item.request.media, item.tensors):
+            visual = visual_tokens(self.loaded.model, tensor, ref.modality)
+            tokens.append(visual.cpu())
+            nearest.append(nearest_tokens(self.loaded.model, self.loaded.tokenizer, visual, topk))
         media = [{"modality": ref.modality, "path": str(ref.path)} for ref in item.request.media]
         return Answer(text, item.request.typed, item.layout, media, tokens, nearest)

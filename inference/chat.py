@@ -22,7 +22,7 @@ from epalm.inference.checkpoint_source import LoadedModel, add_model_arguments, 
 from epalm.inference.conversation import Conversation
 from epalm.inference.generation import GenerationSettings, add_generation_arguments, settings_from_args
 from epalm.inference.streaming import check_streamable
-from epalm.inference.nearest_tokens import format_nearest, nearest_tokens
+from epalm.inference.nearest_tokens import format_nearest, nearest_tokens, visual_tokens
 from epalm.inference.random_vqa import RandomVQA
 
 PROMPT = "User: "
@@ -121,8 +121,8 @@ class ChatSession:
         if not argument:
             raise ConfigError("/tokens needs a file: /tokens <image:path>, /tokens image:path or /tokens path")
         ref = parse_media_argument(argument, self.loaded.model.modality, self.media_root)
-        report = nearest_tokens(self.loaded.model, self.loaded.tokenizer, self.media.read(ref), ref.modality,
-                                self.topk)
+        tokens = visual_tokens(self.loaded.model, self.media.read(ref), ref.modality)
+        report = nearest_tokens(self.loaded.model, self.loaded.tokenizer, tokens, self.topk)
         self.say(f"{ref.path} ({ref.modality}): {len(report.rows)} visual token(s)\n{format_nearest(report)}")
 
     def randvqa(self, _: str) -> None:

@@ -95,6 +95,14 @@ def parse_message(text: str, media_root: Path) -> Message:
     return Message(text, chat_text.strip(), plain_text, tuple(refs))
 
 
+class MediaReadError(DataFormatError):
+    """A medium that cannot be decoded; `ref` is which."""
+
+    def __init__(self, message: str, ref: MediaRef):
+        super().__init__(message)
+        self.ref = ref
+
+
 class MediaReader:
     """Decodes and transforms media for the model's encoders with the modality plugins' test-time
     preprocessing (the same as evaluation's); broken files become user errors."""
@@ -119,7 +127,8 @@ class MediaReader:
         try:
             return preprocess(str(ref.path))
         except MediaDecodeError as error:
-            raise DataFormatError(f"<{ref.modality}:{ref.typed}>: cannot read {error.path}: {error.reason}") from None
+            raise MediaReadError(f"<{ref.modality}:{ref.typed}>: cannot read {error.path}: {error.reason}",
+                                 ref) from None
 
 
 def instance_batch(loaded: LoadedModel, modality: str, rows: list[tuple[str, torch.Tensor]],

@@ -1,6 +1,7 @@
 """What a medium's visual tokens are closest to in the LM's vocabulary (the REPL's `/tokens`).
 
-The tokens are the connector's outputs for the medium, `model.connect(model.encode(x))`:
+The tokens are the connector's outputs for the medium, `model.connect(model.encode(x))` (`visual_tokens`; the
+medium is encoded once, its tokens then compared by `nearest_tokens`):
 - input-prefix connector: its N tokens live in the LM's input-embedding space and are compared with the rows
   of the input embedding matrix;
 - eP-ALM layer injection: one token per injected encoder block, each replacing the slot's hidden state at the
@@ -37,12 +38,18 @@ class NearestTokens:
 
 
 @torch.no_grad()
-def nearest_tokens(model: EPALM, tokenizer, media: torch.Tensor, modality: str, k: int) -> NearestTokens:
-    """The k nearest vocabulary tokens of each visual token of one medium `media` (the encoder's input)."""
+def visual_tokens(model: EPALM, media: torch.Tensor, modality: str) -> torch.Tensor:
+    """The visual tokens of one medium `media` (the encoder's input): the connector's outputs `(tokens, width)`,
+    float, on the model's device."""
     if model.placement is None:
         raise ConfigError("this model is blind (model.visual: false): it makes no visual tokens")
     device = next(model.parameters()).device
-    tokens = model.connect(model.encode(media[None].to(device), modality), modality)[0].float()
+    return model.connect(model.encode(media[None].to(device), modality), modality)[0].float()
+
+
+@torch.no_grad()
+def nearest_tokens(model: EPALM, tokenizer, tokens: torch.Tensor, k: int) -> NearestTokens:
+    """The k nearest vocabulary tokens of each of one medium's visual `tokens` (`visual_tokens`' output)."""
     space, description = model.placement.vocabulary_space(model.lm, len(tokenizer))
     similarity = F.normalize(tokens, dim=-1) @ F.normalize(space, dim=-1).T
     values, indices = similarity.topk(min(k, space.shape[0]), dim=-1)

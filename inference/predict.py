@@ -21,10 +21,10 @@ from epalm.common.command_line import add_debug_flag, command_parser, run_comman
 from epalm.common.errors import ConfigError, MissingFileError
 from epalm.inference.api import Bridge
 from epalm.inference.batch_predict import add_batch_arguments, predict_batch
-from epalm.inference.chat_inputs import add_media_root_argument, parse_media_argument, parse_message
+from epalm.inference.chat_inputs import add_media_root_argument, parse_media_argument
 from epalm.inference.checkpoint_source import add_model_arguments, load_from_args
 from epalm.inference.generation import add_generation_arguments, settings_from_args
-from epalm.inference.requests import Request
+from epalm.inference.requests import prompt_request
 
 EPILOG = """\
 examples:
@@ -64,15 +64,14 @@ def predict(args: argparse.Namespace) -> dict[str, Any]:
         raise MissingFileError(f"--media_root {media_root}: no such folder")
     loaded = load_from_args(args)
     refs = [parse_media_argument(text, loaded.model.modality, media_root) for text in args.media]
-    tags = [f"<{ref.modality}:{ref.path.resolve()}>" for ref in refs]  # absolute: not read against the root again
-    message = parse_message(" ".join([*tags, args.prompt]), media_root)
+    request = prompt_request(args.prompt, [(ref.modality, ref.path.resolve()) for ref in refs], media_root)
     bridge = Bridge(loaded, settings_from_args(loaded.cfg, args))
-    prepared = bridge.prepare(Request(args.prompt, message.media, message=message))
+    prepared = bridge.prepare(request)
     answer = bridge.answer_prepared([prepared])[0]
     return {
         "checkpoint": args.checkpoint,
         "prompt": args.prompt,
-        "media": [{"modality": ref.modality, "path": str(ref.path)} for ref in message.media],
+        "media": [{"modality": ref.modality, "path": str(ref.path)} for ref in request.media],
         "answer": answer,
         "layout": prepared.layout,
         "settings": bridge.settings.as_dict(),

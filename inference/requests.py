@@ -37,10 +37,6 @@ class Request:
     message: Message | None = None
     messages: tuple[dict[str, str], ...] | None = None
 
-    @classmethod
-    def of_message(cls, message: Message) -> Request:
-        return cls(message.typed, message.media, message=message)
-
 
 def _paths(value: Any, where: str) -> list[PathArg]:
     if value is None:

@@ -20,10 +20,11 @@ from typing import Any, Iterator
 from PIL import Image
 
 from epalm.common.errors import UserError
-from epalm.inference.api import Bridge
-from epalm.inference.chat_inputs import media_ref
+from epalm.inference.api import Bridge, Prepared
+from epalm.inference.chat_inputs import MediaReadError
 from epalm.inference.media_files import guess_modality
 from epalm.inference.nearest_tokens import NearestTokens
+from epalm.inference.requests import prompt_request
 
 AUTO = "auto (from the file name)"
 DONE = "done"
@@ -78,11 +79,15 @@ class ServeHandlers:
             modality = modalities[0]
         return file, modality
 
-    def read(self, path: Path, modality: str) -> None:
-        """Decode the file once (a broken one is reported before generation starts)."""
+    def prepare(self, question: str, path: Path, modality: str) -> Prepared:
+        """The question with the file in front, its media read once (a broken file is reported before
+        generation starts)."""
+        request = prompt_request(question, [(modality, path)], Path("."))
         try:
-            self.bridge.reader.read(media_ref(modality, str(path), Path(".")))
-        except UserError as error:
+            return self.bridge.prepare(request)
+        except MediaReadError as error:
+            if error.ref != request.media[0]:  # a file tagged in the question: reported as it is
+                raise
             raise UserError(f"{path.name} is not a readable {modality} file "
                             f"({str(error).split(': ', 2)[-1]})") from None
 
@@ -115,15 +120,15 @@ class ServeHandlers:
         try:
             # the latest choice: a picked sample, until a file is uploaded (which clears the pick's file)
             file, modality = self.check_upload(example_file or upload, picked)
-            self.read(file, modality)
-            tokens = tokens_markdown(self.bridge.nearest_tokens(file, modality, self.topk))
+            prepared = self.prepare(question or "", file, modality)
+            tokens = tokens_markdown(self.bridge.nearest_of(prepared.tensors[0], modality, self.topk))
             yield "", "generating ...", tokens
             settings: dict[str, Any] = {"do_sample": bool(do_sample)}
             if do_sample:
                 settings.update(temperature=float(temperature), top_p=float(top_p),
                                 seed=None if seed in (None, "") else int(seed))
-            media = {modality: str(file)}
-            stream = self.bridge.stream(question or "", media=media, num_beams=1, **settings)
+            stream = self.bridge.stream_prepared(prepared, self.bridge.settings.with_overrides(num_beams=1,
+                                                                                               **settings))
             for _ in stream:
                 yield stream.text, "generating ...", tokens
             yield stream.text, DONE, tokens

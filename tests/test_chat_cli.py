@@ -21,7 +21,7 @@ from epalm.inference import chat, predict
 from epalm.inference.chat_inputs import MediaReader, parse_message
 from epalm.inference.checkpoint_source import find_source, load_model
 from epalm.inference.conversation import CHAT, ONE_INSTANCE, Conversation, GenerationSettings
-from epalm.inference.nearest_tokens import nearest_tokens
+from epalm.inference.nearest_tokens import nearest_tokens, visual_tokens
 from epalm.models.checkpoint import reference_state
 from epalm.training import run
 from epalm.training.data import build_dataset, make_collator
@@ -219,7 +219,7 @@ def test_ctrl_c_twice_within_the_window_quits(loaded, tiny):
 def test_tokens_are_the_nearest_rows_by_cosine_similarity(loaded, tiny):
     model, tokenizer = loaded.model, loaded.tokenizer
     image = MediaReader(loaded).read(parse_message(f"<image:{_image(tiny)}>", tiny["images"]).media[0])
-    report = nearest_tokens(model, tokenizer, image, "image", k=4)
+    report = nearest_tokens(model, tokenizer, visual_tokens(model, image, "image"), k=4)
     connected = model.connect(model.encode(image[None]))[0]
     embeddings = model.lm.model.get_input_embeddings().weight[: len(tokenizer)]
     similarity = F.normalize(connected, dim=-1) @ F.normalize(embeddings, dim=-1).T
