@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from types import SimpleNamespace
 
 import torch
@@ -170,13 +171,16 @@ def main(out: str, precision: str, policy: str = "units") -> None:
 
 
 if __name__ == "__main__":
+    # Leave with os._exit, past the interpreter's teardown and without destroy_process_group: the FSDP modules
+    # still hold the gloo group, and tearing it down can abort a process whose facts are already written
+    # ("terminate called without an active exception", exit 134). main() ends on a barrier, so no process
+    # leaves while the other still talks to it.
+    status = 0
     try:
         main(*sys.argv[1:])
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    # The FSDP modules still hold the process group: torn down with the interpreter, gloo's threads can abort it
-    # ("terminate called without an active exception", exit 134 after the facts were written). Leave at once.
+    except BaseException:
+        traceback.print_exc()
+        status = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
