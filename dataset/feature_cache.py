@@ -2,11 +2,11 @@
 N patch tokens of readout patches), computed once, stored on disk.
 
 The encoder is frozen, so with the deterministic test-time preprocessing its output for a file never
-changes. A cache folder is keyed by everything that could change it: the encoder's type, name, weights
-file (path, size, mtime), architecture overrides, K, the readout (and its pooled patch count) and the preprocessing
-fingerprint. Inside, each media item is keyed by its relative path, size and mtime, so an edited file is encoded
-again. Training and evaluation then read `(K, d_enc)` (or `(N, d_enc)`) tensors instead of decoding and encoding
-media.
+changes. A cache folder is keyed by everything that could change it (`encoder_identity`, shared by the runs and the
+few-shot study): the encoder's type, name, weights file (path, size, mtime), architecture overrides, the dtype its
+weights are held in, K, the readout (and its pooled patch count) and the preprocessing fingerprint. Inside, each
+media item is keyed by its relative path, size and mtime, so an edited file is encoded again. Training and evaluation
+then read `(K, d_enc)` (or `(N, d_enc)`) tensors instead of decoding and encoding media.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from epalm.common.atomic_io import atomic_path, write_text_atomic
 from epalm.common.errors import MediaDecodeError
+from epalm.models.encoders.config import EncoderConfig
 
 INDEX_FILE = "index.json"
 TENSORS_FILE = "features.safetensors"
@@ -29,6 +30,19 @@ TENSORS_FILE = "features.safetensors"
 def cache_key(encoder_identity: dict[str, Any], fingerprint: dict[str, Any], num_tokens: int) -> str:
     blob = json.dumps({"encoder": encoder_identity, "preprocessing": fingerprint, "K": num_tokens}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def encoder_identity(enc: EncoderConfig, readout: str, patch_tokens: int | None = None) -> dict[str, Any]:
+    """What in an encoder section (and the model's readout) changes its features: the first part of a cache key."""
+    return {
+        "type": enc.type, "name": enc.name, "pretrained": enc.pretrained, "model_kwargs": enc.model_kwargs,
+        "checkpoint": str(Path(enc.checkpoint).resolve()) if enc.checkpoint else None,
+        "checkpoint_stamp": file_stamp(Path(enc.checkpoint)) if enc.checkpoint else None,
+        "num_frames": enc.num_frames, "audio_frames": enc.audio_frames, "sample_rate": enc.sample_rate,
+        "dtype": enc.dtype, "readout": readout,
+        # a key only where it changes the features: the caches of runs before it stay valid
+        **({"patch_tokens": patch_tokens} if readout == "patches" else {}),
+    }
 
 
 def file_stamp(path: Path) -> str:

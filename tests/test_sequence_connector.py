@@ -91,13 +91,15 @@ def test_modalities_of_different_widths_in_one_prompt_with_the_kv_cache(num_beam
     assert torch.equal(cached, model.generate(batch["input_ids"], batch["attention_mask"], use_cache=False, **kwargs))
 
 
-def test_the_feature_cache_key_holds_the_readout_and_the_pooled_count():
-    from epalm.training.feature_store import encoder_identity
+def test_the_feature_cache_key_holds_the_readout_the_pooled_count_and_the_dtype():
+    # one identity for the runs' caches and the few-shot study's (whose own copy once lacked the dtype)
+    from dataclasses import replace
+
+    from epalm.dataset.feature_cache import encoder_identity
     from epalm.training.run_config import RunConfig
 
-    keys = []
-    for readout, pooled in (("cls", None), ("patches", None), ("patches", 4)):
-        cfg = RunConfig()
-        cfg.model.readout, cfg.model.patch_tokens = readout, pooled
-        keys.append(encoder_identity(cfg, cfg.model.encoders["image"]))
+    section = RunConfig().model.encoders["image"]
+    keys = [encoder_identity(section, readout, pooled) for readout, pooled in (("cls", None), ("patches", None),
+                                                                               ("patches", 4))]
     assert keys[0] != keys[1] != keys[2] and "patch_tokens" not in keys[0]  # the keys of earlier caches unchanged
+    assert encoder_identity(replace(section, dtype="float16"), "cls") != encoder_identity(section, "cls")

@@ -6,24 +6,12 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from epalm.dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
+from epalm.dataset.feature_cache import FeatureCache, cache_key, encode_items, encoder_identity
 from epalm.dataset.media_survey import split_media
 from epalm.dataset.tasks.task_split import TaskSplit
 from epalm.models.encoders.config import EncoderConfig
 from epalm.models.modalities import get_modality
 from epalm.training.run_config import RunConfig
-
-
-def encoder_identity(cfg: RunConfig, enc: EncoderConfig) -> dict:
-    return {
-        "type": enc.type, "name": enc.name, "pretrained": enc.pretrained, "model_kwargs": enc.model_kwargs,
-        "checkpoint": str(Path(enc.checkpoint).resolve()) if enc.checkpoint else None,
-        "checkpoint_stamp": file_stamp(Path(enc.checkpoint)) if enc.checkpoint else None,
-        "num_frames": enc.num_frames, "audio_frames": enc.audio_frames, "sample_rate": enc.sample_rate,
-        "dtype": enc.dtype, "readout": cfg.model.readout,
-        # a key only where it changes the features: the caches of runs before it stay valid
-        **({"patch_tokens": cfg.model.patch_tokens} if cfg.model.readout == "patches" else {}),
-    }
 
 
 def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: TaskSplit,
@@ -45,8 +33,8 @@ def encoder_features(cfg: RunConfig, accelerator: Accelerator, model, split: Tas
 def _modality_cache(cfg: RunConfig, accelerator: Accelerator, model, split: TaskSplit, modality: str,
                     encoder_cfg: EncoderConfig, media: list[str]) -> FeatureCache:
     encoder = model.encoder_for(modality)
-    key = cache_key(encoder_identity(cfg, encoder_cfg), encoder.preprocessing_fingerprint(),
-                    cfg.model.injected_hidden_states)
+    identity = encoder_identity(encoder_cfg, cfg.model.readout, cfg.model.patch_tokens)
+    key = cache_key(identity, encoder.preprocessing_fingerprint(), cfg.model.injected_hidden_states)
     folder = Path(cfg.train.feature_cache_dir) / key
     cache = FeatureCache(folder)
     missing = cache.missing(media, split.media_root)

@@ -15,13 +15,13 @@ from typing import Any, Callable
 import torch
 
 from epalm.common.errors import ConfigError
-from epalm.dataset.feature_cache import FeatureCache, cache_key, encode_items, file_stamp
+from epalm.dataset.feature_cache import FeatureCache, cache_key, encode_items, encoder_identity
 from epalm.dataset.tasks import TASK_READERS, TaskSplit
 from epalm.demo.synthetic.build import build_image_dataset
 from epalm.demo.synthetic.build_audio import build_audio_dataset
 from epalm.demo.synthetic.build_sensor import build_sensor_dataset
 from epalm.demo.synthetic.build_video import build_video_dataset
-from epalm.models.encoders import EncoderConfig, build_encoder
+from epalm.models.encoders import build_encoder
 from epalm.models.modalities import get_modality
 from epalm.studies.fewshot.caption_lm import study_readout
 from epalm.studies.fewshot.config import FewShotConfig, ModalitySource
@@ -77,14 +77,6 @@ def ensure_data(cfg: FewShotConfig, name: str, source: ModalitySource, progress:
     return root
 
 
-def _encoder_identity(encoder_cfg: EncoderConfig, readout: str) -> dict:
-    checkpoint = Path(encoder_cfg.checkpoint) if encoder_cfg.checkpoint else None
-    return {"type": encoder_cfg.type, "name": encoder_cfg.name, "pretrained": encoder_cfg.pretrained,
-            "model_kwargs": encoder_cfg.model_kwargs, "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
-            "checkpoint_stamp": file_stamp(checkpoint) if checkpoint else None, "num_frames": encoder_cfg.num_frames,
-            "audio_frames": encoder_cfg.audio_frames, "sample_rate": encoder_cfg.sample_rate, "readout": readout}
-
-
 def _items(split: TaskSplit, max_items: int | None) -> tuple[list[str], list[Any], list[list[str]], list | None]:
     """Samples grouped by media file, in first-seen order: media, uid, captions, attributes."""
     order: dict[str, int] = {}
@@ -112,7 +104,7 @@ def load_pool(cfg: FewShotConfig, name: str, source: ModalitySource, split_name:
     encoder = build_encoder(encoder_cfg)
     blocks = min(cfg.feature_blocks, encoder.num_layers)
     readout = study_readout(encoder_cfg)  # CLS tokens, or token means without one
-    key = cache_key(_encoder_identity(encoder_cfg, readout), encoder.preprocessing_fingerprint(), blocks)
+    key = cache_key(encoder_identity(encoder_cfg, readout), encoder.preprocessing_fingerprint(), blocks)
     cache = FeatureCache(Path(cfg.out_dir) / "features" / key)
     missing = cache.missing(media, split.media_root)
     if missing:
