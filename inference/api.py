@@ -21,11 +21,10 @@ from typing import Any, Sequence
 
 import torch
 
-from epalm.common.errors import DataFormatError
 from epalm.inference.chat_inputs import MediaReader, MediaRef, chat_batch, chat_collator, instance_batch, media_ref
 from epalm.inference.checkpoint_source import LoadedModel, describe, load_model
 from epalm.inference.conversation import NO_LIMIT, choose_layout
-from epalm.inference.generation import CHAT, ONE_INSTANCE, GenerationSettings, generate_answers
+from epalm.inference.generation import CHAT, ONE_INSTANCE, GenerationSettings, check_fits, generate_answers
 from epalm.inference.nearest_tokens import NearestTokens, nearest_tokens, visual_tokens
 from epalm.inference.requests import Request, build_requests
 from epalm.inference.streaming import ReplyStream, check_streamable
@@ -116,7 +115,7 @@ class Bridge:
         settings = settings or self.settings
         check_streamable(settings, 1)
         batch, kind = self._batch([prepared])
-        self._check_fits(batch, prepared.layout, settings)
+        check_fits(self.loaded, batch, settings, prepared.layout)
         return ReplyStream(self.loaded, batch, settings, prepared.layout, kind)
 
     def answer(self, requests: list[Request], settings: GenerationSettings | None = None,
@@ -146,7 +145,7 @@ class Bridge:
             for start in range(0, len(indices), size):
                 chunk = indices[start:start + size]
                 batch, kind = self._batch([prepared[i] for i in chunk])
-                self._check_fits(batch, layout, settings)
+                check_fits(self.loaded, batch, settings, layout)
                 for index, text in zip(chunk, generate_answers(self.loaded, batch, settings, layout, kind)):
                     texts[index] = text
         if not details:
@@ -188,17 +187,6 @@ class Bridge:
             messages = list(item.request.messages or [{"role": "user", "content": item.request.message.chat_text}])
             rows.append((messages, [(ref.modality, t) for ref, t in zip(item.request.media, item.tensors)]))
         return chat_batch(self._collator, rows), "chat"
-
-    def _check_fits(self, batch: dict[str, Any], layout: str, settings: GenerationSettings) -> None:
-        limit = getattr(self.loaded.model.lm.model.config, "max_position_embeddings", None)
-        width = batch["input_ids"].shape[1]
-        model = self.loaded.model
-        needed = (model.prefix_len if layout == ONE_INSTANCE else model.prompt_len) + width + \
-            settings.new_token_bound(width, layout)
-        if limit is not None and needed > limit:
-            raise DataFormatError(f"a prompt takes {needed} positions with its answer's "
-                                  f"{settings.new_token_bound(width, layout)} tokens, more than the LM's {limit}: "
-                                  f"shorten it or lower max_new_tokens")
 
     def _details(self, item: Prepared, text: str, topk: int) -> Answer:
         tokens, nearest = [], []

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from epalm.common.atomic_io import write_text_atomic
 from epalm.common.errors import ConfigError, DataFormatError, MissingFileError, UserError
 from epalm.inference.api import Bridge, Prepared
+from epalm.inference.chat_inputs import media_root_from_args
 from epalm.inference.checkpoint_source import load_from_args
 from epalm.inference.generation import settings_from_args
 from epalm.inference.media_files import media_files
@@ -119,9 +120,7 @@ def _answer_rows(bridge: Bridge, rows: list[tuple[dict[str, Any], Prepared]], ba
 
 def predict_batch(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
     """Answer every row not yet in --output; returns the counts (answered, failed, skipped as done)."""
-    media_root, output = Path(args.media_root), Path(args.output)
-    if not media_root.is_dir():
-        raise MissingFileError(f"--media_root {media_root}: no such folder")
+    media_root, output = media_root_from_args(args), Path(args.output)
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch_size must be >= 1, got {args.batch_size}")
     if not Path(args.input).exists():

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TextIO
 
 from epalm.common.command_line import add_debug_flag, command_parser, format_user_error, run_command
-from epalm.common.errors import ConfigError, MissingFileError, UnknownNameError, UserError, did_you_mean
-from epalm.inference.chat_inputs import MediaReader, add_media_root_argument, parse_media_argument, parse_message
+from epalm.common.errors import ConfigError, UnknownNameError, UserError, did_you_mean
+from epalm.inference.chat_inputs import (MediaReader, add_media_root_argument, media_root_from_args,
+                                         parse_media_argument, parse_message)
 from epalm.inference.checkpoint_source import LoadedModel, add_model_arguments, describe, load_from_args
 from epalm.inference.conversation import Conversation
 from epalm.inference.generation import GenerationSettings, add_generation_arguments, settings_from_args
@@ -228,9 +229,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     if args.topk < 1:
         raise ConfigError(f"--topk must be >= 1, got {args.topk}")
     stdin, out = stdin or sys.stdin, stdout or sys.stdout
-    media_root = Path(args.media_root)
-    if not media_root.is_dir():
-        raise MissingFileError(f"--media_root {media_root}: no such folder")
+    media_root = media_root_from_args(args)
     out.write(f"loading {args.checkpoint} ...\n")
     out.flush()
     loaded = load_from_args(args)

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from epalm.common.errors import MediaDecodeError
-from epalm.common.errors import ConfigError, DataFormatError, MissingFileError, UnknownNameError, did_you_mean
+from epalm.common.errors import (ConfigError, DataFormatError, MediaDecodeError, MissingFileError, UnknownNameError,
+                                 did_you_mean)
 from epalm.dataset.chat_collate import ChatCollator
 from epalm.dataset.tasks.chat_messages import placeholder_pattern
 from epalm.inference.checkpoint_source import LoadedModel
@@ -169,3 +169,11 @@ def chat_batch(collator: ChatCollator, rows: list[tuple[list[dict[str, str]], li
 def add_media_root_argument(parser) -> None:
     parser.add_argument("--media_root", default=".", metavar="DIR",
                         help="folder that relative media paths are read against (default: the current folder)")
+
+
+def media_root_from_args(args) -> Path:
+    """--media_root, checked to be a folder."""
+    media_root = Path(args.media_root)
+    if not media_root.is_dir():
+        raise MissingFileError(f"--media_root {media_root}: no such folder")
+    return media_root

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from epalm.common.errors import DataFormatError
 from epalm.dataset.tasks.chat_messages import placeholder_pattern
 from epalm.inference.chat_inputs import Message, chat_batch, chat_collator, instance_batch
 from epalm.inference.checkpoint_source import LoadedModel
-from epalm.inference.generation import CHAT, ONE_INSTANCE, GenerationSettings, generate_answers
+from epalm.inference.generation import (CHAT, ONE_INSTANCE, GenerationSettings, check_fits, fits,
+                                        generate_answers, lm_positions)
 from epalm.inference.streaming import ReplyStream
 
 __all__ = ["CHAT", "ONE_INSTANCE", "Conversation", "GenerationSettings", "Reply", "Prepared", "choose_layout"]
@@ -69,8 +69,7 @@ class Conversation:
 
     def __post_init__(self) -> None:
         self.collator = chat_collator(self.loaded, NO_LIMIT)
-        config = self.loaded.model.lm.model.config
-        self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
+        self.max_positions = lm_positions(self.loaded)
 
     def reset(self) -> None:
         self.turns = []
@@ -82,7 +81,7 @@ class Conversation:
         if choose_layout(self.loaded.chat_trained, len(instances)) == ONE_INSTANCE:
             modality, tensor = instances[0]
             batch = instance_batch(self.loaded, modality, [(message.plain_text, tensor)], NO_LIMIT)
-            self._check_fits(batch, self.loaded.model.prefix_len, ONE_INSTANCE, "the message")
+            check_fits(self.loaded, batch, self.settings, ONE_INSTANCE, "the message")
             dropped = len(self.turns)
             if dropped:
                 note = (f"new conversation: a model trained on the reference formats reads one medium per prompt; "
@@ -112,28 +111,13 @@ class Conversation:
 
     def _chat_batch(self, message: Message, instances: list[tuple[str, torch.Tensor]]) -> tuple[dict, int]:
         """The conversation's batch without its earliest turns as long as it does not fit; turns dropped."""
-        prompt_len = self.loaded.model.prompt_len
         for dropped in range(len(self.turns) + 1):
             kept = self.turns[dropped:]
             messages = [m for t in kept for m in ({"role": "user", "content": t.user},
                                                   {"role": "assistant", "content": t.answer})]
             batch = chat_batch(self.collator, [([*messages, {"role": "user", "content": message.chat_text}],
                                                 [i for t in kept for i in t.instances] + instances)])
-            if self._fits(batch, prompt_len, CHAT):
+            if fits(self.loaded, batch, self.settings, CHAT):
                 return batch, dropped
-        self._check_fits(batch, prompt_len, CHAT, "the message")
-        raise AssertionError("unreachable: _check_fits raises when the batch does not fit")
-
-    def _needed(self, batch: dict, prefix_len: int, layout: str) -> int:
-        width = batch["input_ids"].shape[1]
-        return prefix_len + width + self.settings.new_token_bound(width, layout)
-
-    def _fits(self, batch: dict, prefix_len: int, layout: str) -> bool:
-        return self.max_positions is None or self._needed(batch, prefix_len, layout) <= self.max_positions
-
-    def _check_fits(self, batch: dict, prefix_len: int, layout: str, what: str) -> None:
-        if not self._fits(batch, prefix_len, layout):
-            width = batch["input_ids"].shape[1]
-            raise DataFormatError(f"{what} takes {self._needed(batch, prefix_len, layout)} positions with the "
-                                  f"answer's {self.settings.new_token_bound(width, layout)} (--max_new_tokens), "
-                                  f"more than the LM's {self.max_positions}: shorten it or lower --max_new_tokens")
+        check_fits(self.loaded, batch, self.settings, CHAT, "the message")
+        raise AssertionError("unreachable: check_fits raises when the batch does not fit")

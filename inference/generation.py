@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from epalm.common.errors import ConfigError
+from epalm.common.errors import ConfigError, DataFormatError
 from epalm.inference.checkpoint_source import LoadedModel
 from epalm.models.sampling import SAMPLING_ONLY, SamplingSettings
 from epalm.training.evaluator import clean_prediction, decode_continuations, deliberate_right_padding
@@ -140,6 +140,34 @@ def model_inputs(loaded: LoadedModel, batch: dict[str, Any]) -> dict[str, Any]:
     device = loaded.device
     return {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device),
             "media": to_device(batch.get("media"), device), "media_index": to_device(batch.get("media_index"), device)}
+
+
+def lm_positions(loaded: LoadedModel) -> int | None:
+    """The LM's position limit (None: it has none)."""
+    return getattr(loaded.model.lm.model.config, "max_position_embeddings", None)
+
+
+def positions_needed(loaded: LoadedModel, batch: dict[str, Any], settings: GenerationSettings, layout: str) -> int:
+    """The LM positions a batch takes with its answer: the prompt tokens in front of it, its width, the bound."""
+    model = loaded.model
+    width = batch["input_ids"].shape[1]
+    return ((model.prefix_len if layout == ONE_INSTANCE else model.prompt_len) + width
+            + settings.new_token_bound(width, layout))
+
+
+def fits(loaded: LoadedModel, batch: dict[str, Any], settings: GenerationSettings, layout: str) -> bool:
+    limit = lm_positions(loaded)
+    return limit is None or positions_needed(loaded, batch, settings, layout) <= limit
+
+
+def check_fits(loaded: LoadedModel, batch: dict[str, Any], settings: GenerationSettings, layout: str,
+               what: str = "a prompt") -> None:
+    """DataFormatError when the batch and its answer do not fit the LM's positions (chat, predict, the API)."""
+    if not fits(loaded, batch, settings, layout):
+        bound = settings.new_token_bound(batch["input_ids"].shape[1], layout)
+        raise DataFormatError(f"{what} takes {positions_needed(loaded, batch, settings, layout)} positions with "
+                              f"the answer's {bound} tokens (max_new_tokens), more than the LM's "
+                              f"{lm_positions(loaded)}: shorten it or lower max_new_tokens")
 
 
 @torch.no_grad()

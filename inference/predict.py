@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
 from epalm.common.command_line import add_debug_flag, command_parser, run_command
-from epalm.common.errors import ConfigError, MissingFileError
+from epalm.common.errors import ConfigError
 from epalm.inference.api import Bridge
 from epalm.inference.batch_predict import add_batch_arguments, predict_batch
-from epalm.inference.chat_inputs import add_media_root_argument, parse_media_argument
+from epalm.inference.chat_inputs import add_media_root_argument, media_root_from_args, parse_media_argument
 from epalm.inference.checkpoint_source import add_model_arguments, load_from_args
 from epalm.inference.generation import add_generation_arguments, settings_from_args
 from epalm.inference.requests import prompt_request
@@ -59,9 +58,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def predict(args: argparse.Namespace) -> dict[str, Any]:
     """Load, answer once; returns what --json prints."""
-    media_root = Path(args.media_root)
-    if not media_root.is_dir():
-        raise MissingFileError(f"--media_root {media_root}: no such folder")
+    media_root = media_root_from_args(args)
     loaded = load_from_args(args)
     refs = [parse_media_argument(text, loaded.model.modality, media_root) for text in args.media]
     request = prompt_request(args.prompt, [(ref.modality, ref.path.resolve()) for ref in refs], media_root)

@@ -285,6 +285,8 @@ def test_reference_pth_and_checkpoint_folder_load_the_same_model(loaded, tiny):
     (["--checkpoint", "{root}/released.pth"], "is a reference eP-ALM file, which holds no model config"),
     (["--checkpoint", "{root}/run", "--config", "{root}/c.yaml"], "--config is for a reference .pth file"),
     (["--checkpoint", "{root}/run", "--media_root", "{root}/nowhere"], "--media_root {root}/nowhere: no such folder"),
+    (["--checkpoint", "{root}/run", "--input", "{root}/data", "--output", "{root}/out.jsonl", "--media_root",
+      "{root}/nowhere"], "--media_root {root}/nowhere: no such folder"),
     (["--checkpoint", "{root}/run", "--media", "video:{root}/c.yaml"], "this model reads image, not video"),
     (["--checkpoint", "{root}/run", "--media", "{root}/nope.jpg"], "no such file {root}/nope.jpg"),
 ])

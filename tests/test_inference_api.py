@@ -130,6 +130,17 @@ def test_streaming_yields_the_non_streamed_answer(runs, bridge):
     assert long.text == " ".join("".join(long.pieces).split())
 
 
+def test_a_prompt_past_the_lms_positions_is_refused_before_generation(runs, bridge):
+    # the tiny LM has 64 positions: the same check (inference/generation.py: check_fits) as chat's
+    image, long = _image(runs), " ".join(["shapes"] * 80)
+    for call in (bridge.ask, bridge.stream):
+        with pytest.raises(ValueError, match=r"a prompt takes \d+ positions .* more than the LM's 64"):
+            call(long, images=image, max_new_tokens=4)
+    with pytest.raises(ValueError, match="more than the LM's 64"):
+        bridge.ask("what colour?", images=image, max_new_tokens=64)  # the answer's bound counts too
+    assert bridge.ask("what colour?", images=image, max_new_tokens=4) is not None
+
+
 def _continues_after_separator(bridge, question, image, seed) -> bool:
     from epalm.inference.generation import model_inputs, seeded
 
