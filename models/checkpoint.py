@@ -105,16 +105,18 @@ def layout_mismatches(saved: ModelConfig, configured: ModelConfig) -> list[str]:
             for key in dict.fromkeys([*theirs, *ours]) if theirs.get(key) != ours.get(key)]
 
 
-def load_trainable_weights(model: EPALM, state: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load of the trainable tensors: every one present, no extra, every shape equal."""
+def load_trainable_weights(model: EPALM, state: dict[str, torch.Tensor], source: str, partial: bool = False,
+                           advice: str = "") -> None:
+    """Strict load of the trainable tensors: every one present (partial: the model's tensors the state lacks keep
+    theirs), no extra, every shape equal. advice: what to do when it does not fit, said after the source."""
     expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     problems = []
-    for key in sorted(set(expected) | set(found)):
+    for key in sorted(found if partial else set(expected) | set(found)):
         if expected.get(key) != found.get(key):
             problems.append(f"  {key}: expected {expected.get(key, 'absent')}, found {found.get(key, 'absent')}")
     if problems:
-        raise DataFormatError(f"{source} does not fit the configured model:\n" + "\n".join(problems))
+        raise DataFormatError(f"{source} does not fit the configured model{advice}:\n" + "\n".join(problems))
     model.load_state_dict(state, strict=False)  # strictness over the trainable keys is checked just above
 
 
@@ -183,14 +185,9 @@ def load_bridge_weights(model: EPALM, folder: str | Path) -> BridgeInit:
     source_lm = meta.get("model", {}).get("lm", {}).get("train", "frozen")
     state = {k: v for k, v in with_current_keys(load_file(str(path)), model.modality).items()
              if not is_lm_weight(k, source_lm)}  # the earlier LM's own weights live in lora/ or lm/, not here
-    own = model.trainable_state_dict()
-    problems = [f"  {k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape) if k in own else 'absent'}"
-                for k, v in sorted(state.items()) if k not in own or tuple(own[k].shape) != tuple(v.shape)]
-    if problems:
-        raise DataFormatError(f"--init_from {path}: its bridge does not fit the configured model (set the model "
-                              f"keys as the earlier run had them):\n" + "\n".join(problems))
-    model.load_state_dict(state, strict=False)  # the keys were checked just above
-    return BridgeInit(sorted(state), sorted(set(own) - set(state)), source_lm)
+    load_trainable_weights(model, state, f"--init_from {path}: its bridge", partial=True,
+                           advice=" (set the model keys as the earlier run had them)")
+    return BridgeInit(sorted(state), sorted(set(model.trainable_state_dict()) - set(state)), source_lm)
 
 
 def load_checkpoint(folder: str | Path, **build_kwargs) -> tuple[EPALM, Any]:

@@ -3,6 +3,7 @@ PyTorch's meta device from the architecture facts shipped in models/architecture
 `python -m epalm.training.count_parameters`)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,11 @@ def parameter_report(model: nn.Module) -> str:
     total = count_parameters(model)
     lines.append(f"  {'all':<14} {total.trainable:>15,} trainable / {total.total:>15,} ({total.percent:.4f}%)")
     return "parameters:\n" + "\n".join(lines)
+
+
+def facts_by_hub_id(folder: Path = ARCHITECTURES) -> dict[str, Path]:
+    """hub id -> its shipped facts file (the `_hub_id` of each `folder/*.json`)."""
+    return {json.loads(path.read_text()).get("_hub_id"): path for path in sorted(folder.glob("*.json"))}
 
 
 def architecture_path(name: str) -> str:

@@ -113,6 +113,9 @@ def test_short_video_repeats_the_last_decoded_frame(tmp_path):
 def test_bad_video_files_raise_media_decode_error(tmp_path):
     with pytest.raises(MediaDecodeError, match="not found"):
         load_video_frames(str(tmp_path / "missing.mp4"), 4, train=False)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(MediaDecodeError, match="empty file"):  # the check every decoder shares
+        load_video_frames(str(tmp_path / "empty.mp4"), 4, train=False)
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video at all" * 50)
     with pytest.raises(MediaDecodeError) as info:
@@ -238,6 +241,9 @@ def test_audio_in_a_container_librosa_cannot_read_falls_back_to_pyav(tmp_path, t
 def test_bad_audio_files_raise_media_decode_error(tmp_path, tone_wav):
     with pytest.raises(MediaDecodeError, match="not found"):
         load_audio(str(tmp_path / "missing.wav"))
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(MediaDecodeError, match="empty file"):
+        load_audio(str(tmp_path / "empty.wav"))
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"RIFF nonsense" * 20)
     with pytest.raises(MediaDecodeError, match="not decodable audio"):

@@ -70,3 +70,32 @@ def test_checkpoint_stays_strict_and_init_from_checks_the_bridge(stage1, tmp_pat
         entry.main(["--config", config, "--init_from", str(first), "--checkpoint", str(first)])
     with pytest.raises(FileNotFoundError, match="neither a checkpoint folder"):
         entry.main(["--config", config, "--init_from", str(tmp_path)])
+
+
+def test_init_from_refuses_a_bridge_tensor_of_another_shape_and_keeps_what_the_file_lacks(stage1, tmp_path):
+    # the same strict comparison as --checkpoint (load_trainable_weights), over the file's bridge tensors only
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from epalm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_bridge_weights, read_checkpoint_config
+    from epalm.models.factory import build_model
+
+    _, first = stage1
+    source = first / "checkpoints" / "last" / "trainable"
+    model, _ = build_model(read_checkpoint_config(source))
+    state = _weights(first)
+    key = next(k for k in state if k.startswith("connectors.image.mlp.") and k.endswith("bias"))
+    bent = tmp_path / "bent"
+    bent.mkdir()
+    shutil.copyfile(source / CONFIG_FILE, bent / CONFIG_FILE)
+    save_file({**state, key: torch.zeros(state[key].numel() + 1)}, str(bent / WEIGHTS_FILE))
+    with pytest.raises(ValueError, match=rf"its bridge does not fit the configured model \(set the model keys .*\n"
+                                         rf"  {key}: expected \({state[key].numel()},\), found \({state[key].numel() + 1},\)"):
+        load_bridge_weights(model, bent)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    shutil.copyfile(source / CONFIG_FILE, fewer / CONFIG_FILE)
+    save_file({k: v for k, v in state.items() if k != key}, str(fewer / WEIGHTS_FILE))
+    loaded = load_bridge_weights(model, fewer)
+    assert key in loaded.fresh and key not in loaded.loaded

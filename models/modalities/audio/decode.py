@@ -2,7 +2,6 @@
 is the audio modality plugin's (models/modalities/audio/modality.py)."""
 from __future__ import annotations
 
-import os
 import warnings
 
 import av
@@ -10,14 +9,13 @@ import librosa
 import numpy as np
 
 from epalm.common.errors import MediaDecodeError
-from epalm.models.modalities.base import FILE_NOT_FOUND
+from epalm.models.modalities.base import check_media_file
 
 
 def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
     """Decode any file librosa reads (wav, flac, ogg, mp3 ...), or failing that anything FFmpeg reads
     (m4a, webm, video files), to a mono float32 waveform at `sample_rate`."""
-    if not os.path.isfile(path):
-        raise MediaDecodeError(path, FILE_NOT_FOUND)
+    check_media_file(path)
     try:
         with warnings.catch_warnings():
             # librosa warns before trying its deprecated audioread fallback; the outcome is what matters

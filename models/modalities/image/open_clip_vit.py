@@ -87,11 +87,10 @@ class OpenCLIPEncoder(LibraryEncoder):
             if not (folder / CONFIG_FILE).is_file():
                 raise MissingFileError(f"{key}.name {name}: no {CONFIG_FILE} in {folder} (open_clip's architecture "
                                        "and preprocessing of a local-dir: model)")
-        if name.startswith("local-dir:") and cfg.pretrained and not any(
-                path.suffix in WEIGHT_SUFFIXES for path in Path(name.removeprefix("local-dir:")).expanduser().iterdir()):
-            # open_clip would only warn and go on with random weights
-            raise MissingFileError(f"{key}.name {name}: pretrained: true but the folder holds no weight file "
-                                   f"({', '.join(WEIGHT_SUFFIXES)})")
+            if cfg.pretrained and not any(path.suffix in WEIGHT_SUFFIXES for path in folder.iterdir()):
+                # open_clip would only warn and go on with random weights
+                raise MissingFileError(f"{key}.name {name}: pretrained: true but the folder holds no weight file "
+                                       f"({', '.join(WEIGHT_SUFFIXES)})")
         if name.startswith(SCHEMAS):
             if cfg.checkpoint:
                 raise ConfigError(f"{key}: {name} brings its own weights (pretrained: true); no checkpoint")

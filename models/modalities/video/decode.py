@@ -8,14 +8,13 @@ the video has at most `max_buffered` frames, nearest kept frame beyond).
 """
 from __future__ import annotations
 
-import os
 from typing import Iterable, TypeVar
 
 import av
 import numpy as np
 
 from epalm.common.errors import MediaDecodeError
-from epalm.models.modalities.base import FILE_NOT_FOUND
+from epalm.models.modalities.base import check_media_file
 
 T = TypeVar("T")
 
@@ -93,8 +92,7 @@ def load_video_frames(
     max_buffered: size of the reserve used when the metadata frame count is missing or wrong
         (default max(64, 8 * num_frames) frames, kept in the decoder's compact YUV form).
     """
-    if not os.path.isfile(path):
-        raise MediaDecodeError(path, FILE_NOT_FOUND)
+    check_media_file(path)
     max_buffered = max_buffered or max(64, 8 * num_frames)
     try:
         with av.open(path) as container:

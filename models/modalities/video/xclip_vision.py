@@ -38,15 +38,11 @@ class XCLIPVisionEncoder(HubTowerEncoder):
         self.check_num_tokens(num_tokens)
         batch, frames = media.shape[:2]  # (B, T, C, H, W): the tower reads (B * T, C, H, W)
         out = self.model(pixel_values=media.flatten(0, 1), output_hidden_states=True)
-        blocks = [h.view(batch, frames, *h.shape[1:]) for h in out.hidden_states[-num_tokens:]]  # (B, T, 1 + P, d)
-        norm = self.model.post_layernorm
+        # per frame, as every tower's: (B * T, K, d), or the patch tokens (B * T, P, d)
+        tokens = self.last_block_tokens(out.hidden_states, num_tokens, self.model.post_layernorm, readout, 1)
         if readout == "patches":
-            return blocks[0][:, :, 1:].flatten(1, 2)
-        if readout == "cls":
-            return torch.stack([norm(h[:, :, 0]).mean(1) for h in blocks], dim=1)
-        if readout == "mean":
-            return torch.stack([norm(h[:, :, 1:]).mean((1, 2)) for h in blocks], dim=1)
-        raise ValueError(f"readout must be one of {self.readouts}, got {readout!r}")
+            return tokens.reshape(batch, -1, tokens.shape[-1])  # frame by frame
+        return tokens.view(batch, frames, *tokens.shape[1:]).mean(1)  # cls, mean: averaged over the clip's frames
 
     def preprocessing(self, train: bool) -> Callable[[Any], torch.Tensor]:
         """Frames `(T, H, W, 3)` uint8 -> the processor's `(T, 3, S, S)`."""
