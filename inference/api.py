@@ -113,7 +113,6 @@ class Bridge:
     def stream_prepared(self, prepared: Prepared, settings: GenerationSettings | None = None) -> ReplyStream:
         """`stream` for a request whose media are read (`prepare`)."""
         settings = settings or self.settings
-        check_streamable(settings, 1)
         batch, kind = self._batch([prepared])
         check_fits(self.loaded, batch, settings, prepared.layout)
         return ReplyStream(self.loaded, batch, settings, prepared.layout, kind)

@@ -28,9 +28,9 @@ from epalm.inference.chat_inputs import media_root_from_args
 from epalm.inference.checkpoint_source import load_from_args
 from epalm.inference.generation import settings_from_args
 from epalm.inference.media_files import media_files
-from epalm.inference.requests import build_requests
+from epalm.inference.requests import MEDIA_ARGUMENTS, build_requests
 
-ROW_MEDIA_KEYS = ("images", "videos", "audios", "media")
+ROW_MEDIA_KEYS = (*MEDIA_ARGUMENTS, "media")
 
 
 def add_batch_arguments(parser) -> None:
@@ -98,7 +98,7 @@ def _request(row: dict[str, Any], media_root: Path):
     if unknown:
         raise DataFormatError(f"row {row['id']!r}: unknown field(s) {unknown}; a row has id, prompt or messages, "
                               f"and {', '.join(ROW_MEDIA_KEYS)}")
-    media = {key: row[key] for key in ("images", "videos", "audios") if key in row}
+    media = {key: row[key] for key in MEDIA_ARGUMENTS if key in row}
     if isinstance(row.get("media"), dict):
         media.update(row["media"])
     elif "media" in row:

@@ -258,17 +258,26 @@ def add_model_arguments(parser) -> None:
     serve)."""
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="a run, checkpoint or exported folder, or a reference .pth (docs/chat.md)")
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="for a reference .pth: the run config(s) that build its model (repeatable)")
-    parser.add_argument("--our_defaults", action="store_true",
-                        help="for a reference .pth: our input defaults, not configs/compat/reference_eval*")
+    add_reference_arguments(parser)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="precision of the frozen LM and encoders (default auto: as trained)")
 
 
+def add_reference_arguments(parser) -> None:
+    """--config, --our_defaults: how a reference .pth is read (every command that takes one)."""
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="for a reference .pth: the run config(s) that build its model (repeatable)")
+    parser.add_argument("--our_defaults", action="store_true",
+                        help="for a reference .pth: our input defaults, not configs/compat/reference_eval*")
+
+
+def check_our_defaults(checkpoint: str, our_defaults: bool) -> None:
+    if our_defaults and Path(checkpoint).suffix not in REFERENCE_SUFFIXES:
+        raise ConfigError("--our_defaults is for a reference .pth; a folder carries the inputs it was trained on")
+
+
 def load_from_args(args) -> LoadedModel:
     """The model add_model_arguments' flags name."""
-    if args.our_defaults and Path(args.checkpoint).suffix not in REFERENCE_SUFFIXES:
-        raise ConfigError("--our_defaults is for a reference .pth; a folder carries the inputs it was trained on")
+    check_our_defaults(args.checkpoint, args.our_defaults)
     return load_model(args.checkpoint, args.config, args.device, args.dtype, reference_inputs=not args.our_defaults)

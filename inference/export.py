@@ -28,18 +28,20 @@ from epalm.common.command_line import add_debug_flag, command_parser, run_comman
 from epalm.common.config_io import to_dict
 from epalm.common.errors import ConfigError, LaunchError
 from epalm.inference.checkpoint_source import (
+    EXPORT_MANIFEST,
     EXPORTED_RUN_CONFIG,
     CheckpointSource,
+    add_reference_arguments,
     build_from_source,
+    check_our_defaults,
     find_source,
     read_run_config,
     run_config_of,
 )
-from epalm.inference.model_card import CARD, MANIFEST, manifest, model_card
+from epalm.inference.model_card import CARD, manifest, model_card
 from epalm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, save_checkpoint
 from epalm.models.language_models.lm_checkpoint import FULL_DIR, LORA_DIR
 from epalm.models.language_models.tokenizer import load_tokenizer
-from epalm.training.preflight import REFERENCE_SUFFIXES
 from epalm.training.run_config import RunConfig
 
 TRAINING_CONFIG = "training_config.yaml"
@@ -64,13 +66,6 @@ def reading_sections(cfg: RunConfig) -> dict[str, Any]:
     return values
 
 
-def run_folder(source: CheckpointSource) -> Path | None:
-    """The run the weights come from (its training log and evaluations), when there is one."""
-    if source.kind in ("run", "folder") and source.run_config is not None:
-        return source.run_config.parent
-    return None
-
-
 def _copy_weights(source: CheckpointSource, folder: Path) -> None:
     # copyfile: the files get the reader's usual permissions, not the run's private temporary-file ones
     for name in (WEIGHTS_FILE, CONFIG_FILE):
@@ -90,19 +85,15 @@ def write_export(source: CheckpointSource, cfg: RunConfig, folder: Path, name: s
         _copy_weights(source, folder)
         model_cfg = read_checkpoint_config(source.weights)
         tokenizer = load_tokenizer(model_cfg.lm.tokenizer or model_cfg.lm.name)
-    run = run_folder(source)
-    info = manifest(model_cfg, cfg, source, tokenizer, run)
-    if source.kind == "export":  # an export of an export keeps what the first one knew of its run
-        earlier = json.loads((source.weights / MANIFEST).read_text())
-        info.update(trained_steps=earlier.get("trained_steps"), metrics=earlier.get("metrics", {}))
-        if (source.weights / TRAINING_CONFIG).is_file():
-            cfg = read_run_config(source.weights / TRAINING_CONFIG)
+    info = manifest(model_cfg, cfg, source, tokenizer)
+    if source.kind == "export" and (source.weights / TRAINING_CONFIG).is_file():
+        cfg = read_run_config(source.weights / TRAINING_CONFIG)  # the first export's training config
     if source.kind == "reference":
         info["trainable_parameters"] = sum(t.numel() for t in model.trainable_state_dict().values())
     training = {**to_dict(cfg), "model": to_dict(model_cfg)}
     write_text_atomic(folder / EXPORTED_RUN_CONFIG, yaml.safe_dump(reading_sections(cfg), sort_keys=False))
     write_text_atomic(folder / TRAINING_CONFIG, yaml.safe_dump(training, sort_keys=False))
-    write_text_atomic(folder / MANIFEST, json.dumps(info, indent=2))
+    write_text_atomic(folder / EXPORT_MANIFEST, json.dumps(info, indent=2))
     write_text_atomic(folder / CARD, model_card(info, cfg, name))
     return info
 
@@ -152,10 +143,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", metavar="RUN",
                         help="a run, checkpoint or exported folder, or a reference .pth (with --config)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (must not exist)")
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="for a reference .pth: the run config(s) that build its model")
-    parser.add_argument("--our_defaults", action="store_true",
-                        help="for a reference .pth: our input defaults, not configs/compat/reference_eval*")
+    add_reference_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     parser.add_argument("--push_to_hub", default=None, metavar="USER/NAME",
                         help="then upload it to this Hugging Face Hub model repository (HF_TOKEN)")
@@ -167,8 +155,7 @@ def argument_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> dict[str, Any]:
     args = argument_parser().parse_args(argv)
     out = stdout or sys.stdout
-    if args.our_defaults and Path(args.checkpoint).suffix not in REFERENCE_SUFFIXES:
-        raise ConfigError("--our_defaults is for a reference .pth; a folder carries the inputs it was trained on")
+    check_our_defaults(args.checkpoint, args.our_defaults)
     if args.private and not args.push_to_hub:
         raise ConfigError("--private is for --push_to_hub")
     folder = Path(args.out)

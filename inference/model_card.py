@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from epalm.inference.checkpoint_source import EXPORT_MANIFEST, CheckpointSource, tokenizer_additions
+from epalm.models.checkpoint import CONFIG_FILE
 from epalm.models.config import ModelConfig
 from epalm.training.run_config import RunConfig
 
-MANIFEST = EXPORT_MANIFEST
 CARD = "README.md"
 FORMAT = "epalm-export"
 VERSION = 1
@@ -31,6 +31,23 @@ def trained_steps(run: Path | None) -> int | None:
         return None
     steps = [json.loads(line).get("step") for line in log.read_text().splitlines() if line.strip()]
     return max((step for step in steps if isinstance(step, int)), default=None)
+
+
+def run_folder(source: CheckpointSource) -> Path | None:
+    """The run the weights come from (its training log and evaluations), when there is one."""
+    if source.kind in ("run", "folder") and source.run_config is not None:
+        return source.run_config.parent
+    return None
+
+
+def run_record(source: CheckpointSource) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """The trained steps and final metrics known of the weights' run: an exported folder's manifest (an export of
+    an export keeps what the first one knew), else the run's training log and evaluations."""
+    if source.kind == "export":
+        earlier = json.loads((source.weights / EXPORT_MANIFEST).read_text())
+        return earlier.get("trained_steps"), earlier.get("metrics", {})
+    run = run_folder(source)
+    return trained_steps(run), final_metrics(run)
 
 
 def final_metrics(run: Path | None) -> dict[str, dict[str, Any]]:
@@ -49,13 +66,13 @@ def final_metrics(run: Path | None) -> dict[str, dict[str, Any]]:
 
 
 def trainable_parameters(weights: Path) -> int | None:
-    meta = json.loads((weights / "epalm_config.json").read_text())
+    meta = json.loads((weights / CONFIG_FILE).read_text())
     shapes = meta.get("shapes")
     return sum(prod(shape) for shape in shapes.values()) if isinstance(shapes, dict) else None
 
 
-def manifest(model_cfg: ModelConfig, cfg: RunConfig, source: CheckpointSource, tokenizer,
-             run: Path | None) -> dict[str, Any]:
+def manifest(model_cfg: ModelConfig, cfg: RunConfig, source: CheckpointSource, tokenizer) -> dict[str, Any]:
+    steps, metrics = run_record(source)
     encoders = {name: {key: getattr(encoder, key) for key in ("type", "name", "checkpoint")}
                 for name, encoder in model_cfg.encoders.items()} if model_cfg.visual else {}
     return {
@@ -68,9 +85,9 @@ def manifest(model_cfg: ModelConfig, cfg: RunConfig, source: CheckpointSource, t
         "tokenizer_additions": tokenizer_additions(tokenizer),
         "task": {"reader": cfg.task.reader, "mixture": sorted(cfg.mixture),
                  "known": source.run_config is not None or source.kind == "reference"},
-        "trained_steps": trained_steps(run),
+        "trained_steps": steps,
         "trainable_parameters": trainable_parameters(source.weights) if source.kind != "reference" else None,
-        "metrics": final_metrics(run),
+        "metrics": metrics,
         "exported_from": {"kind": source.kind, "path": str(source.weights)},
     }
 

@@ -19,9 +19,9 @@ from epalm.common.errors import ConfigError, LaunchError, UserError
 from epalm.common.ports import free_port
 from epalm.dataset.tasks import TASK_READERS
 from epalm.inference.api import Bridge
-from epalm.inference.checkpoint_source import EXPORT_MANIFEST, LoadedModel, add_model_arguments, load_from_args
+from epalm.inference.checkpoint_source import LoadedModel, add_model_arguments, load_from_args
 from epalm.inference.generation import add_generation_arguments, settings_from_args
-from epalm.inference.model_card import final_metrics, trained_steps
+from epalm.inference.model_card import run_record
 from epalm.inference.serve_app import Example, ServeHandlers, build_page
 
 EXAMPLES = """examples:
@@ -63,14 +63,7 @@ def description(loaded: LoadedModel) -> str:
     model, source = loaded.model, loaded.source
     encoders = ", ".join(f"{name}: `{cfg.name}` ({cfg.type})" for name, cfg in model.config.encoders.items()) \
         if model.config.visual else "none (a blind model)"
-    if source.kind == "export":
-        import json
-
-        info = json.loads((source.weights / EXPORT_MANIFEST).read_text())
-        steps, metrics = info.get("trained_steps"), info.get("metrics", {})
-    else:
-        run = source.run_config.parent if source.run_config is not None else None
-        steps, metrics = trained_steps(run), final_metrics(run)
+    steps, metrics = run_record(source)
     scores = "; ".join(f"{split} {m['name']} {m['value']}" for split, m in metrics.items()) or "none recorded"
     return "\n".join([
         f"**LM** `{model.config.lm.name}` · **encoders** {encoders} · **connector** {model.describe_bridge()}",

@@ -40,11 +40,11 @@ class _StopWhen(StoppingCriteria):
 class _StopAtToken(StoppingCriteria):
     """Stops a row whose last token is one of `token_ids` (`</a>`: a QA answer ends where a new one begins)."""
 
-    def __init__(self, token_ids: list[int]):
-        self.token_ids = torch.tensor(token_ids)
+    def __init__(self, token_ids: list[int], device: torch.device):
+        self.token_ids = torch.tensor(token_ids, device=device)  # made once, not copied to the device per token
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.isin(input_ids[:, -1], self.token_ids.to(input_ids.device))
+        return torch.isin(input_ids[:, -1], self.token_ids)
 
 
 def check_streamable(settings: GenerationSettings, rows: int) -> None:
@@ -72,7 +72,7 @@ class ReplyStream:
         self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         criteria: list[StoppingCriteria] = [_StopWhen(self._stop)]
         if kind in ("qa", "chat"):
-            criteria.append(_StopAtToken([tokenizer.convert_tokens_to_ids(QA_SEPARATOR)]))
+            criteria.append(_StopAtToken([tokenizer.convert_tokens_to_ids(QA_SEPARATOR)], loaded.device))
         bound = settings.new_token_bound(batch["input_ids"].shape[1], layout)
         kwargs = {**model_inputs(loaded, batch), **settings.generate_kwargs(bound), "streamer": self._streamer,
                   "stopping_criteria": StoppingCriteriaList(criteria)}
