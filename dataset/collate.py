@@ -69,13 +69,20 @@ class TextCollator:
         encoded = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         return [ids if ids and ids[0] == self.start_id else [self.start_id] + ids for ids in encoded]
 
-    def _target_ids(self, targets: list[str], prompts: list[str]) -> list[list[int]]:
+    def _target_ids(self, targets: list[str]) -> list[list[int]]:
         if not targets:
             return []
-        if self.chat:  # the answer as the template writes it, its end of turn included
-            texts = [one_turn(self.tokenizer, self._user_turn(p), t)[1] for p, t in zip(prompts, targets)]
-            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [ids + [self.eos_id] for ids in self.tokenizer(targets, add_special_tokens=False)["input_ids"]]
+
+    def _chat_ids(self, prompts: list[str], targets: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """One rendering per sample: the prompt up to the template's generation prompt (its own special tokens,
+        BOS if any) and the answer as the template writes it, its end of turn included."""
+        if not prompts:
+            return [], []
+        turns = [one_turn(self.tokenizer, self._user_turn(p), t) for p, t in zip(prompts, targets)]
+        prompt_ids = self.tokenizer([prompt for prompt, _ in turns], add_special_tokens=False)["input_ids"]
+        answer_ids = self.tokenizer([answer for _, answer in turns], add_special_tokens=False)["input_ids"]
+        return prompt_ids, answer_ids
 
     def _user_turn(self, prompt: str) -> str:
         return fill_prompt_template(self.prompt_template, prompt) if self.kind == "qa" else self.caption_prompt
@@ -101,8 +108,11 @@ class TextCollator:
 
     def _train_text(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows, labels = [], []
-        prompts = self._prompt_ids([item["prompt"] for item in items])
-        targets = self._target_ids([item["target"] for item in items], [item["prompt"] for item in items])
+        prompt_texts, target_texts = [item["prompt"] for item in items], [item["target"] for item in items]
+        if self.chat:
+            prompts, targets = self._chat_ids(prompt_texts, target_texts)
+        else:
+            prompts, targets = self._prompt_ids(prompt_texts), self._target_ids(target_texts)
         for prompt, target in zip(prompts, targets):
             ids = (prompt + target)[: self.max_len]
             if self.loss_tokens == "answer":

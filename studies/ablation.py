@@ -31,7 +31,7 @@ import yaml
 
 from epalm.common.command_line import add_debug_flag, command_parser, run_command
 from epalm.common.errors import ConfigError, MissingFileError, UserError
-from epalm.models.param_count import ARCHITECTURES, build_on_meta, count_parameters
+from epalm.models.param_count import ARCHITECTURES, build_on_meta, count_parameters, facts_by_hub_id
 from epalm.training.run_config import RunConfig, load_yaml, resolve_config
 
 logger = logging.getLogger(__name__)
@@ -126,9 +126,9 @@ def _counting_config(cfg: RunConfig):
     for encoder in model.encoders.values():
         encoder.pretrained, encoder.checkpoint = False, None
     if not model.lm.random_init:
-        by_hub = {facts.get("_hub_id"): name for name, facts in shipped_architectures().items()}
+        by_hub = facts_by_hub_id(ARCHITECTURES)
         if model.lm.name in by_hub:
-            model.lm.name = str(ARCHITECTURES / f"{by_hub[model.lm.name]}.json")
+            model.lm.name = str(by_hub[model.lm.name])
         model.lm.random_init = True  # a local folder's config.json is read; nothing is loaded
     return model
 

@@ -32,7 +32,7 @@ from epalm.common.config_io import from_dict
 from epalm.common.errors import UnknownNameError
 from epalm.models.connectors.base import connector_class
 from epalm.models.language_models.frozen_lm import LanguageModelConfig, build_language_model
-from epalm.models.param_count import ARCHITECTURES, count_parameters
+from epalm.models.param_count import ARCHITECTURES, count_parameters, facts_by_hub_id
 from epalm.models.soft_prompt import SoftPrompt
 from epalm.training.run_config import resolve_config
 
@@ -61,18 +61,14 @@ class MemoryEstimate:
         return states + self.activations_gb + self.logits_gb
 
 
-def _by_hub_id(folder: Path) -> dict[str, Path]:
-    return {json.loads(path.read_text()).get("_hub_id"): path for path in sorted(folder.glob("*.json"))}
-
-
 def lm_facts(name: str) -> Path:
     """The shipped architecture facts of an LM named by its hub id (or a shipped name, or a facts file)."""
     if Path(name).suffix == ".json" and Path(name).is_file():
         return Path(name)
-    found = _by_hub_id(ARCHITECTURES).get(name) or (ARCHITECTURES / f"{name}.json")
+    found = facts_by_hub_id(ARCHITECTURES).get(name) or (ARCHITECTURES / f"{name}.json")
     if not found.is_file():
         raise UnknownNameError(f"model.lm.name {name}: no shipped architecture facts (models/architectures/*.json: "
-                               f"{', '.join(sorted(filter(None, _by_hub_id(ARCHITECTURES))))})")
+                               f"{', '.join(sorted(filter(None, facts_by_hub_id(ARCHITECTURES))))})")
     return found
 
 
@@ -81,7 +77,7 @@ def encoder_tower(section) -> tuple[torch.nn.Module, tuple[int, ...] | None]:
     import timm
     import transformers
 
-    facts = _by_hub_id(ENCODER_FACTS).get(section.name)
+    facts = facts_by_hub_id(ENCODER_FACTS).get(section.name)
     with torch.device("meta"):
         if facts is None and section.type in ("timm_vit", "timm_pooled"):
             model = timm.create_model(section.name, pretrained=False, num_classes=0)

@@ -31,7 +31,7 @@ def metric_reason(reader: str, split: TaskSplit, configured: str) -> tuple[str, 
         return "CIDEr", why or ("captions: CIDEr against each item's reference captions; BLEU, METEOR and ROUGE-L "
                                 "are in the metrics file")
     if metric == "vqa":
-        if all("answers" in sample.meta for sample in split):
+        if has_human_answers(split):
             return "vqa_accuracy", why or "VQA accuracy: every question has its human `answers`"
         return "exact_match", ("VQA accuracy needs each question's 10 human `answers` (an `answers` field, or the "
                                "official annotation files beside the questions); without them, exact match against "
@@ -48,6 +48,11 @@ def attribute_vocabulary(split: TaskSplit) -> dict | None:
         return data["attribute_vocabulary"]
     sibling = Path(split.annotation_file).with_name("attribute_vocabulary.json")
     return json.loads(sibling.read_text()) if sibling.is_file() else None
+
+
+def has_human_answers(split: TaskSplit) -> bool:
+    """Every question has its human `answers`: VQA accuracy can score it (else exact match)."""
+    return all("answers" in sample.meta for sample in split)
 
 
 def _with_answer(meta: dict[str, Any], targets: list[str]) -> dict[str, Any]:
@@ -69,7 +74,7 @@ def score_predictions(split: TaskSplit, predictions: dict[Any, str], metric: str
             result["attribute_accuracy"] = attribute_accuracy(predictions, attributes, vocabulary)
         return result
     truth = {s.uid: _with_answer(s.meta, s.targets) for s in split}
-    if metric == "vqa" and all("answers" in meta for meta in truth.values()):
+    if metric == "vqa" and has_human_answers(split):  # _with_answer leaves `answers` as they are
         result = vqa_accuracy(predictions, truth, version=vqa_version).to_dict()
     else:
         result = exact_match_accuracy(predictions, truth).to_dict()

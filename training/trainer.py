@@ -218,8 +218,7 @@ class Trainer:
             if epoch_done:
                 progress.epoch += 1
                 progress.batches_in_epoch = 0
-            if epoch_done or progress.step >= self.total_steps:
-                self._check_something_trained(skipped_media)
+            self._check_something_trained(skipped_media)  # an epoch ended, or the run did
             # The epoch-end work every epoch_end_every epochs (training/step_schedule.py), and at the end.
             if (epoch_done and progress.epoch % self.epoch_end_every == 0) or progress.step >= self.total_steps:
                 self._validate_epoch()

@@ -71,7 +71,7 @@ class CaptionLM:
 
     @torch.no_grad()
     def captions(self, max_new_tokens: int, batch_size: int = 100, **inputs: torch.Tensor) -> list[str]:
-        """Greedy captions from BOS, one per row of the inputs."""
+        """Greedy captions from the collator's prompt (BOS, or the rendered user turn), one per row of the inputs."""
         self.model.eval()
         rows = next(iter(inputs.values())).shape[0]
         texts: list[str] = []
